@@ -1,0 +1,361 @@
+"""Recipes: YAML files validated into frozen, typed config objects before any work starts.
+
+A recipe is read with `yaml.safe_load`, `key.path=value` overrides are applied to the raw mapping,
+and `parse_recipe` turns it into a `Recipe`. Every mistake raises `RecipeError` with a one-line
+message naming the key path, e.g. ``unknown key 'distill.epoch' (did you mean 'epochs'?)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from distill.errors import RecipeError
+
+ALL_SIB200_LANGUAGES = [
+    "eng_Latn", "hau_Latn", "swh_Latn", "amh_Ethi", "xho_Latn", "som_Latn", "yor_Latn", "ibo_Latn",
+    "kin_Latn", "wol_Latn", "lug_Latn", "quy_Latn", "grn_Latn", "fao_Latn", "mlt_Latn",
+]  # fmt: skip
+
+QuantizeMode = Literal["none", "int8-dynamic"]
+
+
+def _path_field(default: str | None = None) -> Any:
+    """A string field that may hold `${VAR}` / `${VAR:-default}` and is expanded on load."""
+    return field(default=default, metadata={"path": True})
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the SIB-200 data comes from: exactly one of `path` (local) or `hub_id`."""
+
+    path: str | None = _path_field()
+    hub_id: str | None = None
+    languages: list[str] = field(default_factory=lambda: list(ALL_SIB200_LANGUAGES))
+    max_length: int = 128
+    max_train_per_language: int | None = None
+    max_eval_per_language: int | None = None
+
+
+@dataclass(frozen=True)
+class ScratchConfig:
+    """An XLM-R-architecture teacher with random weights and a tokenizer trained on the recipe's text."""
+
+    vocab_size: int = 8000
+    hidden_size: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 1024
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 3
+    batch_size: int = 32
+    lr: float = 5e-4
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """`model` is a hub id or local dir; when null, a `scratch` teacher is built and trained."""
+
+    model: str | None = _path_field()
+    scratch: ScratchConfig = field(default_factory=ScratchConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    trust_remote_code: bool = False
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """Keep a subset of the teacher's layers: `num_layers` spread uniformly, or an explicit list."""
+
+    num_layers: int | None = None
+    layers: list[int] | None = None
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    train: TrainConfig = field(default_factory=TrainConfig)
+    # loss name (see distill.losses.LOSSES) -> {"weight": w, **constructor arguments}
+    losses: dict[str, dict[str, Any]] = field(
+        default_factory=lambda: {
+            "logit_kl": {"weight": 1.0, "temperature": 2.0},
+            "cross_entropy": {"weight": 0.5},
+        }
+    )
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    quantize: QuantizeMode = "int8-dynamic"
+    parity_tolerance: float = 1e-4
+    parity_sentences: int = 64
+    opset: int = 17
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    batch: int = 1
+    seq: int = 128
+    runs: int = 50
+    warmup: int = 10
+    threads: int | None = None  # null: all cores
+
+
+STAGES = ("teacher", "distill", "export", "bench")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    seed: int = 0
+    output_dir: str = _path_field("runs")
+    stages: list[str] = field(default_factory=lambda: list(STAGES))
+    data: DataConfig = field(default_factory=DataConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
+
+
+# ----------------------------------------------------------------------------------------------
+# loading
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read, override and validate a recipe file; raises `RecipeError` on any problem."""
+    raw = read_yaml(path)
+    for override in overrides:
+        apply_override(raw, override)
+    return parse_recipe(raw)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RecipeError(f"malformed YAML in {path}{where}: {problem}") from None
+    if not isinstance(raw, dict):
+        raise RecipeError(f"recipe {path} must be a mapping of keys, got {type(raw).__name__}")
+    return raw
+
+
+def apply_override(raw: dict[str, Any], override: str) -> None:
+    """Apply `a.b.c=value` (value parsed as YAML, so `3`, `[0, 2]`, `null` keep their types)."""
+    key, sep, value = override.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise RecipeError(f"override {override!r} is not of the form key.path=value")
+    try:
+        parsed = yaml.safe_load(value) if value else ""
+    except yaml.YAMLError:
+        parsed = value
+    *parents, leaf = key.split(".")
+    node = raw
+    for i, part in enumerate(parents):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise RecipeError(f"override {override!r}: '{'.'.join(parents[: i + 1])}' is not a mapping")
+        node = child
+    node[leaf] = parsed
+
+
+def parse_recipe(raw: dict[str, Any]) -> Recipe:
+    recipe = _build(Recipe, raw, "")
+    _check_semantics(recipe)
+    return recipe
+
+
+def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
+    return dataclasses.asdict(recipe)
+
+
+# ----------------------------------------------------------------------------------------------
+# generic typed construction
+
+
+def _build(cls: type, raw: Any, path: str) -> Any:
+    if not isinstance(raw, dict):
+        raise RecipeError(f"'{path or 'recipe'}' must be a mapping, got {_describe(raw)}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            where = f"{path}.{key}" if path else str(key)
+            raise RecipeError(f"unknown key '{where}'{suggest(str(key), fields)}")
+    missing = [
+        name
+        for name, f in fields.items()
+        if name not in raw
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise RecipeError(f"missing required key '{_join(path, missing[0])}'")
+    values = {}
+    for key, value in raw.items():
+        value = _coerce(hints[key], value, _join(path, key))
+        if fields[key].metadata.get("path") and isinstance(value, str):
+            value = expand_env(value, _join(path, key))
+        values[key] = value
+    return cls(**values)
+
+
+def _coerce(tp: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path)
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(option, value, path)
+            except RecipeError as exc:
+                errors.append(exc)
+        if len(errors) == 1:
+            raise errors[0]
+        raise RecipeError(f"'{path}' must be {_type_name(tp)}, got {_describe(value)}")
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise RecipeError(
+                f"'{path}' must be one of {', '.join(map(repr, allowed))}, got {value!r}"
+                f"{suggest(str(value), allowed)}"
+            )
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise RecipeError(f"'{path}' must be {_type_name(tp)}, got {_describe(value)}")
+        (item_tp,) = typing.get_args(tp)
+        return [_coerce(item_tp, v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise RecipeError(f"'{path}' must be a mapping, got {_describe(value)}")
+        key_tp, value_tp = typing.get_args(tp)
+        return {_coerce(key_tp, k, path): _coerce(value_tp, v, f"{path}.{k}") for k, v in value.items()}
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):
+        try:  # YAML 1.1 reads `5e-4` as a string; accept it as the float it plainly is
+            return float(value)
+        except ValueError:
+            pass
+    if tp in (int, float, str, bool) and (type(value) is tp):
+        return value
+    raise RecipeError(f"'{path}' must be {_type_name(tp)}, got {_describe(value)}")
+
+
+_ENV = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
+
+
+def expand_env(value: str, path: str) -> str:
+    """Expand `${VAR}` and `${VAR:-default}`; an unset variable without default is an error."""
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in os.environ and os.environ[name] != "":
+            return os.environ[name]
+        if default is None:
+            raise RecipeError(f"'{path}' uses environment variable {name}, which is not set")
+        return default
+
+    return _ENV.sub(substitute, value)
+
+
+def _check_semantics(recipe: Recipe) -> None:
+    from distill.losses import check_loss_specs  # late import: losses pull in torch
+
+    data = recipe.data
+    if (data.path is None) == (data.hub_id is None):
+        raise RecipeError("set exactly one of 'data.path' (local folder) or 'data.hub_id'")
+    if not data.languages:
+        raise RecipeError("'data.languages' is empty: name at least one language")
+    if len(set(data.languages)) != len(data.languages):
+        raise RecipeError("'data.languages' lists a language twice")
+    if data.path is not None:
+        from distill.data import check_local_dataset
+
+        check_local_dataset(data.path, data.languages)
+    for name in recipe.stages:
+        if name not in STAGES:
+            raise RecipeError(f"unknown stage '{name}' in 'stages'{suggest(name, STAGES)}")
+    if not recipe.stages or recipe.stages[0] != "teacher":
+        raise RecipeError("'stages' must start with 'teacher'")
+    order = [STAGES.index(s) for s in recipe.stages]
+    if order != sorted(set(order)):
+        raise RecipeError(f"'stages' must keep the order {list(STAGES)} without repeats")
+    student = recipe.student
+    if "distill" in recipe.stages and (student.num_layers is None) == (student.layers is None):
+        raise RecipeError("set exactly one of 'student.num_layers' or 'student.layers'")
+    teacher = recipe.teacher
+    if teacher.model is not None and _looks_local(teacher.model) and not Path(teacher.model).exists():
+        raise RecipeError(f"'teacher.model' points to a missing directory: {teacher.model}")
+    scratch = teacher.scratch
+    if scratch.hidden_size % scratch.num_heads:
+        raise RecipeError("'teacher.scratch.hidden_size' must be divisible by 'num_heads'")
+    for key in ("epochs", "batch_size"):
+        for section in ("teacher", "distill"):
+            if getattr(getattr(recipe, section).train, key) < 1:
+                raise RecipeError(f"'{section}.train.{key}' must be at least 1")
+    check_loss_specs(recipe.distill.losses, "distill.losses")
+
+
+def _looks_local(name: str) -> bool:
+    """A hub id is `owner/name` or `name`; anything else (./x, /x, a/b/c, x\\y) is a path."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def suggest(word: str, options: Any) -> str:
+    """A ` (did you mean 'x'?)` hint, or an empty string when nothing is close."""
+    close = difflib.get_close_matches(word, [str(o) for o in options], n=1, cutoff=0.5)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if tp is type(None):
+        return "null"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true/false"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )

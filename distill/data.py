@@ -1,0 +1,183 @@
+"""SIB-200 through `datasets`, from a local folder of `<lang>/{train,dev,test}.tsv` or a hub id.
+
+Batches are built by length (sentences of similar length together, padded to the longest in the
+batch), never padded to 512: on a 2-core CPU the padding would cost more than the model.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+import torch
+
+from distill.config import DataConfig, suggest
+from distill.errors import DistillError
+
+SPLITS = ("train", "dev", "test")
+HUB_SPLIT_NAMES = {"train": "train", "dev": "validation", "test": "test"}
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """Texts and integer labels per language and split, plus the label names."""
+
+    labels: list[str]
+    splits: dict[str, dict[str, datasets.Dataset]]  # split -> language -> Dataset(text, label)
+
+    def texts(self, split: str) -> list[str]:
+        return [t for ds in self.splits[split].values() for t in ds["text"]]
+
+    def concatenated(self, split: str) -> datasets.Dataset:
+        return datasets.concatenate_datasets(list(self.splits[split].values()))
+
+
+def resolve_local_root(path: str) -> Path:
+    """Accept the dataset folder itself or its parent holding `data/` (as in ../shared/data/sib-200)."""
+    root = Path(path)
+    if not any(root.glob("*/train.tsv")) and any((root / "data").glob("*/train.tsv")):
+        return root / "data"
+    return root
+
+
+def check_local_dataset(path: str, languages: list[str]) -> None:
+    """Fail early, with the culprit named, if the folder or a language split is missing."""
+    root = Path(path)
+    if not root.is_dir():
+        raise DistillError(f"data path not found: {path} (set 'data.path' or POLYDISTILL_DATA)")
+    root = resolve_local_root(path)
+    available = sorted(p.name for p in root.iterdir() if p.is_dir())
+    for lang in languages:
+        if not (root / lang).is_dir():
+            raise DistillError(
+                f"unknown language code '{lang}': no folder {root / lang}{suggest(lang, available)}"
+            )
+        for split in SPLITS:
+            if not (root / lang / f"{split}.tsv").is_file():
+                raise DistillError(f"missing split file {root / lang / f'{split}.tsv'}")
+
+
+def load_task_data(cfg: DataConfig) -> TaskData:
+    if cfg.path is not None:
+        check_local_dataset(cfg.path, cfg.languages)
+        root = resolve_local_root(cfg.path)
+        labels = _read_labels(root / cfg.languages[0] / "labels.txt")
+        raw = {lang: _load_local_language(root / lang) for lang in cfg.languages}
+    else:
+        raw = {lang: _load_hub_language(cfg.hub_id, lang) for lang in cfg.languages}
+        labels = sorted(set(raw[cfg.languages[0]]["train"]["category"]))
+    splits: dict[str, dict[str, datasets.Dataset]] = {s: {} for s in SPLITS}
+    for lang, by_split in raw.items():
+        for split in SPLITS:
+            ds = by_split[split]
+            limit = cfg.max_train_per_language if split == "train" else cfg.max_eval_per_language
+            if limit is not None:
+                ds = ds.select(range(min(limit, len(ds))))
+            if len(ds) == 0:
+                raise DistillError(f"empty split: {lang}/{split} has no rows")
+            splits[split][lang] = _encode_labels(ds, labels, f"{lang}/{split}")
+    return TaskData(labels=labels, splits=splits)
+
+
+def _read_labels(path: Path) -> list[str]:
+    if not path.is_file():
+        raise DistillError(f"label file not found: {path}")
+    labels = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not labels:
+        raise DistillError(f"label file is empty: {path}")
+    return labels
+
+
+def _load_local_language(folder: Path) -> dict[str, datasets.Dataset]:
+    # SIB-200 TSVs are written by pandas with default quoting; the csv builder reads them right.
+    files = {split: str(folder / f"{split}.tsv") for split in SPLITS}
+    loaded = datasets.load_dataset("csv", data_files=files, delimiter="\t", keep_default_na=False)
+    for split in SPLITS:
+        missing = {"category", "text"} - set(loaded[split].column_names)
+        if missing:
+            raise DistillError(f"{files[split]} lacks column(s) {sorted(missing)}")
+    return {split: loaded[split] for split in SPLITS}
+
+
+def _load_hub_language(hub_id: str, lang: str) -> dict[str, datasets.Dataset]:
+    try:
+        loaded = datasets.load_dataset(hub_id, lang)
+    except Exception as exc:  # network, missing config: one line, the cause kept
+        raise DistillError(f"could not load {hub_id!r} config {lang!r} from the hub: {exc}") from exc
+    return {split: loaded[HUB_SPLIT_NAMES[split]] for split in SPLITS}
+
+
+def _encode_labels(ds: datasets.Dataset, labels: list[str], where: str) -> datasets.Dataset:
+    index = {name: i for i, name in enumerate(labels)}
+    unknown = sorted(set(ds["category"]) - index.keys())
+    if unknown:
+        raise DistillError(f"label {unknown[0]!r} in {where} is not in the label set {labels}")
+    texts = [str(t) for t in ds["text"]]
+    return datasets.Dataset.from_dict({"text": texts, "label": [index[c] for c in ds["category"]]})
+
+
+# ----------------------------------------------------------------------------------------------
+# tokenisation and batching
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Token ids (unpadded) and labels of one split, ready for length-bucketed batching."""
+
+    input_ids: list[list[int]]
+    labels: list[int]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def encode(tokenizer, texts: list[str], labels: list[int], max_length: int) -> Encoded:
+    ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+    return Encoded(input_ids=ids, labels=list(labels))
+
+
+def length_batches(
+    lengths: list[int], batch_size: int, *, shuffle: bool, seed: int = 0
+) -> list[list[int]]:
+    """Group indices of similar length into batches.
+
+    When shuffling, sentences are sorted by length only inside windows of 50 batches, and the
+    batches are then shuffled, so each epoch sees a different mix at little padding cost.
+    """
+    order = list(range(len(lengths)))
+    rng = random.Random(seed)
+    if shuffle:
+        rng.shuffle(order)
+    window = batch_size * 50
+    batches = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start : start + window], key=lambda i: lengths[i])
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    if shuffle:
+        rng.shuffle(batches)
+    return batches
+
+
+def collate(encoded: Encoded, indices: list[int], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad one batch to its longest sentence (onnxruntime's fused attention assumes right padding)."""
+    longest = max(len(encoded.input_ids[i]) for i in indices)
+    ids = torch.full((len(indices), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(indices), longest), dtype=torch.long)
+    for row, i in enumerate(indices):
+        seq = encoded.input_ids[i]
+        ids[row, : len(seq)] = torch.tensor(seq)
+        mask[row, : len(seq)] = 1
+    labels = torch.tensor([encoded.labels[i] for i in indices])
+    # "index" lets a step look up per-example data computed once, such as cached teacher logits
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels, "index": torch.tensor(indices)}
+
+
+def iterate_batches(
+    encoded: Encoded, batch_size: int, pad_id: int, *, shuffle: bool, seed: int = 0
+) -> Iterator[dict[str, torch.Tensor]]:
+    lengths = [len(x) for x in encoded.input_ids]
+    for indices in length_batches(lengths, batch_size, shuffle=shuffle, seed=seed):
+        yield collate(encoded, indices, pad_id)

@@ -1,0 +1,91 @@
+"""Teachers: an XLM-R-architecture model built from scratch, or any hub id / local dir."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    XLMRobertaConfig,
+    XLMRobertaForSequenceClassification,
+)
+
+from distill.config import ScratchConfig
+from distill.errors import DistillError
+
+# eager attention: onnxruntime fuses Attention only for eager + TorchScript exports (stack facts)
+ATTN_IMPLEMENTATION = "eager"
+
+
+def build_scratch_teacher(cfg: ScratchConfig, vocab_size: int, labels: list[str]) -> PreTrainedModel:
+    """An XLM-R-architecture classifier with random weights, sized by `cfg`."""
+    config = XLMRobertaConfig(
+        vocab_size=vocab_size,
+        hidden_size=cfg.hidden_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        intermediate_size=cfg.intermediate_size,
+        max_position_embeddings=514,  # as XLM-R: 512 tokens + the 2 offset slots below pad id 1
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)},
+    )
+    config._attn_implementation = ATTN_IMPLEMENTATION
+    return XLMRobertaForSequenceClassification(config)
+
+
+def load_pretrained(name: str, labels: list[str], *, trust_remote_code: bool = False):
+    """Load (model, tokenizer, is_task_classifier) from a hub id or local dir.
+
+    A checkpoint whose label names already equal the task's is taken as fine-tuned for it;
+    any other gets a fresh classification head with the task's labels.
+    """
+    try:
+        config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise DistillError(f"cannot load teacher {name!r}: {str(exc).splitlines()[0]}") from exc
+    existing = [config.id2label[i] for i in sorted(config.id2label)] if config.id2label else []
+    is_task_classifier = existing == labels and _is_sequence_classifier(config)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        name,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={n: i for i, n in enumerate(labels)},
+        attn_implementation=ATTN_IMPLEMENTATION,
+        use_safetensors=True,
+        trust_remote_code=trust_remote_code,
+    )
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        raise DistillError(
+            f"tokenizer of {name!r} has {len(tokenizer)} tokens but the model's embedding "
+            f"only {model.get_input_embeddings().num_embeddings}"
+        )
+    return model, tokenizer, is_task_classifier
+
+
+def _is_sequence_classifier(config) -> bool:
+    return any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
+
+
+def load_classifier(path: str | Path) -> PreTrainedModel:
+    """Reload a checkpoint this project wrote (safetensors only)."""
+    return AutoModelForSequenceClassification.from_pretrained(
+        path, attn_implementation=ATTN_IMPLEMENTATION, use_safetensors=True
+    )
+
+
+def count_parameters(model: torch.nn.Module) -> dict[str, int]:
+    """Total parameters and those outside the embedding tables (word, position, token type)."""
+    total = sum(p.numel() for p in model.parameters())
+    embeddings = model.base_model.embeddings
+    tables = [getattr(embeddings, n, None) for n in ("word_embeddings", "position_embeddings", "token_type_embeddings")]
+    in_tables = sum(t.weight.numel() for t in tables if t is not None)
+    return {"total": total, "non_embedding": total - in_tables}

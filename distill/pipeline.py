@@ -1,0 +1,357 @@
+"""Run a recipe's stages in order and write one run directory.
+
+    runs/<name>/<timestamp>/          (runs/<name>/latest points at the newest)
+      recipe.yaml                     the resolved recipe
+      checkpoints/teacher, student    safetensors + tokenizer, loadable with from_pretrained
+      onnx/student-fp32, student-int8-dynamic
+      metrics.json, report.md, plots/
+
+Each stage is a plain function of the `Run` state; the order is the recipe's `stages` list.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+
+from distill.config import Recipe, recipe_to_dict
+from distill.data import Encoded, TaskData, encode, load_task_data
+from distill.errors import DistillError
+from distill.io import atomic_write_text, save_pretrained_atomic
+from distill.losses import WeightedLoss
+from distill.metrics import accuracy, macro_f1
+from distill.models import build_scratch_teacher, count_parameters, load_pretrained
+from distill.tokenizer import train_unigram_tokenizer
+from distill.train import fit, predict_logits
+
+TEACHER, STUDENT, STUDENT_INT8 = "teacher", "student", "student_int8_onnx"
+
+
+@dataclass
+class Run:
+    """Everything the stages share; each stage reads what earlier ones left here."""
+
+    recipe: Recipe
+    directory: Path
+    data: TaskData
+    tokenizer: Any = None
+    encoded: dict[str, dict[str, Encoded]] = field(default_factory=dict)  # split -> lang -> Encoded
+    teacher: Any = None
+    teacher_from_scratch: bool = False
+    student: Any = None
+    student_layers: list[int] = field(default_factory=list)
+    onnx_dirs: dict[str, Path] = field(default_factory=dict)
+    # model name -> language -> predicted labels on the test split
+    predictions: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id
+
+    def joined(self, split: str) -> Encoded:
+        parts = self.encoded[split].values()
+        return Encoded([x for p in parts for x in p.input_ids], [y for p in parts for y in p.labels])
+
+
+def run_recipe(recipe: Recipe, *, say: Callable[[str], None] = print) -> Path:
+    """Run every stage of `recipe`; returns the run directory."""
+    torch.manual_seed(recipe.seed)
+    data = load_task_data(recipe.data)  # data errors surface before anything is written
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    base = Path(recipe.output_dir) / recipe.name
+    if base.exists() and not base.is_dir():
+        raise DistillError(f"output path {base} exists and is not a directory")
+    directory = base / stamp
+    directory.mkdir(parents=True, exist_ok=False)
+    run = Run(recipe=recipe, directory=directory, data=data)
+    atomic_write_text(directory / "recipe.yaml", yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
+    started = time.perf_counter()
+    timings = {}
+    for name in recipe.stages:
+        say(f"== stage {name}")
+        t0 = time.perf_counter()
+        STAGES[name](run, say)
+        timings[name] = round(time.perf_counter() - t0, 1)
+    run.metrics["timings_s"] = {**timings, "total": round(time.perf_counter() - started, 1)}
+    run.metrics["environment"] = environment()
+    from distill.report import write_report  # matplotlib is imported only when reporting
+
+    write_report(run)
+    _point_latest(base, directory)
+    say(f"run directory: {directory}")
+    return directory
+
+
+def _point_latest(base: Path, directory: Path) -> None:
+    link = base / "latest"
+    tmp = base / ".latest.tmp"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(directory.name)
+    os.replace(tmp, link)
+
+
+# ----------------------------------------------------------------------------------------------
+# stages
+
+
+def stage_teacher(run: Run, say: Callable[[str], None]) -> None:
+    """Load or build the teacher; fine-tune it on the task unless it is already a task classifier."""
+    recipe = run.recipe
+    labels = run.data.labels
+    if recipe.teacher.model is None:
+        cfg = recipe.teacher.scratch
+        say(f"training a {cfg.vocab_size}-piece Unigram tokenizer on {len(run.data.texts('train'))} train sentences")
+        run.tokenizer = train_unigram_tokenizer(run.data.texts("train"), cfg.vocab_size)
+        run.teacher = build_scratch_teacher(cfg, len(run.tokenizer), labels)
+        run.teacher_from_scratch = True
+        needs_training = True
+    else:
+        run.teacher, run.tokenizer, is_classifier = load_pretrained(
+            recipe.teacher.model, labels, trust_remote_code=recipe.teacher.trust_remote_code
+        )
+        needs_training = not is_classifier
+    _encode_all(run)
+    params = count_parameters(run.teacher)
+    say(f"teacher: {params['total'] / 1e6:.2f}M parameters ({params['non_embedding'] / 1e6:.2f}M outside embeddings)")
+    if needs_training:
+        result = fit(
+            run.teacher,
+            run.joined("train"),
+            run.joined("dev"),
+            _cross_entropy_step,
+            recipe.teacher.train,
+            pad_id=run.pad_id,
+            seed=recipe.seed,
+            on_best=lambda m: save_pretrained_atomic(m, run.tokenizer, run.directory / "checkpoints" / TEACHER),
+            desc="teacher",
+        )
+        run.metrics.setdefault("training", {})[TEACHER] = vars(result)
+    else:
+        say("teacher is already a classifier for these labels: no fine-tuning")
+        save_pretrained_atomic(run.teacher, run.tokenizer, run.directory / "checkpoints" / TEACHER)
+    _evaluate_torch(run, TEACHER, run.teacher)
+
+
+def stage_distill(run: Run, say: Callable[[str], None]) -> None:
+    """Student = a subset of the teacher's layers; trained on the recipe's weighted losses."""
+    from students import pick_layers, student_from_teacher
+
+    recipe = run.recipe
+    n = run.teacher.config.num_hidden_layers
+    layers = recipe.student.layers or pick_layers(n, recipe.student.num_layers)
+    if any(not 0 <= i < n for i in layers):
+        raise DistillError(f"'student.layers' {layers} must index the teacher's {n} layers")
+    run.student_layers = list(layers)
+    run.student = student_from_teacher(run.teacher, layers)
+    params = count_parameters(run.student)
+    say(f"student: teacher layers {layers}, {params['total'] / 1e6:.2f}M parameters")
+    loss = WeightedLoss(recipe.distill.losses)
+    train = run.joined("train")
+    # The teacher is frozen and dropout is off, so its logits per sentence never change: compute
+    # them once instead of once per epoch (a teacher forward costs more than a small student's step).
+    say(f"caching teacher logits for {len(train)} training sentences")
+    teacher_logits = torch.from_numpy(predict_logits(run.teacher, train, run.pad_id))
+
+    def step(student: torch.nn.Module, batch: dict[str, torch.Tensor]):
+        student_logits = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return loss(student_logits=student_logits, teacher_logits=teacher_logits[batch["index"]], labels=batch["labels"])
+
+    result = fit(
+        run.student,
+        train,
+        run.joined("dev"),
+        step,
+        recipe.distill.train,
+        pad_id=run.pad_id,
+        seed=recipe.seed,
+        on_best=lambda m: save_pretrained_atomic(m, run.tokenizer, run.directory / "checkpoints" / STUDENT),
+        desc="distill",
+    )
+    run.metrics.setdefault("training", {})[STUDENT] = vars(result)
+    _evaluate_torch(run, STUDENT, run.student)
+
+
+def stage_export(run: Run, say: Callable[[str], None]) -> None:
+    """fp32 ONNX (parity-gated on real dev sentences), then dynamic int8, then int8 accuracy."""
+    from export.onnx import export_onnx, session
+    from export.quantize import cpu_has_vnni, quantize_dynamic_int8
+
+    if run.student is None:
+        raise DistillError("stage 'export' needs a student: put 'distill' before it in 'stages'")
+    cfg = run.recipe.export
+    dev_texts = run.data.texts("dev")
+    # an even spread over languages so every script is in the parity batch
+    parity = dev_texts[:: max(1, len(dev_texts) // cfg.parity_sentences)][: cfg.parity_sentences]
+    fp32 = export_onnx(
+        run.student, run.tokenizer, run.directory / "onnx" / "student-fp32", parity,
+        tolerance=cfg.parity_tolerance, opset=cfg.opset,
+    )  # fmt: skip
+    say(f"fp32 ONNX parity: max |logit diff| {fp32.max_abs_diff:.2e} on {len(parity)} dev sentences")
+    run.onnx_dirs["fp32"] = fp32.directory
+    parity_info = {"fp32_max_abs_diff": fp32.max_abs_diff, "parity_sentences": len(parity)}
+    if cfg.quantize == "int8-dynamic":
+        reduce_range = not cpu_has_vnni()
+        int8_dir = quantize_dynamic_int8(
+            fp32.directory, run.directory / "onnx" / "student-int8-dynamic", reduce_range=reduce_range
+        )
+        run.onnx_dirs["int8-dynamic"] = int8_dir
+        sess = session(int8_dir / "model.onnx")
+        agree = []
+        for lang, enc in run.encoded["test"].items():
+            logits = _onnx_logits(sess, enc, run.pad_id)
+            run.predictions.setdefault(STUDENT_INT8, {})[lang] = logits.argmax(-1)
+            agree.append(run.predictions[STUDENT_INT8][lang] == run.predictions[STUDENT][lang])
+        parity_info["int8_label_agreement"] = float(np.mean(np.concatenate(agree)))
+        parity_info["int8_reduce_range"] = reduce_range
+        say(f"int8 label agreement with the PyTorch student: {parity_info['int8_label_agreement']:.4f}")
+    run.metrics["parity"] = parity_info
+
+
+def stage_bench(run: Run, say: Callable[[str], None]) -> None:
+    """Teacher PyTorch fp32 vs student int8 ONNX, interleaved, at the recipe's batch × sequence."""
+    from benchmarks.latency import interleaved_latency
+    from export.onnx import session
+
+    cfg = run.recipe.bench
+    threads = cfg.threads or os.cpu_count() or 1
+    ids = _benchmark_input(run, cfg.batch, cfg.seq)
+    mask = torch.ones_like(ids)
+    teacher = run.teacher.eval()
+    variants: dict[str, Callable[[], object]] = {}
+
+    def teacher_fp32() -> object:
+        with torch.inference_mode():
+            return teacher(input_ids=ids, attention_mask=mask).logits
+
+    variants["teacher_torch_fp32"] = teacher_fp32
+    if "int8-dynamic" in run.onnx_dirs:
+        sess = session(run.onnx_dirs["int8-dynamic"] / "model.onnx", threads=threads)
+        feed = {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
+        variants[STUDENT_INT8] = lambda: sess.run(None, feed)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        say(f"benchmark: batch {cfg.batch}, sequence {cfg.seq}, {threads} threads, {cfg.runs} interleaved runs")
+        results = interleaved_latency(variants, runs=cfg.runs, warmup=cfg.warmup)
+    finally:
+        torch.set_num_threads(previous_threads)
+    run.metrics["latency_ms"] = results
+    run.metrics["latency_setup"] = {"batch": cfg.batch, "seq": cfg.seq, "threads": threads, "runs": cfg.runs, "warmup": cfg.warmup}
+    for name, r in results.items():
+        say(f"  {name}: p50 {r['p50']:.2f} ms, p90 {r['p90']:.2f} ms")
+
+
+STAGES: dict[str, Callable[[Run, Callable[[str], None]], None]] = {
+    "teacher": stage_teacher,
+    "distill": stage_distill,
+    "export": stage_export,
+    "bench": stage_bench,
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+
+
+def _cross_entropy_step(model: torch.nn.Module, batch: dict[str, torch.Tensor]):
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    loss = F.cross_entropy(logits, batch["labels"])
+    return loss, {"cross_entropy": float(loss.detach())}
+
+
+def _encode_all(run: Run) -> None:
+    max_length = run.recipe.data.max_length
+    for split, by_lang in run.data.splits.items():
+        run.encoded[split] = {
+            lang: encode(run.tokenizer, ds["text"], ds["label"], max_length) for lang, ds in by_lang.items()
+        }
+
+
+def _evaluate_torch(run: Run, name: str, model: torch.nn.Module) -> None:
+    for lang, enc in run.encoded["test"].items():
+        run.predictions.setdefault(name, {})[lang] = predict_logits(model, enc, run.pad_id).argmax(-1)
+
+
+def _onnx_logits(sess, enc: Encoded, pad_id: int, batch_size: int = 64) -> np.ndarray:
+    from distill.data import collate, length_batches
+
+    out = None
+    for indices in length_batches([len(x) for x in enc.input_ids], batch_size, shuffle=False):
+        batch = collate(enc, indices, pad_id)
+        logits = sess.run(None, {"input_ids": batch["input_ids"].numpy(), "attention_mask": batch["attention_mask"].numpy()})[0]
+        if out is None:
+            out = np.zeros((len(enc), logits.shape[-1]), dtype=np.float32)
+        out[indices] = logits
+    return out
+
+
+def _benchmark_input(run: Run, batch: int, seq: int) -> torch.Tensor:
+    """Real token ids: dev sentences run together and cut into rows of exactly `seq` tokens."""
+    stream = [t for enc in run.encoded["dev"].values() for ids in enc.input_ids for t in ids[1:-1]]
+    need = batch * (seq - 2)
+    if len(stream) < need:
+        stream = stream * (need // max(1, len(stream)) + 1)
+    rows = [
+        [run.tokenizer.bos_token_id, *stream[i * (seq - 2) : (i + 1) * (seq - 2)], run.tokenizer.eos_token_id]
+        for i in range(batch)
+    ]
+    return torch.tensor(rows, dtype=torch.long)
+
+
+def score_table(run: Run) -> dict[str, Any]:
+    """Per-language test accuracy and macro-F1 of every evaluated model, and their means."""
+    languages: dict[str, dict[str, float]] = {}
+    f1: dict[str, dict[str, float]] = {}
+    num_labels = len(run.data.labels)
+    for lang, enc in run.encoded["test"].items():
+        gold = np.array(enc.labels)
+        languages[lang] = {m: accuracy(p[lang], gold) for m, p in run.predictions.items()}
+        f1[lang] = {m: macro_f1(p[lang], gold, num_labels) for m, p in run.predictions.items()}
+    models = list(run.predictions)
+    mean = {m: float(np.mean([languages[lang][m] for lang in languages])) for m in models}
+    mean_f1 = {m: float(np.mean([f1[lang][m] for lang in f1])) for m in models}
+    return {"languages": languages, "mean": mean, "macro_f1": f1, "mean_macro_f1": mean_f1}
+
+
+def environment() -> dict[str, Any]:
+    import onnxruntime
+    import transformers
+
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def file_size_mb(path: Path) -> float:
+    return round(path.stat().st_size / 1e6, 3)
+
+
+def remove_run_directory(directory: Path) -> None:
+    shutil.rmtree(directory, ignore_errors=True)

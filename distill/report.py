@@ -1,0 +1,167 @@
+"""metrics.json, report.md and plots of a run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from distill.io import atomic_write_json, atomic_write_text
+from distill.models import count_parameters
+from distill.pipeline import STUDENT, STUDENT_INT8, TEACHER, Run, file_size_mb, score_table
+
+MODEL_TITLES = {TEACHER: "teacher", STUDENT: "student", STUDENT_INT8: "student int8 ONNX"}
+
+
+def build_metrics(run: Run) -> dict[str, Any]:
+    scores = score_table(run)
+    params: dict[str, int] = {}
+    size_mb: dict[str, float] = {}
+    for name, model in ((TEACHER, run.teacher), (STUDENT, run.student)):
+        if model is None:
+            continue
+        counted = count_parameters(model)
+        params[name] = counted["total"]
+        params[f"{name}_non_embedding"] = counted["non_embedding"]
+        weights = run.directory / "checkpoints" / name / "model.safetensors"
+        if weights.exists():
+            size_mb[name] = file_size_mb(weights)
+    for variant, directory in run.onnx_dirs.items():
+        key = STUDENT_INT8 if variant == "int8-dynamic" else f"student_{variant}_onnx"
+        size_mb[key] = file_size_mb(directory / "model.onnx")
+    metrics = {
+        "languages": scores["languages"],
+        "mean": scores["mean"],
+        "macro_f1": scores["macro_f1"],
+        "mean_macro_f1": scores["mean_macro_f1"],
+        "params": params,
+        "size_mb": size_mb,
+        "teacher_from_scratch": run.teacher_from_scratch,
+        "student_layers": run.student_layers,
+        "metric": "test accuracy in [0, 1]",
+        "test_sentences_per_language": {lang: len(e) for lang, e in run.encoded["test"].items()},
+    }
+    metrics.update({k: v for k, v in run.metrics.items() if k not in metrics})
+    return metrics
+
+
+def write_report(run: Run) -> None:
+    metrics = build_metrics(run)
+    plots = run.directory / "plots"
+    plot_path = _plot_accuracy(metrics, plots / "accuracy_per_language.png")
+    metrics["plots"] = [str(plot_path.relative_to(run.directory))] if plot_path else []
+    atomic_write_json(run.directory / "metrics.json", metrics)
+    atomic_write_text(run.directory / "report.md", render_report(run.recipe.name, metrics))
+
+
+def render_report(name: str, m: dict[str, Any]) -> str:
+    models = list(m["mean"])
+    lines = [f"# polydistill run: {name}", ""]
+    if m.get("teacher_from_scratch"):
+        lines += [
+            "> The teacher is an **XLM-R-architecture model trained from scratch in this run**: its",
+            "> SentencePiece-Unigram tokenizer was trained on the recipe's training text and its weights on",
+            "> the task itself, because no pretrained XLM-R can be downloaded here. Its scores are not those",
+            "> of a pretrained XLM-R; the comparison that matters is student vs. teacher.",
+            "",
+        ]
+    lines += ["## Test accuracy per language", ""]
+    header = "| language | " + " | ".join(f"{MODEL_TITLES.get(x, x)} acc" for x in models)
+    header += " | " + " | ".join(f"{MODEL_TITLES.get(x, x)} macro-F1" for x in models) + " |"
+    lines += [header, "|---" * (1 + 2 * len(models)) + "|"]
+    for lang, scores in m["languages"].items():
+        f1 = m["macro_f1"][lang]
+        lines.append(
+            f"| {lang} | " + " | ".join(f"{scores[x]:.3f}" for x in models)
+            + " | " + " | ".join(f"{f1[x]:.3f}" for x in models) + " |"
+        )  # fmt: skip
+    lines.append(
+        "| **mean** | " + " | ".join(f"**{m['mean'][x]:.3f}**" for x in models)
+        + " | " + " | ".join(f"**{m['mean_macro_f1'][x]:.3f}**" for x in models) + " |"
+    )  # fmt: skip
+    if TEACHER in m["mean"]:
+        lines += ["", "Retention (mean accuracy relative to the teacher): " + ", ".join(
+            f"{MODEL_TITLES.get(x, x)} {m['mean'][x] / m['mean'][TEACHER]:.1%}" for x in models if x != TEACHER
+        )]  # fmt: skip
+    lines += ["", "## Size", "", "| model | parameters | outside embeddings | file size (MB) |", "|---|---|---|---|"]
+    params, size = m["params"], m["size_mb"]
+    for key in (TEACHER, STUDENT):
+        if key in params:
+            lines.append(
+                f"| {key} | {params[key] / 1e6:.2f}M | {params[key + '_non_embedding'] / 1e6:.2f}M | {size.get(key, float('nan')):.2f} |"
+            )
+    for key, value in size.items():
+        if key not in (TEACHER, STUDENT):
+            lines.append(f"| {key} | | | {value:.2f} |")
+    if "latency_ms" in m:
+        setup = m["latency_setup"]
+        lines += [
+            "",
+            f"## CPU latency (batch {setup['batch']}, sequence {setup['seq']}, {setup['threads']} threads, "
+            f"{setup['runs']} interleaved runs after {setup['warmup']} warm-up runs each)",
+            "",
+            "| variant | p50 (ms) | p90 (ms) | mean (ms) | stdev (ms) |",
+            "|---|---|---|---|---|",
+        ]
+        for key, r in m["latency_ms"].items():
+            lines.append(f"| {key} | {r['p50']:.2f} | {r['p90']:.2f} | {r['mean']:.2f} | {r['stdev']:.2f} |")
+        lat = m["latency_ms"]
+        if "teacher_torch_fp32" in lat and STUDENT_INT8 in lat:
+            speedup = lat["teacher_torch_fp32"]["p50"] / lat[STUDENT_INT8]["p50"]
+            lines += ["", f"Student int8 ONNX p50 is **{speedup:.1f}×** lower than the teacher's PyTorch fp32 p50."]
+    if "parity" in m:
+        p = m["parity"]
+        lines += ["", "## Export parity", "", f"- fp32 ONNX vs PyTorch: max |logit diff| {p['fp32_max_abs_diff']:.2e} "
+                  f"on {p['parity_sentences']} dev sentences"]  # fmt: skip
+        if "int8_label_agreement" in p:
+            lines.append(
+                f"- int8 dynamic vs PyTorch student: label agreement {p['int8_label_agreement']:.4f} on the test sets"
+                f" (reduce_range={p['int8_reduce_range']})"
+            )
+    if "training" in m:
+        lines += ["", "## Training", "", "| model | epoch | train loss | dev accuracy |", "|---|---|---|---|"]
+        for key, result in m["training"].items():
+            for h in result["history"]:
+                lines.append(f"| {key} | {h['epoch']} | {h['train_loss']:.4f} | {h['dev_accuracy']:.4f} |")
+    if m.get("plots"):
+        lines += ["", *[f"![{Path(p).stem}]({p})" for p in m["plots"]]]
+    env = m.get("environment", {})
+    if env:
+        lines += ["", "## Environment", "", ", ".join(f"{k}: {v}" for k, v in env.items())]
+    if "timings_s" in m:
+        lines += ["", "Stage times (s): " + ", ".join(f"{k} {v}" for k, v in m["timings_s"].items())]
+    lines += [
+        "",
+        "Data: SIB-200 (Adelani et al. 2023, annotations Apache-2.0) over FLORES-200 (NLLB Team 2022, CC-BY-SA 4.0).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _plot_accuracy(m: dict[str, Any], path: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    languages = list(m["languages"])
+    models = list(m["mean"])
+    if not languages or not models:
+        return None
+    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(languages)), 3.6))
+    width = 0.8 / len(models)
+    x = np.arange(len(languages))
+    for i, model in enumerate(models):
+        ax.bar(x + i * width, [m["languages"][lang][model] for lang in languages], width, label=MODEL_TITLES.get(model, model))
+    ax.set_xticks(x + 0.4 - width / 2, languages, rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    ax.set_title("Accuracy per language")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path

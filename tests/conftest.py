@@ -1,0 +1,49 @@
+import os
+from pathlib import Path
+
+import datasets
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_ROOT = Path(os.environ.get("POLYDISTILL_DATA", REPO.parent / "shared" / "data"))
+SIB200 = DATA_ROOT / "sib-200"
+
+datasets.disable_progress_bars()
+
+
+@pytest.fixture(scope="session")
+def sib200_path() -> Path:
+    if not SIB200.is_dir():
+        pytest.fail(f"shared data not found at {SIB200}; set POLYDISTILL_DATA")
+    return SIB200
+
+
+@pytest.fixture(scope="session")
+def small_texts(sib200_path) -> list[str]:
+    import csv
+
+    texts = []
+    for lang in ("eng_Latn", "yor_Latn", "amh_Ethi"):
+        with open(sib200_path / "data" / lang / "train.tsv", encoding="utf-8") as f:
+            rows = list(csv.reader(f, delimiter="\t"))[1:200]
+        texts += [row[2] for row in rows]
+    return texts
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(small_texts):
+    from distill.tokenizer import train_unigram_tokenizer
+
+    return train_unigram_tokenizer(small_texts, vocab_size=600)
+
+
+@pytest.fixture()
+def tiny_teacher(tiny_tokenizer):
+    import torch
+
+    from distill.config import ScratchConfig
+    from distill.models import build_scratch_teacher
+
+    torch.manual_seed(0)
+    cfg = ScratchConfig(vocab_size=600, hidden_size=32, num_layers=4, num_heads=2, intermediate_size=64)
+    return build_scratch_teacher(cfg, len(tiny_tokenizer), ["a", "b", "c"]).eval()

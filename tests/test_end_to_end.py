@@ -1,0 +1,76 @@
+"""The quickstart recipe, shrunk by overrides, runs every stage and writes the run directory."""
+
+import json
+from pathlib import Path
+
+import pytest
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from distill.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = [
+    "data.languages=[eng_Latn, yor_Latn, amh_Ethi]",
+    "data.max_train_per_language=48",
+    "data.max_eval_per_language=12",
+    "teacher.scratch.vocab_size=400",
+    "teacher.scratch.hidden_size=32",
+    "teacher.scratch.num_heads=2",
+    "teacher.scratch.intermediate_size=64",
+    "teacher.train.epochs=2",
+    "distill.train.epochs=1",
+    "bench.runs=3",
+    "bench.warmup=1",
+    "bench.seq=32",
+]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, sib200_path) -> Path:
+    out = tmp_path_factory.mktemp("runs")
+    code = main(["run", str(REPO / "recipes" / "quickstart.yaml"), f"output_dir={out}", f"data.path={sib200_path}", *TINY])
+    assert code == 0
+    latest = out / "quickstart" / "latest"
+    assert latest.is_symlink()
+    return latest.resolve()
+
+
+def test_run_directory_holds_every_artifact(run_dir):
+    for name in ["recipe.yaml", "metrics.json", "report.md", "plots/accuracy_per_language.png",
+                 "checkpoints/teacher/model.safetensors", "checkpoints/student/model.safetensors",
+                 "onnx/student-fp32/model.onnx", "onnx/student-int8-dynamic/model.onnx"]:  # fmt: skip
+        assert (run_dir / name).is_file(), name
+    assert not list(run_dir.rglob("*.tmp")) and not list(run_dir.rglob(".*.old"))
+
+
+def test_metrics_have_the_documented_shape(run_dir):
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert set(m["languages"]) == {"eng_Latn", "yor_Latn", "amh_Ethi"}
+    for scores in m["languages"].values():
+        assert set(scores) == {"teacher", "student", "student_int8_onnx"}
+        assert all(0.0 <= v <= 1.0 for v in scores.values())
+    assert set(m["mean"]) == {"teacher", "student", "student_int8_onnx"}
+    assert {"teacher", "student", "teacher_non_embedding", "student_non_embedding"} <= set(m["params"])
+    assert m["params"]["student_non_embedding"] < m["params"]["teacher_non_embedding"]
+    assert {"teacher", "student_int8_onnx"} <= set(m["size_mb"])
+    for variant in ("teacher_torch_fp32", "student_int8_onnx"):
+        assert m["latency_ms"][variant]["p90"] >= m["latency_ms"][variant]["p50"] > 0
+    assert m["parity"]["fp32_max_abs_diff"] <= 1e-4
+    assert 0.0 <= m["parity"]["int8_label_agreement"] <= 1.0
+    assert m["teacher_from_scratch"] is True
+
+
+def test_report_shows_the_table_and_says_the_teacher_was_trained_here(run_dir):
+    report = (run_dir / "report.md").read_text()
+    assert "trained from scratch in this run" in report
+    assert "| yor_Latn |" in report and "**mean**" in report
+
+
+def test_checkpoints_reload_with_auto_classes(run_dir):
+    for name in ("teacher", "student"):
+        path = run_dir / "checkpoints" / name
+        model = AutoModelForSequenceClassification.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        assert model.config.num_labels == 7
+        assert tokenizer.pad_token_id == 1

@@ -1,0 +1,116 @@
+"""Recipes are validated before any work: each mistake is one line naming the culprit."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from distill.cli import main
+from distill.config import apply_override, load_recipe, parse_recipe
+from distill.errors import RecipeError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    return path
+
+
+def base(sib200_path, extra: str = "") -> str:
+    return f"name: t\noutput_dir: runs\ndata:\n  path: {sib200_path}\nstudent:\n  num_layers: 1\n{extra}"
+
+
+@pytest.mark.parametrize("recipe", ["quickstart.yaml", "xlmr-base-sib200.yaml"])
+def test_shipped_recipes_validate(recipe):
+    loaded = load_recipe(REPO / "recipes" / recipe)
+    assert loaded.stages[0] == "teacher"
+    assert len(loaded.data.languages) == 15
+
+
+def test_unknown_key_names_the_key_and_the_nearest_valid_one(tmp_path, sib200_path):
+    path = write(tmp_path, base(sib200_path, "distill:\n  train:\n    epoch: 3\n"))
+    with pytest.raises(RecipeError, match=r"unknown key 'distill\.train\.epoch' \(did you mean 'epochs'\?\)"):
+        load_recipe(path)
+
+
+def test_wrong_type_names_the_path_and_the_expected_type(tmp_path, sib200_path):
+    path = write(tmp_path, base(sib200_path, "teacher:\n  train:\n    batch_size: large\n"))
+    with pytest.raises(RecipeError, match=r"'teacher\.train\.batch_size' must be an integer, got str 'large'"):
+        load_recipe(path)
+
+
+def test_bool_is_not_accepted_as_an_integer(tmp_path, sib200_path):
+    with pytest.raises(RecipeError, match="must be an integer"):
+        load_recipe(write(tmp_path, base(sib200_path, "seed: true\n")))
+
+
+def test_missing_data_path_is_reported(tmp_path):
+    path = write(tmp_path, f"name: t\ndata:\n  path: {tmp_path}/nowhere\nstudent:\n  num_layers: 1\n")
+    with pytest.raises(Exception, match="data path not found"):
+        load_recipe(path)
+
+
+def test_unknown_language_suggests_a_close_code(tmp_path, sib200_path):
+    path = write(tmp_path, base(sib200_path, "").replace("data:\n", "data:\n  languages: [yor_Latm]\n"))
+    with pytest.raises(Exception, match=r"unknown language code 'yor_Latm'.*did you mean 'yor_Latn'"):
+        load_recipe(path)
+
+
+def test_unknown_loss_and_loss_argument_are_reported(tmp_path, sib200_path):
+    path = write(tmp_path, base(sib200_path, "distill:\n  losses:\n    logit_kl: {weight: 1, temprature: 2}\n"))
+    with pytest.raises(RecipeError, match=r"'distill\.losses\.logit_kl\.temprature' \(did you mean 'temperature'"):
+        load_recipe(path)
+    path = write(tmp_path, base(sib200_path, "distill:\n  losses:\n    logit_kll: {weight: 1}\n"))
+    with pytest.raises(RecipeError, match=r"unknown loss 'distill\.losses\.logit_kll' \(did you mean 'logit_kl'"):
+        load_recipe(path)
+
+
+def test_malformed_yaml_names_the_line(tmp_path):
+    path = write(tmp_path, "name: t\ndata: [unclosed\n")
+    with pytest.raises(RecipeError, match=r"malformed YAML in .*line \d+"):
+        load_recipe(path)
+
+
+def test_overrides_keep_yaml_types_and_reach_nested_keys(sib200_path):
+    raw = {"name": "t", "data": {"path": str(sib200_path)}, "student": {"num_layers": 1}}
+    apply_override(raw, "student.layers=[0, 2]")
+    apply_override(raw, "student.num_layers=null")
+    apply_override(raw, "distill.train.lr=3e-4")
+    recipe = parse_recipe(raw)
+    assert recipe.student.layers == [0, 2] and recipe.student.num_layers is None
+    assert recipe.distill.train.lr == pytest.approx(3e-4)
+
+
+def test_env_variable_with_default_in_data_path(monkeypatch, sib200_path):
+    monkeypatch.setenv("POLYDISTILL_TEST_ROOT", str(sib200_path.parent))
+    raw = {"name": "t", "data": {"path": "${POLYDISTILL_TEST_ROOT:-/nope}/sib-200"}, "student": {"num_layers": 1}}
+    assert parse_recipe(raw).data.path == f"{sib200_path.parent}/sib-200"
+
+
+@pytest.mark.parametrize(
+    "extra, culprit",
+    [
+        ("distill:\n  train:\n    epoch: 3\n", "distill.train.epoch"),
+        ("teacher:\n  train:\n    lr: fast\n", "teacher.train.lr"),
+    ],
+)
+def test_cli_prints_one_line_exits_nonzero_and_leaves_no_run_directory(tmp_path, sib200_path, capsys, extra, culprit):
+    path = write(tmp_path, base(sib200_path, extra).replace("output_dir: runs", f"output_dir: {tmp_path}/runs"))
+    code = main(["run", str(path)])
+    err = capsys.readouterr().err.strip()
+    assert code != 0
+    assert len(err.splitlines()) == 1 and culprit in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cli_missing_data_path_in_a_real_process(tmp_path):
+    path = write(tmp_path, f"name: t\noutput_dir: {tmp_path}/runs\ndata:\n  path: {tmp_path}/missing\n"
+                           "student:\n  num_layers: 1\n")  # fmt: skip
+    proc = subprocess.run([sys.executable, "-m", "distill", "run", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"distill: error: data path not found: {tmp_path}/missing "
+                                                "(set 'data.path' or POLYDISTILL_DATA)"]  # fmt: skip
+    assert not (tmp_path / "runs").exists()
