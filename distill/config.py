@@ -204,9 +204,7 @@ def _build(cls: type, raw: Any, path: str) -> Any:
     missing = [
         name
         for name, f in fields.items()
-        if name not in raw
-        and f.default is dataclasses.MISSING
-        and f.default_factory is dataclasses.MISSING
+        if name not in raw and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
     ]
     if missing:
         raise RecipeError(f"missing required key '{_join(path, missing[0])}'")
@@ -242,8 +240,7 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
         allowed = typing.get_args(tp)
         if value not in allowed:
             raise RecipeError(
-                f"'{path}' must be one of {', '.join(map(repr, allowed))}, got {value!r}"
-                f"{suggest(str(value), allowed)}"
+                f"'{path}' must be one of {', '.join(map(repr, allowed))}, got {value!r}{suggest(str(value), allowed)}"
             )
         return value
     if origin is list:

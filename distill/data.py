@@ -52,9 +52,7 @@ def check_local_dataset(path: str, languages: list[str]) -> None:
     available = sorted(p.name for p in root.iterdir() if p.is_dir())
     for lang in languages:
         if not (root / lang).is_dir():
-            raise DistillError(
-                f"unknown language code '{lang}': no folder {root / lang}{suggest(lang, available)}"
-            )
+            raise DistillError(f"unknown language code '{lang}': no folder {root / lang}{suggest(lang, available)}")
         for split in SPLITS:
             if not (root / lang / f"{split}.tsv").is_file():
                 raise DistillError(f"missing split file {root / lang / f'{split}.tsv'}")
@@ -139,9 +137,7 @@ def encode(tokenizer, texts: list[str], labels: list[int], max_length: int) -> E
     return Encoded(input_ids=ids, labels=list(labels))
 
 
-def length_batches(
-    lengths: list[int], batch_size: int, *, shuffle: bool, seed: int = 0
-) -> list[list[int]]:
+def length_batches(lengths: list[int], batch_size: int, *, shuffle: bool, seed: int = 0) -> list[list[int]]:
     """Group indices of similar length into batches.
 
     When shuffling, sentences are sorted by length only inside windows of 50 batches, and the

@@ -84,10 +84,7 @@ class WeightedLoss(nn.Module):
         check_loss_specs(specs, "losses")
         self.weights = {name: float(spec["weight"]) for name, spec in specs.items()}
         self.terms = nn.ModuleDict(
-            {
-                name: LOSSES[name](**{k: v for k, v in spec.items() if k != "weight"})
-                for name, spec in specs.items()
-            }
+            {name: LOSSES[name](**{k: v for k, v in spec.items() if k != "weight"}) for name, spec in specs.items()}
         )
 
     def forward(self, **tensors: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import platform
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -83,7 +82,12 @@ def run_recipe(recipe: Recipe, *, say: Callable[[str], None] = print) -> Path:
     for name in recipe.stages:
         say(f"== stage {name}")
         t0 = time.perf_counter()
-        STAGES[name](run, say)
+        try:
+            STAGES[name](run, say)
+        except DistillError as exc:
+            raise DistillError(
+                f"stage '{name}' failed: {exc} (finished stages' artifacts kept in {directory})"
+            ) from exc
         timings[name] = round(time.perf_counter() - t0, 1)
     run.metrics["timings_s"] = {**timings, "total": round(time.perf_counter() - started, 1)}
     run.metrics["environment"] = environment()
@@ -167,7 +171,9 @@ def stage_distill(run: Run, say: Callable[[str], None]) -> None:
 
     def step(student: torch.nn.Module, batch: dict[str, torch.Tensor]):
         student_logits = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        return loss(student_logits=student_logits, teacher_logits=teacher_logits[batch["index"]], labels=batch["labels"])
+        return loss(
+            student_logits=student_logits, teacher_logits=teacher_logits[batch["index"]], labels=batch["labels"]
+        )
 
     result = fit(
         run.student,
@@ -249,7 +255,13 @@ def stage_bench(run: Run, say: Callable[[str], None]) -> None:
     finally:
         torch.set_num_threads(previous_threads)
     run.metrics["latency_ms"] = results
-    run.metrics["latency_setup"] = {"batch": cfg.batch, "seq": cfg.seq, "threads": threads, "runs": cfg.runs, "warmup": cfg.warmup}
+    run.metrics["latency_setup"] = {
+        "batch": cfg.batch,
+        "seq": cfg.seq,
+        "threads": threads,
+        "runs": cfg.runs,
+        "warmup": cfg.warmup,
+    }
     for name, r in results.items():
         say(f"  {name}: p50 {r['p50']:.2f} ms, p90 {r['p90']:.2f} ms")
 
@@ -291,7 +303,9 @@ def _onnx_logits(sess, enc: Encoded, pad_id: int, batch_size: int = 64) -> np.nd
     out = None
     for indices in length_batches([len(x) for x in enc.input_ids], batch_size, shuffle=False):
         batch = collate(enc, indices, pad_id)
-        logits = sess.run(None, {"input_ids": batch["input_ids"].numpy(), "attention_mask": batch["attention_mask"].numpy()})[0]
+        logits = sess.run(
+            None, {"input_ids": batch["input_ids"].numpy(), "attention_mask": batch["attention_mask"].numpy()}
+        )[0]
         if out is None:
             out = np.zeros((len(enc), logits.shape[-1]), dtype=np.float32)
         out[indices] = logits
@@ -351,7 +365,3 @@ def environment() -> dict[str, Any]:
 
 def file_size_mb(path: Path) -> float:
     return round(path.stat().st_size / 1e6, 3)
-
-
-def remove_run_directory(directory: Path) -> None:
-    shutil.rmtree(directory, ignore_errors=True)

@@ -86,9 +86,8 @@ def render_report(name: str, m: dict[str, Any]) -> str:
     params, size = m["params"], m["size_mb"]
     for key in (TEACHER, STUDENT):
         if key in params:
-            lines.append(
-                f"| {key} | {params[key] / 1e6:.2f}M | {params[key + '_non_embedding'] / 1e6:.2f}M | {size.get(key, float('nan')):.2f} |"
-            )
+            outside = params[f"{key}_non_embedding"] / 1e6
+            lines.append(f"| {key} | {params[key] / 1e6:.2f}M | {outside:.2f}M | {size.get(key, float('nan')):.2f} |")
     for key, value in size.items():
         if key not in (TEACHER, STUDENT):
             lines.append(f"| {key} | | | {value:.2f} |")
@@ -152,7 +151,12 @@ def _plot_accuracy(m: dict[str, Any], path: Path) -> Path | None:
     width = 0.8 / len(models)
     x = np.arange(len(languages))
     for i, model in enumerate(models):
-        ax.bar(x + i * width, [m["languages"][lang][model] for lang in languages], width, label=MODEL_TITLES.get(model, model))
+        ax.bar(
+            x + i * width,
+            [m["languages"][lang][model] for lang in languages],
+            width,
+            label=MODEL_TITLES.get(model, model),
+        )
     ax.set_xticks(x + 0.4 - width / 2, languages, rotation=45, ha="right", fontsize=8)
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0, 1)

@@ -1,8 +1,9 @@
 """Train an XLM-R style SentencePiece-Unigram tokenizer on the recipe's own text.
 
 No pretrained XLM-R tokenizer is reachable offline, so the quickstart trains one with the same
-shape as XLM-R's: a Unigram model, Metaspace pre-tokenisation and the XLM-R special ids (<s>=0, <pad>=1, </s>=2, <unk>=3, <mask>=last). Position ids in XLM-R are derived from
-the pad id, so <pad> must stay at id 1.
+shape as XLM-R's: a Unigram model, Metaspace pre-tokenisation and the XLM-R special ids
+(<s>=0, <pad>=1, </s>=2, <unk>=3, <mask>=last). Position ids in XLM-R are derived from the pad id,
+so <pad> must stay at id 1.
 
 No normaliser is attached: transformers 5 rebuilds an XLM-R tokenizer from its vocabulary on load
 and keeps only a SentencePiece precompiled charsmap, so any other normaliser would be lost on reload

@@ -46,7 +46,7 @@ def fit(
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     decay, no_decay = [], []
-    for name, param in model.named_parameters():
+    for param in model.parameters():
         # the usual BERT recipe: no weight decay on biases and LayerNorm weights
         (no_decay if param.ndim < 2 else decay).append(param)
     optimizer = torch.optim.AdamW(
@@ -56,7 +56,11 @@ def fit(
     warmup = int(cfg.warmup_ratio * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
-        lambda step: (step + 1) / max(1, warmup) if step < warmup else max(0.0, (total_steps - step) / max(1, total_steps - warmup)),
+        lambda step: (
+            (step + 1) / max(1, warmup)
+            if step < warmup
+            else max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+        ),
     )
 
     result = FitResult(best_dev_accuracy=-1.0, best_epoch=-1)

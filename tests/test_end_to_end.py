@@ -29,7 +29,9 @@ TINY = [
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, sib200_path) -> Path:
     out = tmp_path_factory.mktemp("runs")
-    code = main(["run", str(REPO / "recipes" / "quickstart.yaml"), f"output_dir={out}", f"data.path={sib200_path}", *TINY])
+    code = main(
+        ["run", str(REPO / "recipes" / "quickstart.yaml"), f"output_dir={out}", f"data.path={sib200_path}", *TINY]
+    )
     assert code == 0
     latest = out / "quickstart" / "latest"
     assert latest.is_symlink()

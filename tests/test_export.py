@@ -9,7 +9,9 @@ from export.onnx import export_onnx, run_onnx
 from export.quantize import quantize_dynamic_int8
 
 
-def test_export_matches_pytorch_on_real_sentences_with_dynamic_axes(tmp_path, tiny_teacher, tiny_tokenizer, small_texts):
+def test_export_matches_pytorch_on_real_sentences_with_dynamic_axes(
+    tmp_path, tiny_teacher, tiny_tokenizer, small_texts
+):
     result = export_onnx(tiny_teacher, tiny_tokenizer, tmp_path / "onnx", small_texts[:8])
     assert result.max_abs_diff <= 1e-4
     assert not any(m.training for m in tiny_teacher.modules()), "export must leave the model in eval mode"

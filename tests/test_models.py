@@ -14,7 +14,9 @@ def test_trained_tokenizer_has_xlmr_special_ids(tiny_tokenizer):
     assert ids[0] == 0 and ids[-1] == 2
 
 
-def test_tokenizer_and_tiny_teacher_round_trip_through_from_pretrained(tmp_path, tiny_tokenizer, tiny_teacher, small_texts):
+def test_tokenizer_and_tiny_teacher_round_trip_through_from_pretrained(
+    tmp_path, tiny_tokenizer, tiny_teacher, small_texts
+):
     tiny_teacher.save_pretrained(tmp_path)
     tiny_tokenizer.save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").exists()
@@ -24,7 +26,8 @@ def test_tokenizer_and_tiny_teacher_round_trip_through_from_pretrained(tmp_path,
     assert all(tokenizer(t)["input_ids"] == tiny_tokenizer(t)["input_ids"] for t in small_texts)
     batch = tokenizer(small_texts[:8], padding=True, return_tensors="pt")
     with torch.inference_mode():
-        assert torch.equal(model(**batch).logits, tiny_teacher(**batch).logits)
+        # the reloaded model may pick SDPA attention instead of eager: equal up to float rounding
+        torch.testing.assert_close(model(**batch).logits, tiny_teacher(**batch).logits, atol=1e-6, rtol=0)
     assert model.config.id2label == {0: "a", 1: "b", 2: "c"}
 
 
