@@ -1,4 +1,4 @@
-"""`distill` command line: run and validate recipes.
+"""`distill` command line: run and validate recipes, benchmark models.
 
 Every `DistillError` becomes one line on stderr and exit code 2; nothing else is caught, so a
 real bug still shows its traceback.
@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     validate.add_argument("recipe")
     validate.add_argument("overrides", nargs="*", metavar="key.path=value")
 
+    from benchmarks.cli import add_bench_parser
+
+    add_bench_parser(sub)
     args = parser.parse_args(argv)
     try:
         return _dispatch(args)
@@ -38,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "bench":
+        from benchmarks.cli import run_bench
+
+        return run_bench(args)
     from distill.config import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)

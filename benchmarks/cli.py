@@ -1,0 +1,203 @@
+"""`distill bench`: benchmark teachers and students across backends, precisions and devices.
+
+    distill bench MODEL_OR_RUN [MODEL_OR_RUN ...] [--device cpu|cuda] [--batch 1 8] [--seq 128]
+                  [--threads 1 2] [--out DIR] [--max-seconds S] [--dry-run] ...
+
+`add_bench_parser(subparsers)` adds the sub-command to an argparse parser and `run_bench(args)`
+runs it; `python -m benchmarks.cli ...` does the same without the rest of the `distill` CLI
+(this is what benchmarks/gpu.sh uses, so it needs neither `datasets` nor `torch_pruning`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from distill.errors import DistillError
+
+DEFAULT_PRECISIONS = {"cpu": "fp32,bf16,int8-dynamic", "cuda": "fp32,bf16,fp16"}
+EXIT_USER_ERROR = 2
+
+
+def _int_list(values: list[str]) -> list[int]:
+    """`--batch 1 8` and `--batch 1,8` alike."""
+    out = []
+    for value in values:
+        for part in str(value).split(","):
+            if part.strip():
+                n = int(part)
+                if n < 1:
+                    raise DistillError(f"bench: {n} is not a positive integer")
+                out.append(n)
+    return out
+
+
+def _csv(value: str | None, allowed: tuple[str, ...], what: str) -> list[str] | None:
+    if value is None:
+        return None
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [v for v in items if v not in allowed]
+    if bad:
+        raise DistillError(f"bench: unknown {what} {', '.join(bad)} (choose from {', '.join(allowed)})")
+    return items
+
+
+def read_lengths(spec: str) -> list[int]:
+    """`--lengths 12,40,77` or `--lengths FILE` (one or more integers per line)."""
+    path = Path(spec)
+    text = path.read_text() if path.is_file() else spec
+    try:
+        lengths = [int(tok) for tok in text.replace(",", " ").split()]
+    except ValueError as exc:
+        raise DistillError(f"bench: --lengths {spec!r}: not a file or comma-separated integers") from exc
+    if not lengths or min(lengths) < 1:
+        raise DistillError("bench: --lengths needs positive integers")
+    return lengths
+
+
+def read_texts(path: str) -> list[str]:
+    try:
+        texts = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    except OSError as exc:
+        raise DistillError(f"bench: cannot read --texts {path}: {exc}") from exc
+    if not texts:
+        raise DistillError(f"bench: --texts {path} has no non-empty lines")
+    return texts
+
+
+def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add `bench` to a `parser.add_subparsers()` object; returns the sub-parser."""
+    from benchmarks.variants import BACKENDS, DEVICES, PRECISIONS
+
+    p = subparsers.add_parser(
+        "bench",
+        help="benchmark models: latency, throughput, efficiency, memory (JSON + Markdown + Pareto plot)",
+        description=(
+            "Each MODEL_OR_RUN is xlmr-base-arch, xlmr-arch:LxH[:vV] (random weights), a Hugging Face model dir, "
+            "an ONNX export dir (model.onnx + config.json) or a run dir (runs/<name>/<timestamp>); prefix "
+            "teacher= or student= to set its role."
+        ),
+    )
+    p.add_argument("models", nargs="+", metavar="MODEL_OR_RUN")
+    p.add_argument("--device", choices=DEVICES, default="cpu")
+    p.add_argument("--backends", help=f"comma list of {', '.join(BACKENDS)} (default: torch, plus onnxruntime "
+                   "on CPU or where onnxruntime has CUDA)")  # fmt: skip
+    p.add_argument("--precisions", help=f"comma list of {', '.join(PRECISIONS)} (default cpu: "
+                   f"{DEFAULT_PRECISIONS['cpu']}; cuda: {DEFAULT_PRECISIONS['cuda']})")  # fmt: skip
+    p.add_argument("--batch", nargs="+", default=["1"], help="batch sizes (default 1)")
+    p.add_argument("--seq", nargs="+", default=["128"], help="sequence lengths (default 128)")
+    p.add_argument("--threads", nargs="+", help="CPU thread counts to sweep (default: all cores)")
+    p.add_argument("--lengths", help="length mix: comma-separated token lengths or a file of them")
+    p.add_argument("--texts", help="file of sentences, one a line: tokenisation rows (and the length mix "
+                   "if --lengths is not given)")  # fmt: skip
+    p.add_argument("--out", help="output folder (default benchmarks/results/<UTC time>-<device>)")
+    p.add_argument("--max-seconds", type=float, default=120.0, help="timing budget over all cells (default 120)")
+    p.add_argument("--min-runs", type=int, default=10)
+    p.add_argument("--max-runs", type=int, default=1000)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument(
+        "--ci-width",
+        type=float,
+        default=0.05,
+        help="settled when the median's 95%% CI, full width, is at most this fraction of it (default 0.05)",
+    )
+    p.add_argument("--cuda-graphs", action="store_true", help="also time torch CUDA variants as CUDA graph replays")
+    p.add_argument("--no-probe", action="store_true", help="skip the matmul peak probes (no efficiency column)")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="plumbing check: built-in architectures shrunk, batch <= 2, seq <= 16, few runs",
+    )
+    p.set_defaults(handler=run_bench)
+    return p
+
+
+def settings_from_args(args: argparse.Namespace):
+    from benchmarks.harness import Settings
+    from benchmarks.variants import BACKENDS, PRECISIONS, ort_has_cuda
+
+    device = args.device
+    backends = _csv(args.backends, BACKENDS, "backend")
+    if backends is None:
+        backends = ["torch"] + (["onnxruntime"] if device == "cpu" or ort_has_cuda() else [])
+    precisions = _csv(args.precisions, PRECISIONS, "precision") or DEFAULT_PRECISIONS[device].split(",")
+    settings = Settings(
+        device=device,
+        backends=backends,
+        precisions=precisions,
+        batches=_int_list(args.batch),
+        seqs=_int_list(args.seq),
+        threads=_int_list(args.threads) if args.threads else [os.cpu_count() or 1],
+        lengths=read_lengths(args.lengths) if args.lengths else None,
+        texts=read_texts(args.texts) if args.texts else None,
+        warmup=args.warmup,
+        min_runs=args.min_runs,
+        max_runs=args.max_runs,
+        rel_ci_width=args.ci_width,
+        max_seconds=args.max_seconds,
+        cuda_graphs=args.cuda_graphs,
+        probe=not args.no_probe,
+        dry_run=args.dry_run,
+        command=os.environ.get("BENCH_COMMAND") or shlex.join([sys.executable, *sys.argv]),
+    )
+    if args.dry_run:
+        settings.batches = sorted({min(b, 2) for b in settings.batches})
+        settings.seqs = sorted({min(s, 16) for s in settings.seqs})
+        settings.lengths = [min(n, 16) for n in settings.lengths] if settings.lengths else None
+        settings.texts = settings.texts[:16] if settings.texts else None
+        settings.warmup, settings.min_runs = min(settings.warmup, 1), min(settings.min_runs, 3)
+        settings.max_runs, settings.max_seconds = min(settings.max_runs, 6), min(settings.max_seconds, 1.0)
+    if settings.min_runs < 1 or settings.max_runs < settings.min_runs or settings.warmup < 0:
+        raise DistillError("bench: need --warmup >= 0 and 1 <= --min-runs <= --max-runs")
+    if device == "cpu" and settings.cuda_graphs:
+        raise DistillError("bench: --cuda-graphs needs --device cuda")
+    return settings
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """Run the benchmark the parsed `args` describe; writes results into --out. Returns 0."""
+    from benchmarks.harness import run_benchmark
+    from benchmarks.report import render_markdown, write_outputs
+    from benchmarks.variants import parse_sources
+
+    settings = settings_from_args(args)
+    sources = [s for spec in args.models for s in parse_sources(spec, dry_run=settings.dry_run)]
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out) if args.out else Path("benchmarks") / "results" / f"{stamp}-{settings.device}"
+    print(f"bench: {len(sources)} model(s), device {settings.device}, writing to {out}", flush=True)
+
+    def checkpoint(doc: dict[str, Any]) -> None:  # partial results survive a timeout or a kill
+        write_outputs(out, doc, plot=False)
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    doc = run_benchmark(sources, settings, say=say, on_progress=checkpoint)
+    written = write_outputs(out, doc)
+    print(render_markdown(doc).split("## Forward pass", 1)[-1].split("\n## ", 1)[0].strip())
+    print("bench: wrote " + ", ".join(str(p) for p in written.values()))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.cli")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_bench_parser(sub)
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except DistillError as exc:
+        print(f"distill: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("distill: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
