@@ -357,7 +357,7 @@ def prepare_torch(v: Variant, cache: dict) -> None:
     if v.precision == "fp32" or (v.precision == "bf16" and v.device == "cpu"):
         v.model = base
         if v.precision == "bf16":
-            hw = _cpu_has_bf16()
+            hw = cpu_has_bf16()
             v.notes.append(
                 "CPU bf16 via torch.autocast" + ("" if hw else " on a CPU without bf16 instructions (emulated)")
             )
@@ -382,7 +382,7 @@ def prepare_torch(v: Variant, cache: dict) -> None:
         v.size_mb, v.size_source = params * (4 if v.precision == "fp32" else 2) / 1e6, "params"
 
 
-def _cpu_has_bf16() -> bool:
+def cpu_has_bf16() -> bool:
     from benchmarks.environment import cpu_info
 
     return bool(cpu_info()["has_bf16"])
@@ -519,6 +519,8 @@ def ort_session(path: Path, *, threads: int | None, device: str):
     if threads:
         options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    # interleaved with PyTorch on the same cores: idle onnxruntime threads must not busy-wait
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     providers: list[Any] = ["CPUExecutionProvider"]

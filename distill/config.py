@@ -109,9 +109,11 @@ class ExportConfig:
 class BenchConfig:
     batch: int = 1
     seq: int = 128
-    runs: int = 50
+    runs: int = 50  # at least this many timed runs per variant
     warmup: int = 10
     threads: int | None = None  # null: all cores
+    max_seconds: float = 30.0  # timing budget; rows whose median has not settled by then say so
+    length_mix: bool = True  # also time batches drawn from the dev sentences' real lengths
 
 
 STAGES = ("teacher", "distill", "export", "bench")

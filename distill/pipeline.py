@@ -227,43 +227,65 @@ def stage_export(run: Run, say: Callable[[str], None]) -> None:
 
 
 def stage_bench(run: Run, say: Callable[[str], None]) -> None:
-    """Teacher PyTorch fp32 vs student int8 ONNX, interleaved, at the recipe's batch × sequence."""
-    from benchmarks.latency import interleaved_latency
-    from export.onnx import session
+    """Every variant of the teacher and student, interleaved, with the benchmark harness.
+
+    Writes `bench/results.{json,md}` and `bench/pareto.png` in the run directory; the teacher's
+    PyTorch fp32 and the student's int8 ONNX rows become `metrics.json`'s `latency_ms`.
+    """
+    from benchmarks.harness import Settings, run_benchmark
+    from benchmarks.report import write_outputs
+    from benchmarks.variants import cpu_has_bf16, hf_source, onnx_source
 
     cfg = run.recipe.bench
     threads = cfg.threads or os.cpu_count() or 1
-    ids = _benchmark_input(run, cfg.batch, cfg.seq)
-    mask = torch.ones_like(ids)
-    teacher = run.teacher.eval()
-    variants: dict[str, Callable[[], object]] = {}
-
-    def teacher_fp32() -> object:
-        with torch.inference_mode():
-            return teacher(input_ids=ids, attention_mask=mask).logits
-
-    variants["teacher_torch_fp32"] = teacher_fp32
+    mean = score_table(run)["mean"]
+    checkpoints = run.directory / "checkpoints"
+    sources = [hf_source(checkpoints / TEACHER, TEACHER, "teacher", {"torch/fp32": mean[TEACHER]})]
+    if run.student is not None:
+        sources.append(hf_source(checkpoints / STUDENT, STUDENT, "student", {"torch/fp32": mean[STUDENT]}))
     if "int8-dynamic" in run.onnx_dirs:
-        sess = session(run.onnx_dirs["int8-dynamic"] / "model.onnx", threads=threads)
-        feed = {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
-        variants[STUDENT_INT8] = lambda: sess.run(None, feed)
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        say(f"benchmark: batch {cfg.batch}, sequence {cfg.seq}, {threads} threads, {cfg.runs} interleaved runs")
-        results = interleaved_latency(variants, runs=cfg.runs, warmup=cfg.warmup)
-    finally:
-        torch.set_num_threads(previous_threads)
-    run.metrics["latency_ms"] = results
-    run.metrics["latency_setup"] = {
-        "batch": cfg.batch,
-        "seq": cfg.seq,
-        "threads": threads,
-        "runs": cfg.runs,
-        "warmup": cfg.warmup,
+        accuracy = {"onnxruntime/int8-dynamic": mean[STUDENT_INT8]}
+        sources.append(onnx_source(run.onnx_dirs["int8-dynamic"], STUDENT, "student", accuracy))
+    settings = Settings(
+        device="cpu",
+        precisions=["fp32", "int8-dynamic"] + (["bf16"] if cpu_has_bf16() else []),
+        batches=[cfg.batch],
+        seqs=[cfg.seq],
+        threads=[threads],
+        texts=run.data.texts("dev") if cfg.length_mix else None,  # real sentence lengths + tokenisation rows
+        warmup=cfg.warmup,
+        min_runs=cfg.runs,
+        max_seconds=cfg.max_seconds,
+        command=f"distill run (stage bench of {run.recipe.name})",
+    )
+    say(f"benchmark: batch {cfg.batch}, sequence {cfg.seq} and the dev length mix, {threads} threads")
+    doc = run_benchmark(sources, settings, say=lambda _line: None)
+    write_outputs(run.directory / "bench", doc)
+    run.metrics["latency_ms"] = _latency_summary(doc["results"], cfg.seq)
+    run.metrics["latency_setup"] = {"batch": cfg.batch, "seq": cfg.seq, "threads": threads, "warmup": cfg.warmup}
+    rows = [{k: v for k, v in row.items() if k != "samples_ms"} for row in doc["results"]]
+    run.metrics["bench"] = {"results": "bench/results.json", "markdown": "bench/results.md", "rows": rows}
+    if (run.directory / "bench" / "pareto.png").exists():
+        run.metrics["bench"]["pareto"] = "bench/pareto.png"
+    for name, r in run.metrics["latency_ms"].items():
+        say(f"  {name}: p50 {r['p50']:.2f} ms, p90 {r['p90']:.2f} ms over {r['runs']} runs")
+
+
+def _latency_summary(rows: list[dict[str, Any]], seq: int) -> dict[str, dict[str, float]]:
+    """The two headline variants at the fixed sequence length, under the report's names."""
+    wanted = {
+        ("teacher", "torch", "fp32"): "teacher_torch_fp32",
+        ("student", "onnxruntime", "int8-dynamic"): STUDENT_INT8,
     }
-    for name, r in results.items():
-        say(f"  {name}: p50 {r['p50']:.2f} ms, p90 {r['p90']:.2f} ms")
+    out = {}
+    for row in rows:
+        key = (row.get("role"), row.get("backend"), row.get("precision"))
+        if row.get("stage") == "forward" and row.get("seq") == seq and key in wanted:
+            out[wanted[key]] = {
+                "p50": row["p50_ms"], "p90": row["p90_ms"], "p99": row["p99_ms"], "mean": row["mean_ms"],
+                "stdev": row["stdev_ms"], "runs": row["runs"], "settled": row["settled"],
+            }  # fmt: skip
+    return out
 
 
 STAGES: dict[str, Callable[[Run, Callable[[str], None]], None]] = {

@@ -92,21 +92,7 @@ def render_report(name: str, m: dict[str, Any]) -> str:
         if key not in (TEACHER, STUDENT):
             lines.append(f"| {key} | | | {value:.2f} |")
     if "latency_ms" in m:
-        setup = m["latency_setup"]
-        lines += [
-            "",
-            f"## CPU latency (batch {setup['batch']}, sequence {setup['seq']}, {setup['threads']} threads, "
-            f"{setup['runs']} interleaved runs after {setup['warmup']} warm-up runs each)",
-            "",
-            "| variant | p50 (ms) | p90 (ms) | mean (ms) | stdev (ms) |",
-            "|---|---|---|---|---|",
-        ]
-        for key, r in m["latency_ms"].items():
-            lines.append(f"| {key} | {r['p50']:.2f} | {r['p90']:.2f} | {r['mean']:.2f} | {r['stdev']:.2f} |")
-        lat = m["latency_ms"]
-        if "teacher_torch_fp32" in lat and STUDENT_INT8 in lat:
-            speedup = lat["teacher_torch_fp32"]["p50"] / lat[STUDENT_INT8]["p50"]
-            lines += ["", f"Student int8 ONNX p50 is **{speedup:.1f}×** lower than the teacher's PyTorch fp32 p50."]
+        lines += _latency_section(m)
     if "parity" in m:
         p = m["parity"]
         lines += ["", "## Export parity", "", f"- fp32 ONNX vs PyTorch: max |logit diff| {p['fp32_max_abs_diff']:.2e} "
@@ -134,6 +120,55 @@ def render_report(name: str, m: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _latency_section(m: dict[str, Any]) -> list[str]:
+    setup = m["latency_setup"]
+    lines = [
+        "",
+        f"## CPU latency (batch {setup['batch']}, {setup['threads']} threads, all variants interleaved after "
+        f"{setup['warmup']} warm-up runs each)",
+        "",
+    ]
+    lat = m["latency_ms"]
+    if "teacher_torch_fp32" in lat and STUDENT_INT8 in lat:
+        t, s = lat["teacher_torch_fp32"], lat[STUDENT_INT8]
+        lines += [
+            f"At sequence {setup['seq']}: teacher PyTorch fp32 p50 {t['p50']:.2f} ms (p90 {t['p90']:.2f}, "
+            f"{t['runs']} runs), student int8 ONNX p50 {s['p50']:.2f} ms (p90 {s['p90']:.2f}, {s['runs']} runs): "
+            f"**{t['p50'] / s['p50']:.1f}× lower**.",
+            "",
+        ]
+    bench = m.get("bench", {})
+    rows = [r for r in bench.get("rows", []) if r.get("stage") == "forward"]
+    if rows:
+        lines += [
+            "| model | backend | precision | seq | p50 ms | p90 ms | runs | settled | seq/s | efficiency "
+            "| accuracy | MB |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in rows:
+            seq = r["seq"] if r.get("seq") is not None else "length mix"
+            eff = f"{r['efficiency']:.1%}" if r.get("efficiency") is not None else "–"
+            acc = f"{r['accuracy']:.3f}" if r.get("accuracy") is not None else "–"
+            size = f"{r['size_mb']:.2f}" if r.get("size_mb") is not None else "–"
+            lines.append(
+                f"| {r['model']} | {r['backend']} | {r['precision']} | {seq} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} "
+                f"| {r['runs']} | {'yes' if r['settled'] else 'no'} | {r['throughput']:.1f} | {eff} | {acc} | {size} |"
+            )
+        tokenize = [r for r in bench.get("rows", []) if r.get("stage") == "tokenize"]
+        for r in tokenize:
+            lines.append(
+                f"\nTokenisation (timed apart, not included above): p50 {r['p50_ms']:.2f} ms per batch of {r['batch']}."
+            )
+        lines += [
+            "",
+            f"Full results: [{bench['markdown']}]({bench['markdown']}) ([JSON]({bench['results']})); efficiency = "
+            "model FLOPs / p50 / this machine's measured matmul peak of that precision.",
+        ]
+    if bench.get("pareto"):
+        lines += ["", f"![accuracy vs latency]({bench['pareto']})"]
+    return lines
 
 
 def _plot_accuracy(m: dict[str, Any], path: Path) -> Path | None:

@@ -92,10 +92,15 @@ def export_onnx(
     return ExportResult(directory=directory, max_abs_diff=result["diff"])
 
 
-def session(path: str | Path, threads: int | None = None) -> ort.InferenceSession:
+def session(path: str | Path, threads: int | None = None, *, spinning: bool = True) -> ort.InferenceSession:
+    """A CPU onnxruntime session. Benchmarks that interleave onnxruntime with PyTorch pass
+    `spinning=False`: idle onnxruntime threads otherwise busy-wait and steal the cores from the
+    PyTorch call that runs next."""
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 

@@ -23,6 +23,7 @@ TINY = [
     "bench.runs=3",
     "bench.warmup=1",
     "bench.seq=32",
+    "bench.max_seconds=4",
 ]
 
 
@@ -41,7 +42,8 @@ def run_dir(tmp_path_factory, sib200_path) -> Path:
 def test_run_directory_holds_every_artifact(run_dir):
     for name in ["recipe.yaml", "metrics.json", "report.md", "plots/accuracy_per_language.png",
                  "checkpoints/teacher/model.safetensors", "checkpoints/student/model.safetensors",
-                 "onnx/student-fp32/model.onnx", "onnx/student-int8-dynamic/model.onnx"]:  # fmt: skip
+                 "onnx/student-fp32/model.onnx", "onnx/student-int8-dynamic/model.onnx",
+                 "bench/results.json", "bench/results.md", "bench/pareto.png"]:  # fmt: skip
         assert (run_dir / name).is_file(), name
     assert not list(run_dir.rglob("*.tmp")) and not list(run_dir.rglob(".*.old"))
 
@@ -67,6 +69,8 @@ def test_report_shows_the_table_and_says_the_teacher_was_trained_here(run_dir):
     report = (run_dir / "report.md").read_text()
     assert "trained from scratch in this run" in report
     assert "| yor_Latn |" in report and "**mean**" in report
+    assert "![accuracy vs latency](bench/pareto.png)" in report
+    assert "| length mix |" in report  # the dev sentences' real lengths were benchmarked too
 
 
 def test_checkpoints_reload_with_auto_classes(run_dir):
