@@ -185,7 +185,7 @@ def interleaved_until_settled(
     Each round times every still-active variant once, in the order of `variants`. A variant leaves
     the rounds once it has `min_runs` samples and its median's confidence interval is within
     `rel_width` of the median, or once it has `max_runs` samples. The loop also stops when
-    `max_seconds` of `clock` time have passed (after at least one round). Each result is
+    `max_seconds` of `clock` time have passed and every variant has at least `min_runs` samples. Each result is
     `summarize()` plus `samples_ms`, `ci_low`, `ci_high`, `ci_rel_width` and `settled`.
     """
     if min_runs < 1 or max_runs < min_runs:
@@ -206,7 +206,8 @@ def interleaved_until_settled(
                 len(samples[name]) >= min_runs and is_settled(samples[name], rel_width=rel_width, confidence=confidence)
             )
         ]
-        if clock() >= deadline:
+        # min_runs is a floor: the time budget only decides how far past it a variant may go
+        if clock() >= deadline and all(len(samples[name]) >= min_runs for name in active):
             break
     results: dict[str, dict[str, Any]] = {}
     for name, values in samples.items():

@@ -96,13 +96,23 @@ def test_rounds_interleave_and_settled_variants_leave():
 
 def test_time_budget_stops_the_rounds_unsettled():
     clock = FakeClock()
+    slow = clock.variant("slow", [1.0, 2.0] * 50)  # one or two seconds per call: a wide interval
+    result = interleaved_until_settled(
+        {"slow": slow}, min_runs=3, max_runs=100, rel_width=0.05, max_seconds=3.5, clock=clock
+    )
+    assert result["slow"]["runs"] == 3  # 1 + 2 + 1 = 4 s: past the budget once min_runs is reached
+    assert result["slow"]["settled"] is False
+    assert result["slow"]["p50"] == pytest.approx(1000.0)
+
+
+def test_min_runs_is_a_floor_even_past_the_time_budget():
+    clock = FakeClock()
     slow = clock.variant("slow", [1.0] * 100)  # one second per call
     result = interleaved_until_settled(
         {"slow": slow}, min_runs=10, max_runs=100, rel_width=0.05, max_seconds=3.5, clock=clock
     )
-    assert result["slow"]["runs"] == 4  # at 3 s still under the budget, at 4 s over it
-    assert result["slow"]["settled"] is False  # fewer than min_runs, even though the CI would be tight
-    assert result["slow"]["p50"] == pytest.approx(1000.0)
+    assert result["slow"]["runs"] == 10
+    assert result["slow"]["settled"] is True  # ten identical samples: a zero-width interval
 
 
 def test_percentiles_on_a_fake_clock():
