@@ -98,6 +98,17 @@ class DistillConfig:
 
 
 @dataclass(frozen=True)
+class PruneStageConfig:
+    """Structured pruning of the student (see students.prune), then distillation to recover."""
+
+    heads: float = 0.25  # fraction of heads removed in every layer; the hidden width shrinks with them
+    ffn: float = 0.5  # fraction of FFN neurons removed in every layer
+    importance: Literal["magnitude", "taylor"] = "magnitude"
+    calibration_batches: int = 8  # batches of training data for taylor importance
+    recover: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=2))
+
+
+@dataclass(frozen=True)
 class ExportConfig:
     quantize: QuantizeMode = "int8-dynamic"
     parity_tolerance: float = 1e-4
@@ -116,7 +127,7 @@ class BenchConfig:
     length_mix: bool = True  # also time batches drawn from the dev sentences' real lengths
 
 
-STAGES = ("teacher", "distill", "export", "bench")
+STAGES = ("teacher", "distill", "prune", "export", "bench")
 
 
 @dataclass(frozen=True)
@@ -124,11 +135,12 @@ class Recipe:
     name: str
     seed: int = 0
     output_dir: str = _path_field("runs")
-    stages: list[str] = field(default_factory=lambda: list(STAGES))
+    stages: list[str] = field(default_factory=lambda: ["teacher", "distill", "export", "bench"])
     data: DataConfig = field(default_factory=DataConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    prune: PruneStageConfig = field(default_factory=PruneStageConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
 
@@ -322,6 +334,9 @@ def _check_semantics(recipe: Recipe) -> None:
             if getattr(getattr(recipe, section).train, key) < 1:
                 raise RecipeError(f"'{section}.train.{key}' must be at least 1")
     check_loss_specs(recipe.distill.losses, "distill.losses")
+    for key in ("heads", "ffn"):
+        if not 0.0 <= getattr(recipe.prune, key) < 1.0:
+            raise RecipeError(f"'prune.{key}' must be in [0, 1), got {getattr(recipe.prune, key)}")
 
 
 def _looks_local(name: str) -> bool:

@@ -11,6 +11,7 @@ Each stage is a plain function of the `Run` state; the order is the recipe's `st
 
 from __future__ import annotations
 
+import copy
 import os
 import platform
 import time
@@ -25,7 +26,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from distill.config import Recipe, recipe_to_dict
+from distill.config import STAGES, Recipe, recipe_to_dict
 from distill.data import Encoded, TaskData, encode, load_task_data
 from distill.errors import DistillError
 from distill.io import atomic_write_text, save_pretrained_atomic
@@ -35,7 +36,7 @@ from distill.models import build_scratch_teacher, count_parameters, load_pretrai
 from distill.tokenizer import train_unigram_tokenizer
 from distill.train import fit, predict_logits
 
-TEACHER, STUDENT, STUDENT_INT8 = "teacher", "student", "student_int8_onnx"
+TEACHER, STUDENT, STUDENT_PRUNED, STUDENT_INT8 = "teacher", "student", "student_pruned", "student_int8_onnx"
 
 
 @dataclass
@@ -50,7 +51,10 @@ class Run:
     teacher: Any = None
     teacher_from_scratch: bool = False
     student: Any = None
+    student_name: str = STUDENT  # STUDENT, or STUDENT_PRUNED once the prune stage has run
     student_layers: list[int] = field(default_factory=list)
+    teacher_train_logits: torch.Tensor | None = None  # cached once, reused by distill and prune recovery
+    models: dict[str, Any] = field(default_factory=dict)  # name -> model, for the size table
     onnx_dirs: dict[str, Path] = field(default_factory=dict)
     # model name -> language -> predicted labels on the test split
     predictions: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
@@ -83,7 +87,7 @@ def run_recipe(recipe: Recipe, *, say: Callable[[str], None] = print) -> Path:
         say(f"== stage {name}")
         t0 = time.perf_counter()
         try:
-            STAGES[name](run, say)
+            STAGE_FUNCTIONS[name](run, say)
         except DistillError as exc:
             raise DistillError(
                 f"stage '{name}' failed: {exc} (finished stages' artifacts kept in {directory})"
@@ -128,6 +132,7 @@ def stage_teacher(run: Run, say: Callable[[str], None]) -> None:
         )
         needs_training = not is_classifier
     _encode_all(run)
+    run.models[TEACHER] = run.teacher
     params = count_parameters(run.teacher)
     say(f"teacher: {params['total'] / 1e6:.2f}M parameters ({params['non_embedding'] / 1e6:.2f}M outside embeddings)")
     if needs_training:
@@ -162,12 +167,44 @@ def stage_distill(run: Run, say: Callable[[str], None]) -> None:
     run.student = student_from_teacher(run.teacher, layers)
     params = count_parameters(run.student)
     say(f"student: teacher layers {layers}, {params['total'] / 1e6:.2f}M parameters")
-    loss = WeightedLoss(recipe.distill.losses)
+    _train_student(run, STUDENT, recipe.distill.train, say)
+
+
+def stage_prune(run: Run, say: Callable[[str], None]) -> None:
+    """Structured pruning of the student (heads + FFN), then distillation again to recover."""
+    from distill.data import collate, length_batches
+    from students import PruneConfig, prune_with_summary
+
+    if run.student is None:
+        raise DistillError("stage 'prune' needs a student: put 'distill' before it in 'stages'")
+    cfg = run.recipe.prune
+    batches = None
+    if cfg.importance == "taylor":
+        train = run.joined("train")
+        order = length_batches([len(x) for x in train.input_ids], 32, shuffle=True, seed=run.recipe.seed)
+        batches = [collate(train, idx, run.pad_id) for idx in order[: cfg.calibration_batches]]
+    try:
+        pruned, summary = prune_with_summary(  # prunes in place: keep the distilled student intact
+            copy.deepcopy(run.student), PruneConfig(heads=cfg.heads, ffn=cfg.ffn, importance=cfg.importance), batches
+        )
+    except ValueError as exc:
+        raise DistillError(f"cannot prune the student: {exc}") from exc
+    say(f"pruned: {summary}")
+    run.student = pruned
+    run.metrics["pruning"] = {"heads": cfg.heads, "ffn": cfg.ffn, "importance": cfg.importance, "summary": str(summary)}
+    _train_student(run, STUDENT_PRUNED, cfg.recover, say)
+
+
+def _train_student(run: Run, name: str, train_cfg, say: Callable[[str], None]) -> None:
+    """Distil `run.student` from the teacher's cached logits; keep the best dev checkpoint as `name`."""
+    loss = WeightedLoss(run.recipe.distill.losses)
     train = run.joined("train")
-    # The teacher is frozen and dropout is off, so its logits per sentence never change: compute
-    # them once instead of once per epoch (a teacher forward costs more than a small student's step).
-    say(f"caching teacher logits for {len(train)} training sentences")
-    teacher_logits = torch.from_numpy(predict_logits(run.teacher, train, run.pad_id))
+    if run.teacher_train_logits is None:
+        # The teacher is frozen and dropout is off, so its logits per sentence never change: compute
+        # them once instead of once per epoch (a teacher forward costs more than a small student's step).
+        say(f"caching teacher logits for {len(train)} training sentences")
+        run.teacher_train_logits = torch.from_numpy(predict_logits(run.teacher, train, run.pad_id))
+    teacher_logits = run.teacher_train_logits
 
     def step(student: torch.nn.Module, batch: dict[str, torch.Tensor]):
         student_logits = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
@@ -180,14 +217,16 @@ def stage_distill(run: Run, say: Callable[[str], None]) -> None:
         train,
         run.joined("dev"),
         step,
-        recipe.distill.train,
+        train_cfg,
         pad_id=run.pad_id,
-        seed=recipe.seed,
-        on_best=lambda m: save_pretrained_atomic(m, run.tokenizer, run.directory / "checkpoints" / STUDENT),
-        desc="distill",
+        seed=run.recipe.seed,
+        on_best=lambda m: save_pretrained_atomic(m, run.tokenizer, run.directory / "checkpoints" / name),
+        desc="distill" if name == STUDENT else "recover",
     )
-    run.metrics.setdefault("training", {})[STUDENT] = vars(result)
-    _evaluate_torch(run, STUDENT, run.student)
+    run.metrics.setdefault("training", {})[name] = vars(result)
+    run.student_name = name
+    run.models[name] = run.student
+    _evaluate_torch(run, name, run.student)
 
 
 def stage_export(run: Run, say: Callable[[str], None]) -> None:
@@ -219,7 +258,7 @@ def stage_export(run: Run, say: Callable[[str], None]) -> None:
         for lang, enc in run.encoded["test"].items():
             logits = _onnx_logits(sess, enc, run.pad_id)
             run.predictions.setdefault(STUDENT_INT8, {})[lang] = logits.argmax(-1)
-            agree.append(run.predictions[STUDENT_INT8][lang] == run.predictions[STUDENT][lang])
+            agree.append(run.predictions[STUDENT_INT8][lang] == run.predictions[run.student_name][lang])
         parity_info["int8_label_agreement"] = float(np.mean(np.concatenate(agree)))
         parity_info["int8_reduce_range"] = reduce_range
         say(f"int8 label agreement with the PyTorch student: {parity_info['int8_label_agreement']:.4f}")
@@ -241,11 +280,11 @@ def stage_bench(run: Run, say: Callable[[str], None]) -> None:
     mean = score_table(run)["mean"]
     checkpoints = run.directory / "checkpoints"
     sources = [hf_source(checkpoints / TEACHER, TEACHER, "teacher", {"torch/fp32": mean[TEACHER]})]
-    if run.student is not None:
-        sources.append(hf_source(checkpoints / STUDENT, STUDENT, "student", {"torch/fp32": mean[STUDENT]}))
+    for name in [n for n in run.models if n != TEACHER]:  # the distilled student, and the pruned one
+        sources.append(hf_source(checkpoints / name, name, "student", {"torch/fp32": mean[name]}))
     if "int8-dynamic" in run.onnx_dirs:
         accuracy = {"onnxruntime/int8-dynamic": mean[STUDENT_INT8]}
-        sources.append(onnx_source(run.onnx_dirs["int8-dynamic"], STUDENT, "student", accuracy))
+        sources.append(onnx_source(run.onnx_dirs["int8-dynamic"], run.student_name, "student", accuracy))
     settings = Settings(
         device="cpu",
         precisions=["fp32", "int8-dynamic"] + (["bf16"] if cpu_has_bf16() else []),
@@ -288,12 +327,14 @@ def _latency_summary(rows: list[dict[str, Any]], seq: int) -> dict[str, dict[str
     return out
 
 
-STAGES: dict[str, Callable[[Run, Callable[[str], None]], None]] = {
+STAGE_FUNCTIONS: dict[str, Callable[[Run, Callable[[str], None]], None]] = {
     "teacher": stage_teacher,
     "distill": stage_distill,
+    "prune": stage_prune,
     "export": stage_export,
     "bench": stage_bench,
 }
+assert tuple(STAGE_FUNCTIONS) == STAGES, "distill.config.STAGES lists the stages in their order"
 
 
 # ----------------------------------------------------------------------------------------------

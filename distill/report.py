@@ -7,18 +7,18 @@ from typing import Any
 
 from distill.io import atomic_write_json, atomic_write_text
 from distill.models import count_parameters
-from distill.pipeline import STUDENT, STUDENT_INT8, TEACHER, Run, file_size_mb, score_table
+from distill.pipeline import STUDENT, STUDENT_INT8, STUDENT_PRUNED, TEACHER, Run, file_size_mb, score_table
 
-MODEL_TITLES = {TEACHER: "teacher", STUDENT: "student", STUDENT_INT8: "student int8 ONNX"}
+MODEL_TITLES = {
+    TEACHER: "teacher", STUDENT: "student", STUDENT_PRUNED: "pruned student", STUDENT_INT8: "student int8 ONNX",
+}  # fmt: skip
 
 
 def build_metrics(run: Run) -> dict[str, Any]:
     scores = score_table(run)
     params: dict[str, int] = {}
     size_mb: dict[str, float] = {}
-    for name, model in ((TEACHER, run.teacher), (STUDENT, run.student)):
-        if model is None:
-            continue
+    for name, model in run.models.items():
         counted = count_parameters(model)
         params[name] = counted["total"]
         params[f"{name}_non_embedding"] = counted["non_embedding"]
@@ -84,12 +84,13 @@ def render_report(name: str, m: dict[str, Any]) -> str:
         )]  # fmt: skip
     lines += ["", "## Size", "", "| model | parameters | outside embeddings | file size (MB) |", "|---|---|---|---|"]
     params, size = m["params"], m["size_mb"]
-    for key in (TEACHER, STUDENT):
+    models = [key for key in params if not key.endswith("_non_embedding")]
+    for key in models:
         if key in params:
             outside = params[f"{key}_non_embedding"] / 1e6
             lines.append(f"| {key} | {params[key] / 1e6:.2f}M | {outside:.2f}M | {size.get(key, float('nan')):.2f} |")
     for key, value in size.items():
-        if key not in (TEACHER, STUDENT):
+        if key not in models:
             lines.append(f"| {key} | | | {value:.2f} |")
     if "latency_ms" in m:
         lines += _latency_section(m)

@@ -1,5 +1,6 @@
 """Student builders: small models initialised from a teacher's weights."""
 
 from students.layers import pick_layers, student_from_teacher
+from students.prune import PruneConfig, PruneSummary, prune, prune_with_summary
 
-__all__ = ["pick_layers", "student_from_teacher"]
+__all__ = ["PruneConfig", "PruneSummary", "pick_layers", "prune", "prune_with_summary", "student_from_teacher"]

@@ -80,3 +80,23 @@ def test_checkpoints_reload_with_auto_classes(run_dir):
         tokenizer = AutoTokenizer.from_pretrained(path)
         assert model.config.num_labels == 7
         assert tokenizer.pad_token_id == 1
+
+
+def test_prune_stage_shrinks_the_student_and_export_follows_it(tmp_path, sib200_path):
+    out = tmp_path / "runs"
+    overrides = [o for o in TINY if not o.startswith("teacher.scratch.num_heads")]
+    code = main(
+        ["run", str(REPO / "recipes" / "quickstart.yaml"), f"output_dir={out}", f"data.path={sib200_path}",
+         *overrides, "teacher.scratch.num_heads=4", "student.num_layers=2", "prune.recover.epochs=1",
+         "stages=[teacher, distill, prune, export]"]
+    )  # fmt: skip
+    assert code == 0
+    run_dir = (out / "quickstart" / "latest").resolve()
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert {"student", "student_pruned", "student_int8_onnx"} <= set(m["mean"])
+    assert m["params"]["student_pruned"] < m["params"]["student"]
+    pruned = AutoModelForSequenceClassification.from_pretrained(run_dir / "checkpoints" / "student_pruned")
+    assert (pruned.config.num_attention_heads, pruned.config.hidden_size) == (3, 24)  # 4 x 8 -> 3 x 8
+    assert pruned.config.intermediate_size == 32  # FFN 64 -> 32
+    exported = json.loads((run_dir / "onnx" / "student-fp32" / "config.json").read_text())
+    assert exported["hidden_size"] == 24
