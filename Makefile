@@ -10,18 +10,42 @@ STAMP := $(VENV)/.installed
 # `torch` pulled in by another package would download a multi-GB CUDA build.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-compile torch==2.13.0
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-compile -e '.[dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/distill run recipes/quickstart.yaml
 
-test: $(STAMP)
+test: $(STAMP) test-optimum
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(OPT_VENV) $(OPT_ARTIFACTS) runs
+
+# optimum loading proof. optimum-onnx 0.1.0 requires transformers<4.58 and optimum~=2.1, which cannot share
+# .venv (transformers 5): it gets its own venv, used only to load artifacts that .venv exported. torch is
+# installed first and pinned for the same reason as above (optimum depends on torch).
+OPT_VENV := .venv-optimum
+OPT_STAMP := $(OPT_VENV)/.installed
+OPT_ARTIFACTS := build/optimum-artifacts
+OPT_PINS := transformers==4.57.6 optimum-onnx==0.1.0 optimum==2.1.0 onnxruntime==1.31.1 onnx==1.23.2 numpy==2.4.6 \
+	pytest==9.2.0
+
+.PHONY: test-optimum
+
+$(OPT_STAMP):
+	$(PYTHON) -m venv $(OPT_VENV)
+	echo '*' > $(OPT_VENV)/.gitignore
+	$(OPT_VENV)/bin/pip install --quiet --disable-pip-version-check --no-compile torch==2.13.0
+	$(OPT_VENV)/bin/pip install --quiet --disable-pip-version-check --no-compile $(OPT_PINS)
+	touch $(OPT_STAMP)
+
+# artifacts and expected labels come from .venv; the test itself runs under .venv-optimum only
+test-optimum: $(STAMP) $(OPT_STAMP)
+	$(BIN)/python -m export.optimum_artifacts $(OPT_ARTIFACTS)
+	OPTIMUM_ARTIFACTS=$(OPT_ARTIFACTS) $(OPT_VENV)/bin/python -m pytest -q --noconftest -p no:cacheprovider \
+		-m optimum tests/test_optimum.py

@@ -27,8 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     validate.add_argument("overrides", nargs="*", metavar="key.path=value")
 
     from benchmarks.cli import add_bench_parser
+    from export.cli import add_export_parser
 
     add_bench_parser(sub)
+    add_export_parser(sub)
     args = parser.parse_args(argv)
     try:
         return _dispatch(args)
@@ -41,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "export":
+        from export.cli import run_export
+
+        return run_export(args)
     if args.command == "bench":
         from benchmarks.cli import run_bench
 

@@ -1,5 +1,8 @@
 """ONNX export of classifiers, each followed by onnxruntime and a comparison with PyTorch.
 
+Sequence classifiers (logits `[batch, labels]`) and token classifiers (logits `[batch, sequence, labels]`)
+go through the same path; only the output's dynamic axes differ.
+
 The TorchScript exporter (`dynamo=False`) over an eager-attention model is used on purpose:
 it is the only combination for which onnxruntime's BERT optimizer fuses Attention (stack facts).
 """
@@ -26,6 +29,20 @@ MODEL_FILE = "model.onnx"
 class ExportResult:
     directory: Path
     max_abs_diff: float  # fp32 ONNX vs PyTorch logits on the parity sentences
+    task: str = "sequence"  # "sequence" or "token": what the logits are per
+
+
+def logits_axes(ndim: int) -> dict[int, str]:
+    """Dynamic axes of the logits output: per sentence `[batch, labels]` or per token `[batch, sequence, labels]`.
+
+    A token classifier exported with only the batch axis dynamic would get its sequence length
+    frozen to the export batch's, and fail (or silently mis-shape) on any other length.
+    """
+    if ndim == 2:
+        return {0: "batch"}
+    if ndim == 3:
+        return {0: "batch", 1: "sequence"}
+    raise DistillError(f"cannot export logits of rank {ndim}: expected [batch, labels] or [batch, sequence, labels]")
 
 
 class _LogitsOnly(nn.Module):
@@ -57,8 +74,8 @@ def export_onnx(
     model = model.eval()
     batch = tokenizer(parity_texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
     inputs = {name: batch[name] for name in INPUT_NAMES}
-    with torch.inference_mode():
-        expected = model(**inputs).logits.float().numpy()
+    expected = _torch_logits(model, inputs)
+    output_axes = logits_axes(expected.ndim)
     result: dict[str, float] = {}
 
     def write(tmp: Path) -> None:
@@ -74,7 +91,7 @@ def export_onnx(
                 dynamic_axes={
                     "input_ids": {0: "batch", 1: "sequence"},
                     "attention_mask": {0: "batch", 1: "sequence"},
-                    "logits": {0: "batch"},
+                    "logits": output_axes,
                 },
                 opset_version=opset,
             )
@@ -89,7 +106,51 @@ def export_onnx(
         tokenizer.save_pretrained(tmp)
 
     directory = atomic_directory(out_dir, write)
-    return ExportResult(directory=directory, max_abs_diff=result["diff"])
+    task = "token" if expected.ndim == 3 else "sequence"
+    return ExportResult(directory=directory, max_abs_diff=result["diff"], task=task)
+
+
+def _torch_logits(model: nn.Module, inputs: dict[str, torch.Tensor]) -> np.ndarray:
+    with torch.inference_mode():
+        return model(**inputs).logits.float().numpy()
+
+
+def pytorch_reference(
+    model: nn.Module, tokenizer, texts: list[str], *, max_length: int = 128
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Right-padded int64 inputs for `texts` and the eval-mode PyTorch logits on them.
+
+    The reference every derived graph (optimized, quantized) is compared with: the same sentences
+    and padding as the export's own parity gate.
+    """
+    if not texts:
+        raise DistillError("a parity check needs at least one sentence")
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    inputs = {name: batch[name] for name in INPUT_NAMES}
+    expected = _torch_logits(model.eval(), inputs)
+    return {k: v.numpy().astype(np.int64) for k, v in inputs.items()}, expected
+
+
+def max_logit_diff(got: np.ndarray, expected: np.ndarray, attention_mask: np.ndarray | None = None) -> float:
+    """Largest |difference| of two logit arrays; for token logits, over real positions only when a mask is given.
+
+    NaN anywhere gives NaN, so a `diff <= tolerance` check fails on it.
+    """
+    if got.shape != expected.shape:
+        raise DistillError(f"logit shapes differ: {got.shape} vs {expected.shape}")
+    delta = np.abs(got.astype(np.float64) - expected.astype(np.float64))
+    if attention_mask is not None and delta.ndim == 3:
+        delta = delta[attention_mask.astype(bool)]
+    return float(np.max(delta))
+
+
+def label_agreement(logits: np.ndarray, reference: np.ndarray, attention_mask: np.ndarray | None = None) -> float:
+    """Share of argmax labels equal to the reference's: per sentence, or per real token for token logits."""
+    got, want = logits.argmax(-1), reference.argmax(-1)
+    if got.ndim == 2 and attention_mask is not None:
+        keep = attention_mask.astype(bool)
+        got, want = got[keep], want[keep]
+    return float(np.mean(got == want))
 
 
 def session(path: str | Path, threads: int | None = None, *, spinning: bool = True) -> ort.InferenceSession:

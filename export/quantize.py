@@ -1,14 +1,54 @@
-"""Post-training quantization of exported ONNX models with onnxruntime."""
+"""Post-training quantization of exported ONNX models with onnxruntime, one artifact directory per variant.
+
+Every variant reads `src_dir/model.onnx` (an `export_onnx` or `optimize_export` directory), writes
+`out_dir/model.onnx` with the config and tokenizer files beside it, and swaps `out_dir` in atomically:
+a failure leaves no half-written variant behind.
+
+    none                    fp32 copy
+    int8-dynamic            weights int8 ahead of time, activations quantized per batch (all ops ORT can)
+    int8-dynamic-fp32-emb   the same, but the word embedding stays fp32 (it dominates a multilingual model's
+                            file, and its rows for rare scripts are the ones int8 rounds hardest)
+    int8-static             QDQ with activation ranges calibrated on real sentences (MinMax/Entropy/Percentile)
+    fp16                    half-precision weights and compute, fp32 inputs/outputs: the GPU path (int8
+                            MatMulInteger has no CUDA kernels)
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import shutil
+import tempfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal, get_args
 
+import numpy as np
 import onnx
-from onnxruntime.quantization import QuantType, quantize_dynamic
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_dynamic,
+    quantize_static,
+)
 
+from distill.errors import DistillError
 from distill.io import atomic_directory
-from export.onnx import MODEL_FILE, copy_sidecar_files
+from export.onnx import INPUT_NAMES, MODEL_FILE, copy_sidecar_files
+
+Mode = Literal["none", "int8-dynamic", "int8-dynamic-fp32-emb", "int8-static", "fp16"]
+MODES: tuple[str, ...] = get_args(Mode)
+CalibrationName = Literal["minmax", "entropy", "percentile"]
+CALIBRATION_METHODS: dict[str, CalibrationMethod] = {
+    "minmax": CalibrationMethod.MinMax,
+    "entropy": CalibrationMethod.Entropy,
+    "percentile": CalibrationMethod.Percentile,
+}
+# Quantizing an already-fused graph fails ("Unable to find data type for weight_name") without this (stack facts)
+_FUSED_GRAPH_OPTIONS = {"DefaultTensorType": onnx.TensorProto.FLOAT}
+Batch = dict[str, np.ndarray]
 
 
 def cpu_has_vnni() -> bool:
@@ -20,15 +60,19 @@ def cpu_has_vnni() -> bool:
     return "avx512_vnni" in flags or "avx_vnni" in flags
 
 
+def _reduce_range(reduce_range: bool | None) -> bool:
+    """7-bit weights on CPUs without VNNI: there, the u8×s8 multiply-add onnxruntime uses on AVX2
+    (VPMADDUBSW) can saturate its 16-bit intermediates with full-range weights."""
+    return (not cpu_has_vnni()) if reduce_range is None else reduce_range
+
+
 def quantize_dynamic_int8(src_dir: str | Path, out_dir: str | Path, *, reduce_range: bool | None = None) -> Path:
     """Dynamic int8 (weights int8 ahead of time, activations quantized per batch) of `src_dir/model.onnx`.
 
-    `reduce_range=None` picks 7-bit weights on CPUs without VNNI: there, the u8×s8 multiply-add
-    onnxruntime uses on AVX2 can saturate 16-bit intermediates with full-range weights.
+    `reduce_range=None` picks 7-bit weights on CPUs without VNNI (see `_reduce_range`).
     """
     src_dir = Path(src_dir)
-    if reduce_range is None:
-        reduce_range = not cpu_has_vnni()
+    reduce_range = _reduce_range(reduce_range)
 
     def write(tmp: Path) -> None:
         quantize_dynamic(
@@ -36,8 +80,216 @@ def quantize_dynamic_int8(src_dir: str | Path, out_dir: str | Path, *, reduce_ra
             tmp / MODEL_FILE,
             weight_type=QuantType.QInt8,
             reduce_range=reduce_range,
-            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            extra_options=dict(_FUSED_GRAPH_OPTIONS),
         )
         copy_sidecar_files(src_dir, tmp)
 
     return atomic_directory(out_dir, write)
+
+
+def word_embedding_gathers(model_path: str | Path) -> list[str]:
+    """Names of the Gather nodes that look up `input_ids` directly: the word-embedding lookup.
+
+    Position and token-type lookups index computed ids, never the graph input, so they are not matched.
+    """
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    return [node.name for node in graph.node if node.op_type == "Gather" and "input_ids" in node.input[1:]]
+
+
+def quantize_dynamic_int8_fp32_embedding(
+    src_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    reduce_range: bool | None = None,
+    how: Literal["op-types", "exclude-node"] = "op-types",
+) -> Path:
+    """Dynamic int8 that leaves the word embedding fp32.
+
+    `how="op-types"` quantizes only MatMul and Attention (every Gather stays fp32: word, position and
+    token-type tables); `how="exclude-node"` quantizes everything dynamic int8 would except the
+    word-embedding Gather itself. The two differ only by the small position/type tables.
+    """
+    src_dir = Path(src_dir)
+    reduce_range = _reduce_range(reduce_range)
+    if how == "op-types":
+        selection: dict = {"op_types_to_quantize": ["MatMul", "Attention"]}
+    elif how == "exclude-node":
+        gathers = word_embedding_gathers(src_dir / MODEL_FILE)
+        if not gathers:
+            raise DistillError(f"no Gather reads input_ids in {src_dir / MODEL_FILE}: cannot find the word embedding")
+        selection = {"nodes_to_exclude": gathers}
+    else:
+        raise DistillError(f"unknown embedding exclusion {how!r} (choose op-types or exclude-node)")
+
+    def write(tmp: Path) -> None:
+        quantize_dynamic(
+            src_dir / MODEL_FILE,
+            tmp / MODEL_FILE,
+            weight_type=QuantType.QInt8,
+            reduce_range=reduce_range,
+            extra_options=dict(_FUSED_GRAPH_OPTIONS),
+            **selection,
+        )
+        copy_sidecar_files(src_dir, tmp)
+
+    return atomic_directory(out_dir, write)
+
+
+# ----------------------------------------------------------------------------------------------
+# static int8
+
+
+class BatchReader(CalibrationDataReader):
+    """Feeds prepared batches to onnxruntime's calibrator.
+
+    `__len__` and `set_range` let `quantize_static` collect one batch at a time
+    (`CalibStridedMinMax=1`): the histogram calibrators (Entropy, Percentile) otherwise stack every
+    batch's activations into one array, which fails for batches of different sequence lengths and
+    holds all of them in memory at once.
+    """
+
+    def __init__(self, batches: Sequence[Batch]) -> None:
+        if not batches:
+            raise DistillError("static quantization needs at least one calibration batch")
+        self.batches = [{name: np.asarray(b[name], dtype=np.int64) for name in INPUT_NAMES} for b in batches]
+        self.start, self.end = 0, len(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self.start, self.end = start_index, min(end_index, len(self.batches))
+
+    def get_next(self) -> Batch | None:
+        if self.start >= self.end:
+            return None
+        self.start += 1
+        return self.batches[self.start - 1]
+
+    def rewind(self) -> None:
+        self.start, self.end = 0, len(self.batches)
+
+
+def calibration_batches(tokenizer, texts: list[str], *, batch_size: int = 8, max_length: int = 128) -> list[Batch]:
+    """Real sentences, tokenized and right-padded in length-sorted batches as the pipeline batches them.
+
+    Right padding matters: onnxruntime's fused Attention assumes it, and calibration should see the
+    activations inference will.
+    """
+    from distill.data import collate, encode, length_batches
+
+    if not texts:
+        raise DistillError("static quantization needs calibration sentences")
+    enc = encode(tokenizer, texts, [0] * len(texts), max_length)
+    batches = []
+    for indices in length_batches([len(x) for x in enc.input_ids], batch_size, shuffle=False):
+        batch = collate(enc, indices, tokenizer.pad_token_id)
+        batches.append({name: batch[name].numpy() for name in INPUT_NAMES})
+    return batches
+
+
+def quantize_static_int8(
+    src_dir: str | Path,
+    out_dir: str | Path,
+    calibration: Sequence[Batch],
+    *,
+    method: CalibrationName = "minmax",
+    reduce_range: bool | None = None,
+    per_channel: bool = False,
+    op_types: Sequence[str] = ("MatMul", "Attention", "Gather"),
+) -> Path:
+    """Static int8 in QDQ format, activation ranges calibrated on `calibration` batches.
+
+    `quant_pre_process` (symbolic shape inference and onnxruntime's basic optimizations) runs
+    first: without it, quantizing a fused graph fails for lack of activation types. Activations
+    are u8 and weights s8, the combination onnxruntime's x86 kernels take. Only `op_types` are
+    quantized: MatMul/Attention are where int8 saves time, Gather shrinks the embedding; quantizing
+    the mask arithmetic too gives the Entropy calibrator constant tensors it cannot bin.
+    """
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if method not in CALIBRATION_METHODS:
+        raise DistillError(f"unknown calibration method {method!r} (choose {', '.join(CALIBRATION_METHODS)})")
+    src_dir = Path(src_dir)
+    reduce_range = _reduce_range(reduce_range)
+    reader = BatchReader(calibration)
+
+    def write(tmp: Path) -> None:
+        with tempfile.TemporaryDirectory(dir=tmp.parent, prefix=".calibrate.") as scratch:
+            prepared = Path(scratch) / MODEL_FILE
+            quant_pre_process(str(src_dir / MODEL_FILE), str(prepared))
+            # the calibrators print progress with print(); callers (the CLI) promise one line of output
+            with contextlib.redirect_stdout(io.StringIO()):
+                quantize_static(
+                    prepared,
+                    tmp / MODEL_FILE,
+                    reader,
+                    quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8,
+                    calibrate_method=CALIBRATION_METHODS[method],
+                    op_types_to_quantize=list(op_types),
+                    per_channel=per_channel,
+                    reduce_range=reduce_range,
+                    extra_options={**_FUSED_GRAPH_OPTIONS, "CalibStridedMinMax": 1},
+                )
+        copy_sidecar_files(src_dir, tmp)
+
+    return atomic_directory(out_dir, write)
+
+
+# ----------------------------------------------------------------------------------------------
+# fp16 and the dispatcher
+
+
+def convert_fp16(src_dir: str | Path, out_dir: str | Path) -> Path:
+    """fp16 weights and compute with fp32 logits out (`keep_io_types`), for onnxruntime on GPU.
+
+    Inputs are int64 ids either way; keeping the output fp32 means callers need no change.
+    onnxruntime's CPU provider runs it too (with casts), which is what the tests use.
+    """
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    src_dir = Path(src_dir)
+
+    def write(tmp: Path) -> None:
+        model = onnx.load(str(src_dir / MODEL_FILE))
+        onnx.save(convert_float_to_float16(model, keep_io_types=True), str(tmp / MODEL_FILE))
+        copy_sidecar_files(src_dir, tmp)
+
+    return atomic_directory(out_dir, write)
+
+
+def copy_fp32(src_dir: str | Path, out_dir: str | Path) -> Path:
+    src_dir = Path(src_dir)
+
+    def write(tmp: Path) -> None:
+        shutil.copy2(src_dir / MODEL_FILE, tmp / MODEL_FILE)
+        copy_sidecar_files(src_dir, tmp)
+
+    return atomic_directory(out_dir, write)
+
+
+def quantize(
+    src_dir: str | Path,
+    out_dir: str | Path,
+    mode: str,
+    calibration: Sequence[Batch] | None = None,
+    *,
+    calibration_method: CalibrationName = "minmax",
+    reduce_range: bool | None = None,
+) -> Path:
+    """One of `MODES` applied to `src_dir`, written to `out_dir`; `calibration` is needed by int8-static only."""
+    if mode == "none":
+        return copy_fp32(src_dir, out_dir)
+    if mode == "int8-dynamic":
+        return quantize_dynamic_int8(src_dir, out_dir, reduce_range=reduce_range)
+    if mode == "int8-dynamic-fp32-emb":
+        return quantize_dynamic_int8_fp32_embedding(src_dir, out_dir, reduce_range=reduce_range)
+    if mode == "int8-static":
+        if not calibration:
+            raise DistillError("int8-static needs calibration batches (real tokenized sentences)")
+        return quantize_static_int8(src_dir, out_dir, calibration, method=calibration_method, reduce_range=reduce_range)
+    if mode == "fp16":
+        return convert_fp16(src_dir, out_dir)
+    raise DistillError(f"unknown quantization mode {mode!r} (choose {', '.join(MODES)})")

@@ -1,0 +1,287 @@
+"""`distill export`: a saved classifier checkpoint → one ONNX artifact directory with a model card.
+
+    distill export MODEL_DIR OUT_DIR --texts FILE [--quantize MODE] [--calibration-method M]
+                   [--calibration-texts FILE] [--no-optimize] [--tolerance T] [--metrics FILE] ...
+
+Steps, each gated: TorchScript export with eager attention (parity with PyTorch on the --texts
+sentences), onnxruntime's transformer optimizer (every layer's Attention fused, parity again), then
+the quantization variant. OUT_DIR is written atomically: it is the complete artifact or it is
+left as it was. `add_export_parser(subparsers)` adds the sub-command; `run_export(args)` runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distill.errors import DistillError
+from distill.io import atomic_directory
+
+# Spelled out rather than imported from export.quantize, which pulls in torch and onnxruntime: building
+# the `distill` parser must stay cheap for `distill validate`. A test keeps the two in step.
+MODES = ("none", "int8-dynamic", "int8-dynamic-fp32-emb", "int8-static", "fp16")
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+SEQUENCE_SUFFIX, TOKEN_SUFFIX = "ForSequenceClassification", "ForTokenClassification"
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """Everything `export_directory` needs besides the two paths and the sentences."""
+
+    mode: str = "int8-dynamic"
+    optimize: bool = True
+    calibration_method: str = "minmax"
+    tolerance: float = 1e-4
+    opset: int = 17
+    max_parity_sentences: int = 64
+    languages: list[str] = field(default_factory=list)
+    metrics: dict[str, dict[str, float]] | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    directory: Path
+    task: str
+    mode: str
+    model_bytes: int
+    fp32_max_abs_diff: float
+    optimized_max_abs_diff: float | None
+    fused_attention: str | None  # "4/4" when optimized
+    label_agreement: float  # final variant vs PyTorch on the parity sentences
+    parity_sentences: int
+
+    def line(self) -> str:
+        parts = [
+            f"exported {self.task} classifier ({self.mode}) to {self.directory}",
+            f"model.onnx {self.model_bytes / 1e6:.2f} MB",
+            f"fp32 parity {self.fp32_max_abs_diff:.1e}",
+        ]
+        if self.fused_attention is not None:
+            parts.append(f"fused Attention {self.fused_attention}, optimized parity {self.optimized_max_abs_diff:.1e}")
+        parts.append(f"label agreement with PyTorch {self.label_agreement:.4f} on {self.parity_sentences} sentences")
+        return f"{parts[0]}: {', '.join(parts[1:])}"
+
+
+def read_sentences(path: str, what: str) -> list[str]:
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise DistillError(f"export: cannot read {what} {path}: {exc.strerror or exc}") from exc
+    texts = [line.strip() for line in lines if line.strip()]
+    if not texts:
+        raise DistillError(f"export: {what} {path} has no non-empty lines")
+    return texts
+
+
+def spread(texts: list[str], n: int) -> list[str]:
+    """At most `n` sentences taken evenly through the file, so every language in it is represented."""
+    return texts[:: max(1, len(texts) // n)][:n]
+
+
+def classifier_task(config) -> str:
+    """'sequence' or 'token' from `config.architectures`, which `save_pretrained` writes."""
+    for arch in config.architectures or []:
+        if arch.endswith(SEQUENCE_SUFFIX):
+            return "sequence"
+        if arch.endswith(TOKEN_SUFFIX):
+            return "token"
+    raise DistillError(
+        f"export: config.architectures {config.architectures} names no *{SEQUENCE_SUFFIX} or *{TOKEN_SUFFIX}: "
+        "save the fine-tuned classifier with save_pretrained"
+    )
+
+
+def load_classifier_dir(model_dir: str | Path):
+    """(model, tokenizer, task) with eager attention (the only kind whose Attention onnxruntime fuses)."""
+    from transformers import (
+        AutoConfig,
+        AutoModelForSequenceClassification,
+        AutoModelForTokenClassification,
+        AutoTokenizer,
+    )
+
+    path = Path(model_dir)
+    if not (path / "config.json").is_file():
+        raise DistillError(f"export: {model_dir} is not a saved model directory (no config.json)")
+    try:
+        config = AutoConfig.from_pretrained(path)
+        task = classifier_task(config)
+        auto = AutoModelForSequenceClassification if task == "sequence" else AutoModelForTokenClassification
+        model = auto.from_pretrained(path, attn_implementation="eager", use_safetensors=True)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise DistillError(f"export: cannot load {model_dir}: {str(exc).splitlines()[0]}") from exc
+    return model.eval(), tokenizer, task
+
+
+def read_metrics(path: str) -> dict[str, dict[str, float]]:
+    """Per-language metrics for the card: `{lang: {metric: value}}`, or a run's metrics.json (its
+    `languages` table of test accuracy per model)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DistillError(f"export: cannot read --metrics {path}: {exc}") from exc
+    table = data.get("languages", data) if isinstance(data, dict) else None
+    if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
+        raise DistillError(f"export: --metrics {path} must map language -> {{metric: value}}")
+    return {str(lang): {str(k): float(v) for k, v in row.items()} for lang, row in table.items()}
+
+
+def export_directory(
+    model_dir: str | Path,
+    out_dir: str | Path,
+    texts: list[str],
+    options: ExportOptions = ExportOptions(),
+    calibration_texts: list[str] | None = None,
+) -> ExportSummary:
+    """Export, optimize, quantize and write the card; `out_dir` appears complete or not at all."""
+    from export.card import CardInfo, write_card
+    from export.onnx import MODEL_FILE, export_onnx, label_agreement, pytorch_reference, run_onnx
+    from export.optimize import optimize_export
+    from export.quantize import calibration_batches, quantize
+
+    if options.mode not in MODES:
+        raise DistillError(f"export: unknown --quantize {options.mode!r} (choose {', '.join(MODES)})")
+    if not texts:
+        raise DistillError("export: the parity gate needs real sentences (--texts FILE, one a line)")
+    out_dir = Path(out_dir)
+    model, tokenizer, task = load_classifier_dir(model_dir)
+    parity = spread(texts, options.max_parity_sentences)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}.work.") as scratch:
+        work = Path(scratch)
+        fp32 = export_onnx(model, tokenizer, work / "fp32", parity, tolerance=options.tolerance, opset=options.opset)
+        base, optimized = fp32.directory, None
+        if options.optimize:
+            optimized = optimize_export(base, work / "optimized", model, tokenizer, parity, tolerance=options.tolerance)
+            base = optimized.directory
+        calibration = None
+        if options.mode == "int8-static":
+            calibration = calibration_batches(tokenizer, calibration_texts or texts)
+        variant = quantize(
+            base, work / "variant", options.mode, calibration, calibration_method=options.calibration_method
+        )
+        inputs, expected = pytorch_reference(model, tokenizer, parity)
+        agreement = label_agreement(run_onnx(variant / MODEL_FILE, inputs), expected, inputs["attention_mask"])
+        model_bytes = (variant / MODEL_FILE).stat().st_size
+        fused = f"{optimized.fused_attention}/{optimized.shape.num_layers}" if optimized else None
+        parity_info = {"fp32_max_abs_diff": fp32.max_abs_diff, "label_agreement": agreement}
+        if optimized:
+            parity_info["optimized_max_abs_diff"] = optimized.max_abs_diff
+        labels = [model.config.id2label[i] for i in sorted(model.config.id2label)]
+        languages = options.languages or list(options.metrics or {})
+        card = CardInfo(
+            name=options.name or f"{Path(model_dir).resolve().name} ({options.mode})",
+            task=task,
+            variant=options.mode,
+            labels=[str(x) for x in labels],
+            model_bytes=model_bytes,
+            languages=languages,
+            metrics=options.metrics,
+            parity=parity_info,
+            fused_attention=f"{fused} layers" if fused else None,
+        )
+
+        def write(tmp: Path) -> None:
+            for item in variant.iterdir():
+                if item.is_file():
+                    shutil.copy2(item, tmp / item.name)
+            write_card(tmp, card)
+
+        directory = atomic_directory(out_dir, write)
+    return ExportSummary(
+        directory=directory,
+        task=task,
+        mode=options.mode,
+        model_bytes=model_bytes,
+        fp32_max_abs_diff=fp32.max_abs_diff,
+        optimized_max_abs_diff=optimized.max_abs_diff if optimized else None,
+        fused_attention=fused,
+        label_agreement=agreement,
+        parity_sentences=len(parity),
+    )
+
+
+def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add `export` to a `parser.add_subparsers()` object; returns the sub-parser."""
+    p = subparsers.add_parser(
+        "export",
+        help="export a saved classifier to an ONNX artifact directory (optimized, quantized, with a model card)",
+        description=(
+            "MODEL_DIR is a save_pretrained directory of a *ForSequenceClassification or *ForTokenClassification "
+            "model (safetensors) with its tokenizer. OUT_DIR gets model.onnx, config.json, tokenizer files and "
+            "README.md, written atomically."
+        ),
+    )
+    p.add_argument("model_dir", metavar="MODEL_DIR")
+    p.add_argument("out_dir", metavar="OUT_DIR")
+    p.add_argument("--quantize", choices=MODES, default="int8-dynamic", help="variant (default int8-dynamic)")
+    p.add_argument(
+        "--texts",
+        help="file of real sentences, one a line (dev sentences of every language): parity gate, and "
+        "calibration for int8-static unless --calibration-texts is given. Required.",
+    )
+    p.add_argument("--calibration-texts", help="file of sentences for int8-static calibration (default --texts)")
+    p.add_argument("--calibration-method", choices=sorted(CALIBRATION_METHODS), default="minmax")
+    p.add_argument("--no-optimize", action="store_true", help="skip onnxruntime's transformer optimizer")
+    p.add_argument("--tolerance", type=float, default=1e-4, help="max |logit diff| vs PyTorch (default 1e-4)")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--parity-sentences", type=int, default=64, help="sentences used from --texts (default 64)")
+    p.add_argument("--languages", help="comma list of language codes for the model card")
+    p.add_argument("--metrics", help="JSON {lang: {metric: value}} or a run's metrics.json, for the model card")
+    p.add_argument("--name", help="model card title")
+    p.set_defaults(handler=run_export)
+    return p
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Loading weights" bars would bury the one-line summary
+    if not args.texts:
+        raise DistillError(
+            "export: --texts FILE is required: the parity gate compares ONNX with PyTorch on real sentences "
+            "(one a line; dev sentences of every language work best)"
+        )
+    if args.parity_sentences < 1:
+        raise DistillError("export: --parity-sentences must be at least 1")
+    texts = read_sentences(args.texts, "--texts")
+    calibration = read_sentences(args.calibration_texts, "--calibration-texts") if args.calibration_texts else None
+    options = ExportOptions(
+        mode=args.quantize,
+        optimize=not args.no_optimize,
+        calibration_method=args.calibration_method,
+        tolerance=args.tolerance,
+        opset=args.opset,
+        max_parity_sentences=args.parity_sentences,
+        languages=[x.strip() for x in args.languages.split(",") if x.strip()] if args.languages else [],
+        metrics=read_metrics(args.metrics) if args.metrics else None,
+        name=args.name,
+    )
+    summary = export_directory(args.model_dir, args.out_dir, texts, options, calibration)
+    print(summary.line())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m export.cli export ...` without the rest of the `distill` CLI."""
+    import sys
+
+    parser = argparse.ArgumentParser(prog="distill")
+    add_export_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return run_export(args)
+    except DistillError as exc:
+        print(f"distill: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

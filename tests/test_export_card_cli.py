@@ -1,0 +1,178 @@
+"""`distill export` end to end (artifact directory, model card, one-line summary) and the card itself."""
+
+import contextlib
+import io
+import json
+import re
+
+import pytest
+import torch
+from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification, XLMRobertaForTokenClassification
+
+from distill.errors import DistillError
+from export.card import CardInfo, render_card, usage_example
+from export.cli import classifier_task, main, read_metrics, spread
+
+ARTIFACT_FILES = {"model.onnx", "config.json", "tokenizer.json", "tokenizer_config.json", "README.md"}
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory, tiny_tokenizer):
+    """save_pretrained directories of a tiny sequence and token classifier, as the pipeline saves students."""
+    root = tmp_path_factory.mktemp("checkpoints")
+    out = {}
+    for task, cls, labels in (
+        ("sequence", XLMRobertaForSequenceClassification, ["health", "sports", "travel"]),
+        ("token", XLMRobertaForTokenClassification, ["NOUN", "VERB", "ADP", "PUNCT"]),
+    ):
+        config = XLMRobertaConfig(
+            vocab_size=len(tiny_tokenizer),
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=514,
+            pad_token_id=1,
+            id2label=dict(enumerate(labels)),
+            label2id={name: i for i, name in enumerate(labels)},
+        )
+        torch.manual_seed(0)
+        cls(config).save_pretrained(root / task)
+        tiny_tokenizer.save_pretrained(root / task)
+        out[task] = root / task
+    return out
+
+
+@pytest.fixture(scope="module")
+def texts_file(tmp_path_factory, small_texts):
+    path = tmp_path_factory.mktemp("texts") / "dev.txt"
+    path.write_text("\n".join(small_texts[::7]) + "\n\n", encoding="utf-8")
+    return path
+
+
+def _run(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+def _run_usage_example(directory, task: str) -> str:
+    code = usage_example(task).replace('model_dir = "."', f"model_dir = {str(directory)!r}")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, "usage_example", "exec"), {})
+    return out.getvalue()
+
+
+def test_cli_exports_sequence_classifier_with_card(tmp_path, checkpoints, texts_file):
+    out_dir = tmp_path / "artifact"
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(json.dumps({"yor_Latn": {"accuracy": 0.71}, "amh_Ethi": {"accuracy": 0.64}}))
+    code, stdout, stderr = _run(
+        ["export", str(checkpoints["sequence"]), str(out_dir), "--texts", str(texts_file), "--metrics", str(metrics)]
+    )
+    assert code == 0, stderr
+    assert {p.name for p in out_dir.iterdir()} == ARTIFACT_FILES
+    assert len(stdout.strip().splitlines()) == 1
+    assert re.search(r"\(int8-dynamic\).*fused Attention 2/2.*label agreement with PyTorch [01]\.\d{4} on \d+", stdout)
+    card = (out_dir / "README.md").read_text(encoding="utf-8")
+    assert "| languages | yor_Latn, amh_Ethi |" in card
+    assert "| yor_Latn | 0.7100 |" in card and "health, sports, travel" in card
+    assert "Adelani et al. 2023" in card and "NLLB Team 2022" in card
+    printed = _run_usage_example(out_dir, "sequence").strip().splitlines()
+    assert len(printed) == 2 and all(line.split(" | ")[0] in {"health", "sports", "travel"} for line in printed)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [], "no scratch left beside OUT_DIR"
+
+
+def test_cli_exports_token_classifier_static_int8(tmp_path, checkpoints, texts_file):
+    out_dir = tmp_path / "token"
+    argv = ["export", str(checkpoints["token"]), str(out_dir), "--texts", str(texts_file)]
+    code, stdout, stderr = _run(argv + ["--quantize", "int8-static", "--calibration-method", "percentile"])
+    assert code == 0, stderr
+    assert stdout.startswith(f"exported token classifier (int8-static) to {out_dir}")
+    card = (out_dir / "README.md").read_text(encoding="utf-8")
+    assert "token classification" in card and "Universal Dependencies" in card and "CC BY-SA 4.0" in card
+    printed = _run_usage_example(out_dir, "token")
+    assert "('<s>'," in printed and all(tag in "NOUN VERB ADP PUNCT" for tag in re.findall(r"'([A-Z]+)'\)", printed))
+
+
+def test_cli_no_optimize_fp32(tmp_path, checkpoints, texts_file):
+    out_dir = tmp_path / "plain"
+    argv = ["export", str(checkpoints["sequence"]), str(out_dir), "--texts", str(texts_file)]
+    code, stdout, stderr = _run(argv + ["--quantize", "none", "--no-optimize", "--parity-sentences", "4"])
+    assert code == 0, stderr
+    assert "fused Attention" not in stdout and "label agreement with PyTorch 1.0000 on 4 sentences" in stdout
+
+
+def test_cli_errors_are_one_line_and_leave_out_dir_alone(tmp_path, checkpoints, texts_file):
+    code, _, stderr = _run(["export", str(checkpoints["sequence"]), str(tmp_path / "x")])
+    assert code == 2 and "--texts FILE is required" in stderr and len(stderr.strip().splitlines()) == 1
+    code, _, stderr = _run(["export", str(tmp_path / "missing"), str(tmp_path / "x"), "--texts", str(texts_file)])
+    assert code == 2 and "not a saved model directory" in stderr
+    # a failed gate keeps the previous artifact byte for byte
+    out_dir = tmp_path / "kept"
+    out_dir.mkdir()
+    (out_dir / "model.onnx").write_bytes(b"previous")
+    argv = ["export", str(checkpoints["sequence"]), str(out_dir), "--texts", str(texts_file), "--tolerance", "-1"]
+    code, _, stderr = _run(argv + ["--no-optimize", "--parity-sentences", "2"])
+    assert code == 2 and "parity gate failed" in stderr
+    assert [p.name for p in out_dir.iterdir()] == ["model.onnx"] and (
+        out_dir / "model.onnx"
+    ).read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"]
+
+
+def test_cli_choices_match_quantize_and_parser_is_cheap():
+    import subprocess
+    import sys
+
+    from export import cli, quantize
+
+    assert cli.MODES == quantize.MODES
+    assert set(cli.CALIBRATION_METHODS) == set(quantize.CALIBRATION_METHODS)
+    code = (
+        "import argparse, sys\n"
+        "from export.cli import add_export_parser\n"
+        "add_export_parser(argparse.ArgumentParser().add_subparsers())\n"
+        "assert not {'torch', 'onnxruntime', 'transformers'} & set(sys.modules), sorted(sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-500:]
+
+
+def test_classifier_task_and_helpers(tmp_path):
+    assert classifier_task(XLMRobertaConfig(architectures=["XLMRobertaForTokenClassification"])) == "token"
+    assert classifier_task(XLMRobertaConfig(architectures=["BertForSequenceClassification"])) == "sequence"
+    with pytest.raises(DistillError, match="names no"):
+        classifier_task(XLMRobertaConfig(architectures=["XLMRobertaForMaskedLM"]))
+    assert spread([str(i) for i in range(10)], 3) == ["0", "3", "6"]
+    run_metrics = tmp_path / "metrics.json"
+    run_metrics.write_text(json.dumps({"languages": {"wol_Latn": {"teacher": 0.5, "student": 0.4}}, "mean": {}}))
+    assert read_metrics(str(run_metrics)) == {"wol_Latn": {"teacher": 0.5, "student": 0.4}}
+    run_metrics.write_text("[1, 2]")
+    with pytest.raises(DistillError, match="must map language"):
+        read_metrics(str(run_metrics))
+
+
+def test_card_lists_what_it_is_given():
+    info = CardInfo(
+        name="student",
+        task="sequence",
+        variant="int8-static",
+        labels=["a", "b"],
+        model_bytes=2_500_000,
+        languages=["hau_Latn"],
+        metrics={"hau_Latn": {"accuracy": 0.5, "macro_f1": 0.25}},
+        latency_ms={"p50": 4.25, "batch": 1, "seq": 128, "threads": 2},
+    )
+    card = render_card(info)
+    assert "| model.onnx | 2.50 MB |" in card
+    assert "| CPU latency | p50 4.2500, batch 1, seq 128, threads 2 |" in card
+    assert "| language | accuracy | macro_f1 |" in card and "| hau_Latn | 0.5000 | 0.2500 |" in card
+    assert "annotations Apache-2.0" in card and "CC-BY-SA 4.0" in card and "arXiv:2309.07445" in card
+    assert 12 <= len(usage_example("sequence").strip().splitlines()) <= 20
+    bare = render_card(CardInfo(name="s", task="token", variant="fp16", labels=["X"], model_bytes=1))
+    assert "Results per language" not in bare and "CPU latency" not in bare and "not recorded" in bare
+    with pytest.raises(DistillError):
+        render_card(CardInfo(name="s", task="regression", variant="fp16", labels=[], model_bytes=1))

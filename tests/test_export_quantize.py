@@ -1,0 +1,182 @@
+"""Quantization variants: each writes a complete artifact directory, keeps labels, and changes what it says."""
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
+
+from distill.errors import DistillError
+from export.onnx import MODEL_FILE, export_onnx, label_agreement, pytorch_reference, run_onnx
+from export.optimize import optimize_export
+from export.quantize import (
+    MODES,
+    BatchReader,
+    calibration_batches,
+    convert_fp16,
+    quantize,
+    quantize_dynamic_int8,
+    quantize_dynamic_int8_fp32_embedding,
+    quantize_static_int8,
+    word_embedding_gathers,
+)
+
+SIDECARS = {"config.json", "tokenizer.json", "tokenizer_config.json"}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, tiny_tokenizer, small_texts):
+    """fp32 and optimized fp32 exports of a tiny classifier whose labels vary between sentences, the
+    PyTorch reference on held-out sentences, and calibration batches of other real sentences."""
+    config = XLMRobertaConfig(
+        vocab_size=len(tiny_tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=514,
+        pad_token_id=1,
+        num_labels=7,
+    )
+    config._attn_implementation = "eager"
+    torch.manual_seed(0)
+    model = XLMRobertaForSequenceClassification(config)
+    with torch.no_grad():  # see export/optimum_artifacts.py: labels that differ between sentences
+        for name, param in model.named_parameters():
+            if param.dim() > 1:
+                param.normal_(
+                    0.0, 0.6 if (".query." in name or ".key." in name) else 0.5 if "classifier" in name else 0.2
+                )
+    model.eval()
+    root = tmp_path_factory.mktemp("quantize")
+    fp32 = export_onnx(model, tiny_tokenizer, root / "fp32", small_texts[:8]).directory
+    optimized = optimize_export(fp32, root / "optimized", model, tiny_tokenizer, small_texts[:8]).directory
+    probe = small_texts[1::12]  # 50 sentences of all three languages
+    inputs, expected = pytorch_reference(model, tiny_tokenizer, probe)
+    assert len(set(expected.argmax(-1).tolist())) > 1
+    calibration = calibration_batches(tiny_tokenizer, small_texts[2::15], batch_size=8)
+    return {"fp32": fp32, "optimized": optimized, "inputs": inputs, "expected": expected, "calibration": calibration}
+
+
+def _agreement(directory, exported) -> float:
+    return label_agreement(run_onnx(directory / MODEL_FILE, exported["inputs"]), exported["expected"])
+
+
+def _assert_close_to_pytorch(directory, exported, rel: float = 0.3) -> None:
+    """int8 of a random tiny model: logits within `rel` of the logit spread on average, and the labels
+    of the more confident half of the sentences mostly kept. A broken variant (collapsed, wrong scales)
+    misses both by far; the thresholds leave room for 7-bit weights (reduce_range) on non-VNNI CPUs."""
+    got, want = run_onnx(directory / MODEL_FILE, exported["inputs"]), exported["expected"]
+    assert np.abs(got - want).mean() / want.std() < rel
+    top2 = np.sort(want, -1)[:, -2:]
+    confident = (top2[:, 1] - top2[:, 0]) > np.median(top2[:, 1] - top2[:, 0])
+    assert np.mean(got.argmax(-1)[confident] == want.argmax(-1)[confident]) >= 0.75
+
+
+def _size(directory) -> int:
+    return (directory / MODEL_FILE).stat().st_size
+
+
+def _initializer_types(directory) -> dict[str, int]:
+    return {t.name: t.data_type for t in onnx.load(str(directory / MODEL_FILE)).graph.initializer}
+
+
+def test_dynamic_int8_of_fused_graph(tmp_path, exported):
+    out = quantize_dynamic_int8(exported["optimized"], tmp_path / "int8")
+    assert {p.name for p in out.iterdir()} >= SIDECARS | {MODEL_FILE}
+    assert _size(out) < _size(exported["optimized"])
+    _assert_close_to_pytorch(out, exported)
+
+
+@pytest.mark.parametrize("how", ["op-types", "exclude-node"])
+def test_fp32_embedding_variant_keeps_the_word_embedding_fp32(tmp_path, exported, how):
+    src = exported["optimized"]
+    (gather,) = word_embedding_gathers(src / MODEL_FILE)
+    table = next(n.input[0] for n in onnx.load(str(src / MODEL_FILE)).graph.node if n.name == gather)
+    full = quantize_dynamic_int8(src, tmp_path / "int8")
+    out = quantize_dynamic_int8_fp32_embedding(src, tmp_path / how, how=how)
+    types = _initializer_types(out)
+    assert types[table] == onnx.TensorProto.FLOAT, "word embedding must stay fp32"
+    assert f"{table}_quantized" not in types
+    assert f"{table}_quantized" in _initializer_types(full), "plain dynamic int8 quantizes the embedding"
+    assert _size(full) < _size(out) < _size(src)
+    assert any(t == onnx.TensorProto.INT8 for t in types.values()), "the MatMul weights are still int8"
+    _assert_close_to_pytorch(out, exported)
+
+
+@pytest.mark.parametrize("method", ["minmax", "entropy", "percentile"])
+def test_static_int8_qdq_on_fused_graph_with_variable_length_batches(tmp_path, exported, method):
+    assert len({b["input_ids"].shape for b in exported["calibration"]}) > 1, "batches must differ in length"
+    out = quantize_static_int8(exported["optimized"], tmp_path / method, exported["calibration"], method=method)
+    ops = {n.op_type for n in onnx.load(str(out / MODEL_FILE)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Attention"} <= ops
+    assert {p.name for p in out.iterdir()} >= SIDECARS | {MODEL_FILE}
+    assert _size(out) < _size(exported["optimized"])
+    _assert_close_to_pytorch(out, exported)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no scratch files left behind"
+
+
+def test_static_entropy_on_unfused_graph(tmp_path, exported):
+    """The unfused graph has constant mask tensors; quantizing only MatMul/Attention/Gather keeps the
+    Entropy calibrator away from them ("Too many bins for data range" otherwise)."""
+    out = quantize_static_int8(exported["fp32"], tmp_path / "static", exported["calibration"], method="entropy")
+    _assert_close_to_pytorch(out, exported)
+
+
+def test_fp16_keeps_fp32_io_and_labels(tmp_path, exported):
+    out = convert_fp16(exported["optimized"], tmp_path / "fp16")
+    model = onnx.load(str(out / MODEL_FILE))
+    assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    types = {t.data_type for t in model.graph.initializer}
+    assert onnx.TensorProto.FLOAT16 in types and onnx.TensorProto.FLOAT not in types
+    assert _size(out) < 0.6 * _size(exported["optimized"])
+    logits = run_onnx(out / MODEL_FILE, exported["inputs"])  # onnxruntime's CPU provider runs it too
+    assert logits.dtype == np.float32
+    assert np.max(np.abs(logits - exported["expected"])) < 0.05
+    assert _agreement(out, exported) >= 0.98
+
+
+def test_dispatcher_modes(tmp_path, exported):
+    src = exported["optimized"]
+    assert set(MODES) == {"none", "int8-dynamic", "int8-dynamic-fp32-emb", "int8-static", "fp16"}
+    copy = quantize(src, tmp_path / "none", "none")
+    assert (copy / MODEL_FILE).read_bytes() == (src / MODEL_FILE).read_bytes()
+    _assert_close_to_pytorch(quantize(src, tmp_path / "static", "int8-static", exported["calibration"]), exported)
+    with pytest.raises(DistillError, match="needs calibration"):
+        quantize(src, tmp_path / "nope", "int8-static")
+    with pytest.raises(DistillError, match="unknown quantization mode 'int4'"):
+        quantize(src, tmp_path / "nope", "int4")
+    with pytest.raises(DistillError, match="unknown calibration method"):
+        quantize(src, tmp_path / "nope", "int8-static", exported["calibration"], calibration_method="mse")
+    assert not (tmp_path / "nope").exists()
+
+
+def test_failed_quantization_leaves_previous_artifact(tmp_path, exported):
+    out = quantize_dynamic_int8(exported["optimized"], tmp_path / "int8")
+    before = (out / MODEL_FILE).read_bytes()
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / MODEL_FILE).write_bytes(b"not onnx")
+    with pytest.raises(Exception):  # noqa: B017 - whatever onnx raises, the old artifact must survive
+        quantize_dynamic_int8(broken, tmp_path / "int8")
+    assert (out / MODEL_FILE).read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken", "int8"]
+
+
+def test_calibration_batches_are_right_padded_real_sentences(tiny_tokenizer, small_texts):
+    batches = calibration_batches(tiny_tokenizer, small_texts[:20], batch_size=8)
+    assert [len(b["input_ids"]) for b in batches] == [8, 8, 4]
+    for b in batches:
+        assert b["input_ids"].dtype == np.int64 and set(b) == {"input_ids", "attention_mask"}
+        lengths = b["attention_mask"].sum(1)
+        for row, n in enumerate(lengths):
+            assert b["attention_mask"][row, :n].all() and not b["attention_mask"][row, n:].any()
+            assert (b["input_ids"][row, n:] == tiny_tokenizer.pad_token_id).all()
+    reader = BatchReader(batches)
+    reader.set_range(1, 2)  # what quantize_static's CalibStridedMinMax does: one batch per collection
+    assert np.array_equal(reader.get_next()["input_ids"], batches[1]["input_ids"])
+    assert reader.get_next() is None
+    reader.rewind()
+    assert len(reader) == 3 and len(list(iter(reader.get_next, None))) == 3
+    with pytest.raises(DistillError):
+        BatchReader([])
