@@ -5,7 +5,7 @@
 #   bash benchmarks/cpu.sh RUN_DIR [OUT_DIR]     RUN_DIR: a quickstart run (runs/quickstart/latest);
 #                                                OUT_DIR defaults to benchmarks/results
 # Environment: DISTILL (default .venv/bin/distill), PYTHON (default .venv/bin/python),
-# BENCH_MAX_SECONDS (timing budget per run, default 240), POLYDISTILL_DATA (default ../shared/data).
+# BENCH_MAX_SECONDS (timing budget per run, default 240), BENCH_MIN_RUNS (default 20), POLYDISTILL_DATA (default ../shared/data).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 run=${1:?usage: bash benchmarks/cpu.sh RUN_DIR [OUT_DIR]}
@@ -32,6 +32,6 @@ PY
 for i in 1 2; do
   "$distill" bench teacher=xlmr-base-arch "$run" student=xlmr-arch:4x384 \
     --batch 1 --seq 128 --texts "$texts" --precisions fp32,bf16,int8-dynamic \
-    --min-runs 20 --max-seconds "${BENCH_MAX_SECONDS:-240}" --out "$out/cpu/run$i"
+    --min-runs "${BENCH_MIN_RUNS:-20}" --max-seconds "${BENCH_MAX_SECONDS:-240}" --out "$out/cpu/run$i"
 done
 "$python" -m benchmarks.cpu_summary "$out/cpu/run1" "$out/cpu/run2" "$out/cpu"
