@@ -42,10 +42,13 @@ def compare_runs(first: list[dict[str, Any]], second: list[dict[str, Any]]) -> l
     return out
 
 
-def targets(rows: list[dict[str, Any]], seq: int = 128) -> dict[str, Any]:
+def targets(rows: list[dict[str, Any]], seq: int = 128, *, bf16_hardware: bool = True) -> dict[str, Any]:
     """The issue's three targets at batch 1 and sequence `seq`, from the forward rows."""
     fixed = [r for r in rows if r["stage"] == "forward" and r["batch"] == 1 and r["seq"] == seq]
     teachers = [r for r in fixed if r["role"] == "teacher"]
+    # the XLM-R-base architecture is the teacher the targets are about, when it was measured
+    if any(r["model"] == "xlmr-base-arch" for r in teachers):
+        teachers = [r for r in teachers if r["model"] == "xlmr-base-arch"]
     students = [r for r in fixed if r["role"] == "student"]
     if not teachers or not students:
         return {}
@@ -61,7 +64,10 @@ def targets(rows: list[dict[str, Any]], seq: int = 128) -> dict[str, Any]:
         "best_student": best_student,
         "speedup_vs_fp32": fp32["p50_ms"] / best_student["p50_ms"],
         "speedup_vs_int8": best_int8["p50_ms"] / best_student["p50_ms"] if best_int8 else None,
-        "teacher_best_efficiency": max((r["efficiency"] or 0.0) for r in teachers),
+        # emulated bf16 (no bf16 instructions) makes its probe, hence its efficiency, meaningless
+        "teacher_best_efficiency": max(
+            (r["efficiency"] or 0.0) for r in teachers if not (r["precision"] == "bf16" and not bf16_hardware)
+        ),
     }
 
 
@@ -100,7 +106,14 @@ def render(doc1: dict[str, Any], rows: list[dict[str, Any]], goal: dict[str, Any
             )
         eff = goal["teacher_best_efficiency"]
         ok = "met" if eff >= 0.5 else "NOT met"
-        lines.append(f"| teacher's best backend ≥ 50% of the matmul peak of its precision | {eff:.0%} | {ok} |")
+        best = max(
+            (r for r in [goal["teacher_fp32"], goal["teacher_best_int8"]] if r), key=lambda r: r["efficiency"] or 0
+        )
+        lines.append(
+            f"| teacher's best backend ≥ 50% of the matmul peak of its precision | {eff:.0%} "
+            f"(e.g. {best['backend']} {best['precision']} {(best['efficiency'] or 0):.0%}; "
+            f"bf16 excluded where emulated) | {ok} |"
+        )
     lines += [
         "",
         "## All rows (run 1; run 2's p50 beside it; settled = settled in both runs and p50s within 10%)",
@@ -141,10 +154,16 @@ def main(argv: list[str]) -> int:
     doc1 = json.loads((run1 / "results.json").read_text())
     doc2 = json.loads((run2 / "results.json").read_text())
     rows = compare_runs(doc1["results"], doc2["results"])
-    goal = targets(doc1["results"])
+    bf16 = bool(doc1["environment"].get("cpu", {}).get("has_bf16"))
+    goal = targets(doc1["results"], bf16_hardware=bf16)
     command = doc1.get("command", "")
     slim = [{k: v for k, v in r.items() if k != "samples_ms"} for r in rows]
-    summary = {"command": command, "environment": doc1["environment"], "targets": targets(slim), "results": slim}
+    summary = {
+        "command": command,
+        "environment": doc1["environment"],
+        "targets": targets(slim, bf16_hardware=bf16),
+        "results": slim,
+    }
     atomic_write_json(stem.with_suffix(".json"), summary)
     atomic_write_text(stem.with_suffix(".md"), render(doc1, rows, goal, command))
     print(f"wrote {stem.with_suffix('.md')} and {stem.with_suffix('.json')}")
