@@ -3,9 +3,9 @@
     distill bench MODEL_OR_RUN [MODEL_OR_RUN ...] [--device cpu|cuda] [--batch 1 8] [--seq 128]
                   [--threads 1 2] [--out DIR] [--max-seconds S] [--dry-run] ...
 
-`add_bench_parser(subparsers)` adds the sub-command to an argparse parser and `run_bench(args)`
-runs it; `python -m benchmarks.cli ...` does the same without the rest of the `distill` CLI
-(this is what benchmarks/gpu.sh uses, so it needs neither `datasets` nor `torch_pruning`).
+`add_bench_parser(subparsers)` adds the sub-command to `distill`'s parser and `run_bench(args)` runs
+it. Nothing here imports `datasets` or `torch_pruning`, so benchmarks/gpu.sh can run
+`python -m distill bench` from a checkout on a machine that has neither.
 """
 
 from __future__ import annotations
@@ -113,7 +113,6 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
         action="store_true",
         help="plumbing check: built-in architectures shrunk, batch <= 2, seq <= 16, few runs",
     )
-    p.set_defaults(handler=run_bench)
     return p
 
 
@@ -182,22 +181,3 @@ def run_bench(args: argparse.Namespace) -> int:
     print(render_markdown(doc).split("## Forward pass", 1)[-1].split("\n## ", 1)[0].strip())
     print("bench: wrote " + ", ".join(str(p) for p in written.values()))
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.cli")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_bench_parser(sub)
-    args = parser.parse_args(argv)
-    try:
-        return args.handler(args)
-    except DistillError as exc:
-        print(f"distill: error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("distill: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

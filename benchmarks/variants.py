@@ -388,20 +388,6 @@ def cpu_has_bf16() -> bool:
     return bool(cpu_info()["has_bf16"])
 
 
-def _logits_module(model):
-    import torch
-
-    class LogitsOnly(torch.nn.Module):
-        def __init__(self, inner: torch.nn.Module) -> None:
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-            return self.inner(input_ids=input_ids, attention_mask=attention_mask).logits
-
-    return LogitsOnly(model).eval()
-
-
 def export_onnx_fp32(src: Source, out_dir: Path, cache: dict, *, opset: int = 17) -> tuple[Path, float]:
     """TorchScript ONNX export (dynamo=False, eager attention, as export/onnx.py) of the source's
     CPU fp32 model into `out_dir`; returns (file, max |logit diff| vs PyTorch on a 2×16 input)."""
@@ -413,22 +399,11 @@ def export_onnx_fp32(src: Source, out_dir: Path, cache: dict, *, opset: int = 17
     ids, mask = (torch.from_numpy(a) for a in fixed_inputs(2, 16, src.config["vocab_size"]).values())
 
     def write(tmp: Path) -> None:
-        with torch.no_grad(), warnings.catch_warnings():
+        from export.onnx import write_onnx_graph
+
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(
-                _logits_module(model),
-                (ids, mask),
-                str(tmp / ONNX_FILE),
-                dynamo=False,
-                input_names=["input_ids", "attention_mask"],
-                output_names=["logits"],
-                dynamic_axes={
-                    "input_ids": {0: "batch", 1: "sequence"},
-                    "attention_mask": {0: "batch", 1: "sequence"},
-                    "logits": {0: "batch"},
-                },
-                opset_version=opset,
-            )
+            write_onnx_graph(model, ids, mask, tmp / ONNX_FILE, opset=opset)
         (tmp / "config.json").write_text(json.dumps(src.config))
 
     atomic_directory(out_dir, write)

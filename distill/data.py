@@ -31,9 +31,6 @@ class TaskData:
     def texts(self, split: str) -> list[str]:
         return [t for ds in self.splits[split].values() for t in ds["text"]]
 
-    def concatenated(self, split: str) -> datasets.Dataset:
-        return datasets.concatenate_datasets(list(self.splits[split].values()))
-
 
 def resolve_local_root(path: str) -> Path:
     """Accept the dataset folder itself or its parent holding `data/` (as in ../shared/data/sib-200)."""

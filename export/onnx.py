@@ -54,6 +54,32 @@ class _LogitsOnly(nn.Module):
         return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
 
 
+def write_onnx_graph(
+    model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, path: str | Path, *, opset: int = 17
+) -> None:
+    """The one `torch.onnx.export` call: TorchScript exporter, logits only, dynamic batch and sequence axes.
+
+    No check is made here; callers compare the graph with PyTorch (see `export_onnx`).
+    """
+    model = model.eval()
+    with torch.no_grad():
+        ndim = model(input_ids=input_ids[:1], attention_mask=attention_mask[:1]).logits.ndim
+        torch.onnx.export(
+            _LogitsOnly(model).eval(),  # a train-mode wrapper would put the model back in train mode
+            (input_ids, attention_mask),
+            str(path),
+            dynamo=False,
+            input_names=INPUT_NAMES,
+            output_names=["logits"],
+            dynamic_axes={
+                "input_ids": {0: "batch", 1: "sequence"},
+                "attention_mask": {0: "batch", 1: "sequence"},
+                "logits": logits_axes(ndim),
+            },
+            opset_version=opset,
+        )
+
+
 def export_onnx(
     model: nn.Module,
     tokenizer,
@@ -75,26 +101,11 @@ def export_onnx(
     batch = tokenizer(parity_texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
     inputs = {name: batch[name] for name in INPUT_NAMES}
     expected = _torch_logits(model, inputs)
-    output_axes = logits_axes(expected.ndim)
     result: dict[str, float] = {}
 
     def write(tmp: Path) -> None:
         path = tmp / MODEL_FILE
-        with torch.no_grad():
-            torch.onnx.export(
-                _LogitsOnly(model).eval(),  # a train-mode wrapper would put the model back in train mode
-                (inputs["input_ids"], inputs["attention_mask"]),
-                str(path),
-                dynamo=False,
-                input_names=INPUT_NAMES,
-                output_names=["logits"],
-                dynamic_axes={
-                    "input_ids": {0: "batch", 1: "sequence"},
-                    "attention_mask": {0: "batch", 1: "sequence"},
-                    "logits": output_axes,
-                },
-                opset_version=opset,
-            )
+        write_onnx_graph(model, inputs["input_ids"], inputs["attention_mask"], path, opset=opset)
         got = run_onnx(path, {k: v.numpy() for k, v in inputs.items()})
         diff = float(np.max(np.abs(got - expected)))
         if not diff <= tolerance:  # also catches NaN

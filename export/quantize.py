@@ -71,8 +71,11 @@ def quantize_dynamic_int8(src_dir: str | Path, out_dir: str | Path, *, reduce_ra
 
     `reduce_range=None` picks 7-bit weights on CPUs without VNNI (see `_reduce_range`).
     """
-    src_dir = Path(src_dir)
-    reduce_range = _reduce_range(reduce_range)
+    return _dynamic_int8(Path(src_dir), out_dir, _reduce_range(reduce_range), {})
+
+
+def _dynamic_int8(src_dir: Path, out_dir: str | Path, reduce_range: bool, selection: dict) -> Path:
+    """The one `quantize_dynamic` call; `selection` narrows which ops or nodes are quantized."""
 
     def write(tmp: Path) -> None:
         quantize_dynamic(
@@ -81,6 +84,7 @@ def quantize_dynamic_int8(src_dir: str | Path, out_dir: str | Path, *, reduce_ra
             weight_type=QuantType.QInt8,
             reduce_range=reduce_range,
             extra_options=dict(_FUSED_GRAPH_OPTIONS),
+            **selection,
         )
         copy_sidecar_files(src_dir, tmp)
 
@@ -120,19 +124,7 @@ def quantize_dynamic_int8_fp32_embedding(
         selection = {"nodes_to_exclude": gathers}
     else:
         raise DistillError(f"unknown embedding exclusion {how!r} (choose op-types or exclude-node)")
-
-    def write(tmp: Path) -> None:
-        quantize_dynamic(
-            src_dir / MODEL_FILE,
-            tmp / MODEL_FILE,
-            weight_type=QuantType.QInt8,
-            reduce_range=reduce_range,
-            extra_options=dict(_FUSED_GRAPH_OPTIONS),
-            **selection,
-        )
-        copy_sidecar_files(src_dir, tmp)
-
-    return atomic_directory(out_dir, write)
+    return _dynamic_int8(src_dir, out_dir, reduce_range, selection)
 
 
 # ----------------------------------------------------------------------------------------------
