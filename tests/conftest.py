@@ -37,6 +37,21 @@ def tiny_tokenizer(small_texts):
     return train_unigram_tokenizer(small_texts, vocab_size=600)
 
 
+@pytest.fixture(scope="session")
+def tiny_xlmr_config():
+    """`make(vocab_size, **overrides)`: the 2-layer × 32-wide XLM-R config the export tests share."""
+    from transformers import XLMRobertaConfig
+
+    def make(vocab_size: int, **overrides) -> XLMRobertaConfig:
+        settings = dict(
+            vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+            intermediate_size=64, max_position_embeddings=514, pad_token_id=1,
+        )  # fmt: skip
+        return XLMRobertaConfig(**{**settings, **overrides})
+
+    return make
+
+
 @pytest.fixture()
 def tiny_teacher(tiny_tokenizer):
     import torch

@@ -17,7 +17,7 @@ ARTIFACT_FILES = {"model.onnx", "config.json", "tokenizer.json", "tokenizer_conf
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory, tiny_tokenizer):
+def checkpoints(tmp_path_factory, tiny_tokenizer, tiny_xlmr_config):
     """save_pretrained directories of a tiny sequence and token classifier, as the pipeline saves students."""
     root = tmp_path_factory.mktemp("checkpoints")
     out = {}
@@ -25,16 +25,8 @@ def checkpoints(tmp_path_factory, tiny_tokenizer):
         ("sequence", XLMRobertaForSequenceClassification, ["health", "sports", "travel"]),
         ("token", XLMRobertaForTokenClassification, ["NOUN", "VERB", "ADP", "PUNCT"]),
     ):
-        config = XLMRobertaConfig(
-            vocab_size=len(tiny_tokenizer),
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=64,
-            max_position_embeddings=514,
-            pad_token_id=1,
-            id2label=dict(enumerate(labels)),
-            label2id={name: i for i, name in enumerate(labels)},
+        config = tiny_xlmr_config(
+            len(tiny_tokenizer), id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)}
         )
         torch.manual_seed(0)
         cls(config).save_pretrained(root / task)

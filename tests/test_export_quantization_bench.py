@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 import yaml
-from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
+from transformers import XLMRobertaForSequenceClassification
 
 from benchmarks.quantization import FP32, JSON_FILE, MD_FILE, flag_drops, main, read_run, render_markdown
 from distill.errors import DistillError
@@ -14,7 +14,7 @@ from export.onnx import export_onnx
 LANGS = ["eng_Latn", "yor_Latn"]
 
 
-def _fake_run(root, data_path: str, tokenizer=None, texts=None):
+def _fake_run(root, data_path: str, tokenizer=None, texts=None, tiny_xlmr_config=None):
     """runs/quick/20260101-000000 under `root`, as `distill run` started in `root` would leave it."""
     run = root / "runs" / "quick" / "20260101-000000"
     (run / "checkpoints" / "student").mkdir(parents=True)
@@ -24,16 +24,7 @@ def _fake_run(root, data_path: str, tokenizer=None, texts=None):
         (run / "onnx" / "student-fp32").mkdir(parents=True)
         (run / "onnx" / "student-fp32" / "model.onnx").write_bytes(b"")
         return run
-    config = XLMRobertaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=514,
-        pad_token_id=1,
-        num_labels=7,
-    )
+    config = tiny_xlmr_config(len(tokenizer), num_hidden_layers=1, num_labels=7)
     config._attn_implementation = "eager"
     torch.manual_seed(0)
     student = XLMRobertaForSequenceClassification(config).eval()
@@ -90,8 +81,8 @@ def test_flagging_and_markdown():
     assert "| yor_Latn | 0.600 | **0.585** | 0.600 |" in md and "- x: boom" in md
 
 
-def test_end_to_end_on_a_tiny_fake_run(tmp_path, sib200_path, tiny_tokenizer, small_texts):
-    run = _fake_run(tmp_path, str(sib200_path), tiny_tokenizer, small_texts)
+def test_end_to_end_on_a_tiny_fake_run(tmp_path, sib200_path, tiny_tokenizer, small_texts, tiny_xlmr_config):
+    run = _fake_run(tmp_path, str(sib200_path), tiny_tokenizer, small_texts, tiny_xlmr_config)
     out = tmp_path / "results"
     argv = [str(run), "--out", str(out), "--max-eval", "6", "--runs", "2", "--warmup", "0"]
     assert main(argv + ["--calibration-sentences", "8", "--threads", "1"]) == 0

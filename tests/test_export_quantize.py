@@ -4,7 +4,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
+from transformers import XLMRobertaForSequenceClassification
 
 from distill.errors import DistillError
 from export.onnx import MODEL_FILE, export_onnx, label_agreement, pytorch_reference, run_onnx
@@ -25,19 +25,10 @@ SIDECARS = {"config.json", "tokenizer.json", "tokenizer_config.json"}
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, tiny_tokenizer, small_texts):
+def exported(tmp_path_factory, tiny_tokenizer, small_texts, tiny_xlmr_config):
     """fp32 and optimized fp32 exports of a tiny classifier whose labels vary between sentences, the
     PyTorch reference on held-out sentences, and calibration batches of other real sentences."""
-    config = XLMRobertaConfig(
-        vocab_size=len(tiny_tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=514,
-        pad_token_id=1,
-        num_labels=7,
-    )
+    config = tiny_xlmr_config(len(tiny_tokenizer), num_labels=7)
     config._attn_implementation = "eager"
     torch.manual_seed(0)
     model = XLMRobertaForSequenceClassification(config)
