@@ -201,11 +201,16 @@ def run_dir_sources(run: Path) -> list[Source]:
         if (ckpt / "config.json").is_file():
             acc = {"torch/fp32": mean[role]} if role in mean else {}
             sources.append(hf_source(ckpt, f"{prefix}/{role}", role, acc))
-    for name, precision_key in (("student-fp32", None), ("student-int8-dynamic", "student_int8_onnx")):
-        directory = run / "onnx" / name
+    for directory in sorted((run / "onnx").glob("student-*")):  # onnx/student-<variant>/, as the pipeline writes
         if (directory / ONNX_FILE).is_file():
-            acc = {"onnxruntime/int8-dynamic": mean[precision_key]} if precision_key in mean else {}
-            sources.append(onnx_source(directory, f"{prefix}/student", "student", acc))
+            variant = directory.name.removeprefix("student-")  # fp32 for the unquantized ("none") export
+            # fp32 and int8-dynamic files share the student's label, so they replace the harness's own
+            # export and quantization of its checkpoint; the other variants are rows of their own
+            own_row = variant not in ("fp32", "int8-dynamic")
+            source = onnx_source(directory, f"{prefix}/student" + (f"-onnx-{variant}" if own_row else ""), "student")
+            if f"student_onnx_{variant}" in mean:  # distill.pipeline.onnx_model_name
+                source.accuracy[f"onnxruntime/{source.onnx_precision}"] = mean[f"student_onnx_{variant}"]
+            sources.append(source)
     if not sources:
         raise DistillError(f"bench: run dir {run} holds no checkpoints/teacher, checkpoints/student or onnx/*")
     return sources

@@ -26,7 +26,10 @@ ALL_SIB200_LANGUAGES = [
     "kin_Latn", "wol_Latn", "lug_Latn", "quy_Latn", "grn_Latn", "fao_Latn", "mlt_Latn",
 ]  # fmt: skip
 
-QuantizeMode = Literal["none", "int8-dynamic"]
+# the variants `distill export --quantize` makes; "none" is the optimized fp32 graph. A test keeps
+# this in step with export.quantize.MODES (importing it here would pull in onnxruntime).
+ExportVariant = Literal["none", "int8-dynamic", "int8-dynamic-fp32-emb", "int8-static", "fp16"]
+CalibrationMethod = Literal["minmax", "entropy", "percentile"]
 
 
 def _path_field(default: str | None = None) -> Any:
@@ -110,7 +113,12 @@ class PruneStageConfig:
 
 @dataclass(frozen=True)
 class ExportConfig:
-    quantize: QuantizeMode = "int8-dynamic"
+    """Each variant becomes onnx/student-<variant>/, parity-gated, optimized, evaluated per language."""
+
+    variants: list[ExportVariant] = field(default_factory=lambda: ["int8-dynamic"])
+    optimize: bool = True  # onnxruntime's transformer optimizer (fused Attention, checked per layer)
+    calibration_method: CalibrationMethod = "minmax"  # int8-static, on the dev sentences
+    max_drop_points: float = 1.0  # a variant losing more accuracy points in any language is flagged
     parity_tolerance: float = 1e-4
     parity_sentences: int = 64
     opset: int = 17
@@ -334,6 +342,15 @@ def _check_semantics(recipe: Recipe) -> None:
             if getattr(getattr(recipe, section).train, key) < 1:
                 raise RecipeError(f"'{section}.train.{key}' must be at least 1")
     check_loss_specs(recipe.distill.losses, "distill.losses")
+    variants = recipe.export.variants
+    if "export" in recipe.stages and not variants:
+        raise RecipeError("'export.variants' is empty: name at least one (e.g. [int8-dynamic])")
+    if len(set(variants)) != len(variants):
+        raise RecipeError("'export.variants' lists a variant twice")
+    if "bench" in recipe.stages and "export" in recipe.stages and "int8-dynamic" not in variants:
+        raise RecipeError("'export.variants' must include int8-dynamic when 'bench' runs: it is the headline row")
+    if recipe.export.max_drop_points < 0:
+        raise RecipeError("'export.max_drop_points' must be at least 0")
     for key in ("heads", "ffn"):
         if not 0.0 <= getattr(recipe.prune, key) < 1.0:
             raise RecipeError(f"'prune.{key}' must be in [0, 1), got {getattr(recipe.prune, key)}")

@@ -3,7 +3,7 @@
     runs/<name>/<timestamp>/          (runs/<name>/latest points at the newest)
       recipe.yaml                     the resolved recipe
       checkpoints/teacher, student    safetensors + tokenizer, loadable with from_pretrained
-      onnx/student-fp32, student-int8-dynamic
+      onnx/student-<variant>/         one ONNX artifact directory per export variant, with its card
       metrics.json, report.md, plots/
 
 Each stage is a plain function of the `Run` state; the order is the recipe's `stages` list.
@@ -12,6 +12,7 @@ Each stage is a plain function of the `Run` state; the order is the recipe's `st
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import platform
 import time
@@ -36,7 +37,7 @@ from distill.models import build_scratch_teacher, count_parameters, load_pretrai
 from distill.tokenizer import train_unigram_tokenizer
 from distill.train import fit, predict_logits
 
-TEACHER, STUDENT, STUDENT_PRUNED, STUDENT_INT8 = "teacher", "student", "student_pruned", "student_int8_onnx"
+TEACHER, STUDENT, STUDENT_PRUNED = "teacher", "student", "student_pruned"
 
 
 @dataclass
@@ -229,40 +230,101 @@ def _train_student(run: Run, name: str, train_cfg, say: Callable[[str], None]) -
     _evaluate_torch(run, name, run.student)
 
 
+def variant_tag(variant: str) -> str:
+    """`export.variants` entry -> the name its files and scores go by ("none" is the fp32 graph)."""
+    return "fp32" if variant == "none" else variant
+
+
+def onnx_model_name(variant: str) -> str:
+    """The name an exported variant of the student has in metrics.json ("student_onnx_int8-dynamic")."""
+    return f"student_onnx_{variant_tag(variant)}"
+
+
+STUDENT_INT8 = onnx_model_name("int8-dynamic")
+
+
 def stage_export(run: Run, say: Callable[[str], None]) -> None:
-    """fp32 ONNX (parity-gated on real dev sentences), then dynamic int8, then int8 accuracy."""
-    from export.onnx import export_onnx, session
-    from export.quantize import cpu_has_vnni, quantize_dynamic_int8
+    """Every variant in `export.variants` through `distill export`'s gated path, then scored per language.
+
+    Each variant is its own artifact directory, onnx/student-<variant>/ (student-fp32 for "none"):
+    parity-gated fp32 export, optimizer with the fused-Attention check, the quantization, a model card.
+    It is then run on every language's test split: label agreement with the PyTorch student and the accuracy drop per
+    language; a variant that loses more than `export.max_drop_points` in any language is flagged.
+    """
+    from export.card import write_card
+    from export.cli import ExportOptions, export_directory
+    from export.onnx import session
 
     if run.student is None:
         raise DistillError("stage 'export' needs a student: put 'distill' before it in 'stages'")
     cfg = run.recipe.export
     dev_texts = run.data.texts("dev")
-    # an even spread over languages so every script is in the parity batch
-    parity = dev_texts[:: max(1, len(dev_texts) // cfg.parity_sentences)][: cfg.parity_sentences]
-    fp32 = export_onnx(
-        run.student, run.tokenizer, run.directory / "onnx" / "student-fp32", parity,
-        tolerance=cfg.parity_tolerance, opset=cfg.opset,
-    )  # fmt: skip
-    say(f"fp32 ONNX parity: max |logit diff| {fp32.max_abs_diff:.2e} on {len(parity)} dev sentences")
-    run.onnx_dirs["fp32"] = fp32.directory
-    parity_info = {"fp32_max_abs_diff": fp32.max_abs_diff, "parity_sentences": len(parity)}
-    if cfg.quantize == "int8-dynamic":
-        reduce_range = not cpu_has_vnni()
-        int8_dir = quantize_dynamic_int8(
-            fp32.directory, run.directory / "onnx" / "student-int8-dynamic", reduce_range=reduce_range
-        )
-        run.onnx_dirs["int8-dynamic"] = int8_dir
-        sess = session(int8_dir / "model.onnx")
-        agree = []
+    student_dir = run.directory / "checkpoints" / run.student_name
+    torch_predictions = run.predictions[run.student_name]
+    gold = {lang: np.array(enc.labels) for lang, enc in run.encoded["test"].items()}
+    report: dict[str, Any] = {}
+    for variant in cfg.variants:
+        options = ExportOptions(
+            mode=variant, optimize=cfg.optimize, calibration_method=cfg.calibration_method,
+            tolerance=cfg.parity_tolerance, opset=cfg.opset, max_parity_sentences=cfg.parity_sentences,
+            languages=list(run.recipe.data.languages), name=f"{run.recipe.name} student ({variant})",
+        )  # fmt: skip
+        # dev sentences of every language: the parity gate, and int8-static's calibration set
+        out_dir = run.directory / "onnx" / f"student-{variant_tag(variant)}"
+        summary = export_directory(student_dir, out_dir, dev_texts, options)
+        run.onnx_dirs[variant] = summary.directory
+        name = onnx_model_name(variant)
+        sess = session(summary.directory / "model.onnx")
         for lang, enc in run.encoded["test"].items():
-            logits = _onnx_logits(sess, enc, run.pad_id)
-            run.predictions.setdefault(STUDENT_INT8, {})[lang] = logits.argmax(-1)
-            agree.append(run.predictions[STUDENT_INT8][lang] == run.predictions[run.student_name][lang])
-        parity_info["int8_label_agreement"] = float(np.mean(np.concatenate(agree)))
-        parity_info["int8_reduce_range"] = reduce_range
-        say(f"int8 label agreement with the PyTorch student: {parity_info['int8_label_agreement']:.4f}")
-    run.metrics["parity"] = parity_info
+            run.predictions.setdefault(name, {})[lang] = _onnx_logits(sess, enc, run.pad_id).argmax(-1)
+        entry = {
+            "directory": str(summary.directory.relative_to(run.directory)),
+            "size_mb": round(summary.model_bytes / 1e6, 3),
+            "fp32_max_abs_diff": summary.fp32_max_abs_diff,
+            "optimized_max_abs_diff": summary.optimized_max_abs_diff,
+            "fused_attention": summary.fused_attention,
+            **gate_variant(run.predictions[name], torch_predictions, gold, cfg.max_drop_points),
+        }
+        report[variant] = entry
+        worst = entry["worst_language"]
+        card_metrics = {lang: {"accuracy": v["accuracy"], "accuracy (PyTorch fp32)": v["pytorch_accuracy"]}
+                        for lang, v in entry["languages"].items()}  # fmt: skip
+        write_card(summary.directory, dataclasses.replace(summary.card, metrics=card_metrics))
+        flag = f"  FLAGGED: {worst} drops {entry['worst_drop_points']:.1f} points" if entry["flagged"] else ""
+        say(
+            f"{variant}: {entry['size_mb']:.2f} MB, fused Attention {summary.fused_attention or 'not optimized'}, "
+            f"label agreement {entry['label_agreement']:.4f}, worst language {worst} "
+            f"{-entry['worst_drop_points']:+.1f} points{flag}"
+        )
+    run.metrics["export"] = {
+        "max_drop_points": cfg.max_drop_points,
+        "parity_sentences": min(cfg.parity_sentences, len(dev_texts)),
+        "parity_tolerance": cfg.parity_tolerance,
+        "variants": report,
+    }
+
+
+def gate_variant(
+    predicted: dict[str, np.ndarray],
+    reference: dict[str, np.ndarray],
+    gold: dict[str, np.ndarray],
+    max_drop_points: float,
+) -> dict[str, Any]:
+    """Label agreement of a variant with its reference model, its accuracy drop in every language
+    (points, positive = worse), and whether any language dropped by more than `max_drop_points`."""
+    per_language = {}
+    for lang, labels in gold.items():
+        acc, ref = accuracy(predicted[lang], labels), accuracy(reference[lang], labels)
+        per_language[lang] = {"accuracy": acc, "pytorch_accuracy": ref, "drop_points": 100 * (ref - acc)}
+    worst = max(per_language, key=lambda lang: per_language[lang]["drop_points"])
+    agreement = np.concatenate([predicted[lang] == reference[lang] for lang in gold])
+    return {
+        "label_agreement": float(agreement.mean()),
+        "worst_language": worst,
+        "worst_drop_points": per_language[worst]["drop_points"],
+        "flagged": per_language[worst]["drop_points"] > max_drop_points,
+        "languages": per_language,
+    }
 
 
 def stage_bench(run: Run, say: Callable[[str], None]) -> None:
@@ -282,9 +344,15 @@ def stage_bench(run: Run, say: Callable[[str], None]) -> None:
     sources = [hf_source(checkpoints / TEACHER, TEACHER, "teacher", {"torch/fp32": mean[TEACHER]})]
     for name in [n for n in run.models if n != TEACHER]:  # the distilled student, and the pruned one
         sources.append(hf_source(checkpoints / name, name, "student", {"torch/fp32": mean[name]}))
-    if "int8-dynamic" in run.onnx_dirs:
-        accuracy = {"onnxruntime/int8-dynamic": mean[STUDENT_INT8]}
-        sources.append(onnx_source(run.onnx_dirs["int8-dynamic"], run.student_name, "student", accuracy))
+    for variant, directory in run.onnx_dirs.items():
+        if variant == "none":
+            continue  # the student's fp32 onnxruntime row is exported by the harness itself
+        # int8-dynamic keeps the student's name (it replaces the harness's own int8 export of it);
+        # the other variants are rows of their own
+        label = run.student_name if variant == "int8-dynamic" else onnx_model_name(variant)
+        source = onnx_source(directory, label, "student")
+        source.accuracy[f"onnxruntime/{source.onnx_precision}"] = mean[onnx_model_name(variant)]
+        sources.append(source)
     settings = Settings(
         device="cpu",
         precisions=["fp32", "int8-dynamic"] + (["bf16"] if cpu_has_bf16() else []),
@@ -300,7 +368,7 @@ def stage_bench(run: Run, say: Callable[[str], None]) -> None:
     say(f"benchmark: batch {cfg.batch}, sequence {cfg.seq} and the dev length mix, {threads} threads")
     doc = run_benchmark(sources, settings, say=lambda _line: None)
     write_outputs(run.directory / "bench", doc)
-    run.metrics["latency_ms"] = _latency_summary(doc["results"], cfg.seq)
+    run.metrics["latency_ms"] = _latency_summary(doc["results"], cfg.seq, run.student_name)
     run.metrics["latency_setup"] = {"batch": cfg.batch, "seq": cfg.seq, "threads": threads, "warmup": cfg.warmup}
     rows = [{k: v for k, v in row.items() if k != "samples_ms"} for row in doc["results"]]
     run.metrics["bench"] = {"results": "bench/results.json", "markdown": "bench/results.md", "rows": rows}
@@ -310,15 +378,15 @@ def stage_bench(run: Run, say: Callable[[str], None]) -> None:
         say(f"  {name}: p50 {r['p50']:.2f} ms, p90 {r['p90']:.2f} ms over {r['runs']} runs")
 
 
-def _latency_summary(rows: list[dict[str, Any]], seq: int) -> dict[str, dict[str, float]]:
+def _latency_summary(rows: list[dict[str, Any]], seq: int, student: str) -> dict[str, dict[str, float]]:
     """The two headline variants at the fixed sequence length, under the report's names."""
     wanted = {
-        ("teacher", "torch", "fp32"): "teacher_torch_fp32",
-        ("student", "onnxruntime", "int8-dynamic"): STUDENT_INT8,
+        (TEACHER, "torch", "fp32"): "teacher_torch_fp32",
+        (student, "onnxruntime", "int8-dynamic"): STUDENT_INT8,
     }
     out = {}
     for row in rows:
-        key = (row.get("role"), row.get("backend"), row.get("precision"))
+        key = (row.get("model"), row.get("backend"), row.get("precision"))
         if row.get("stage") == "forward" and row.get("seq") == seq and key in wanted:
             out[wanted[key]] = {
                 "p50": row["p50_ms"], "p90": row["p90_ms"], "p99": row["p99_ms"], "mean": row["mean_ms"],

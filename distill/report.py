@@ -7,11 +7,24 @@ from typing import Any
 
 from distill.io import atomic_write_json, atomic_write_text
 from distill.models import count_parameters
-from distill.pipeline import STUDENT, STUDENT_INT8, STUDENT_PRUNED, TEACHER, Run, file_size_mb, score_table
+from distill.pipeline import (
+    STUDENT,
+    STUDENT_INT8,
+    STUDENT_PRUNED,
+    TEACHER,
+    Run,
+    file_size_mb,
+    onnx_model_name,
+    score_table,
+)
 
-MODEL_TITLES = {
-    TEACHER: "teacher", STUDENT: "student", STUDENT_PRUNED: "pruned student", STUDENT_INT8: "student int8 ONNX",
-}  # fmt: skip
+MODEL_TITLES = {TEACHER: "teacher", STUDENT: "student", STUDENT_PRUNED: "pruned student"}
+
+
+def title(name: str) -> str:
+    """ "student_onnx_int8-static" -> "student ONNX int8-static"; the fixed names from MODEL_TITLES."""
+    prefix = onnx_model_name("")
+    return f"student ONNX {name[len(prefix) :]}" if name.startswith(prefix) else MODEL_TITLES.get(name, name)
 
 
 def build_metrics(run: Run) -> dict[str, Any]:
@@ -26,8 +39,7 @@ def build_metrics(run: Run) -> dict[str, Any]:
         if weights.exists():
             size_mb[name] = file_size_mb(weights)
     for variant, directory in run.onnx_dirs.items():
-        key = STUDENT_INT8 if variant == "int8-dynamic" else f"student_{variant}_onnx"
-        size_mb[key] = file_size_mb(directory / "model.onnx")
+        size_mb[onnx_model_name(variant)] = file_size_mb(directory / "model.onnx")
     metrics = {
         "languages": scores["languages"],
         "mean": scores["mean"],
@@ -65,8 +77,8 @@ def render_report(name: str, m: dict[str, Any]) -> str:
             "",
         ]
     lines += ["## Test accuracy per language", ""]
-    header = "| language | " + " | ".join(f"{MODEL_TITLES.get(x, x)} acc" for x in models)
-    header += " | " + " | ".join(f"{MODEL_TITLES.get(x, x)} macro-F1" for x in models) + " |"
+    header = "| language | " + " | ".join(f"{title(x)} acc" for x in models)
+    header += " | " + " | ".join(f"{title(x)} macro-F1" for x in models) + " |"
     lines += [header, "|---" * (1 + 2 * len(models)) + "|"]
     for lang, scores in m["languages"].items():
         f1 = m["macro_f1"][lang]
@@ -80,7 +92,7 @@ def render_report(name: str, m: dict[str, Any]) -> str:
     )  # fmt: skip
     if TEACHER in m["mean"]:
         lines += ["", "Retention (mean accuracy relative to the teacher): " + ", ".join(
-            f"{MODEL_TITLES.get(x, x)} {m['mean'][x] / m['mean'][TEACHER]:.1%}" for x in models if x != TEACHER
+            f"{title(x)} {m['mean'][x] / m['mean'][TEACHER]:.1%}" for x in models if x != TEACHER
         )]  # fmt: skip
     lines += ["", "## Size", "", "| model | parameters | outside embeddings | file size (MB) |", "|---|---|---|---|"]
     params, size = m["params"], m["size_mb"]
@@ -94,15 +106,8 @@ def render_report(name: str, m: dict[str, Any]) -> str:
             lines.append(f"| {key} | | | {value:.2f} |")
     if "latency_ms" in m:
         lines += _latency_section(m)
-    if "parity" in m:
-        p = m["parity"]
-        lines += ["", "## Export parity", "", f"- fp32 ONNX vs PyTorch: max |logit diff| {p['fp32_max_abs_diff']:.2e} "
-                  f"on {p['parity_sentences']} dev sentences"]  # fmt: skip
-        if "int8_label_agreement" in p:
-            lines.append(
-                f"- int8 dynamic vs PyTorch student: label agreement {p['int8_label_agreement']:.4f} on the test sets"
-                f" (reduce_range={p['int8_reduce_range']})"
-            )
+    if "export" in m:
+        lines += _export_section(m["export"])
     if "training" in m:
         lines += ["", "## Training", "", "| model | epoch | train loss | dev accuracy |", "|---|---|---|---|"]
         for key, result in m["training"].items():
@@ -121,6 +126,32 @@ def render_report(name: str, m: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _export_section(export: dict[str, Any]) -> list[str]:
+    limit = export["max_drop_points"]
+    lines = [
+        "",
+        "## Exported variants",
+        "",
+        "Each is its own folder with a model card; fp32 parity gate: max |logit diff| "
+        f"≤ {export['parity_tolerance']:g} on {export['parity_sentences']} dev sentences. Agreement = same label as "
+        "the PyTorch student on every test "
+        f"sentence; drop = PyTorch accuracy − variant accuracy, in points; a variant losing more than {limit:g} "
+        "point(s) in any language is flagged.",
+        "",
+        "| variant | folder | model.onnx MB | fused Attention | fp32 parity | label agreement | worst language | "
+        "drop (points) | gate |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for variant, v in export["variants"].items():
+        fused = f"{v['fused_attention']} layers" if v["fused_attention"] else "not optimized"
+        gate = f"**FLAGGED** (> {limit:g})" if v["flagged"] else "ok"
+        lines.append(
+            f"| {variant} | {v['directory']} | {v['size_mb']:.2f} | {fused} | {v['fp32_max_abs_diff']:.1e} "
+            f"| {v['label_agreement']:.4f} | {v['worst_language']} | {v['worst_drop_points']:+.1f} | {gate} |"
+        )
+    return lines
 
 
 def _latency_section(m: dict[str, Any]) -> list[str]:
@@ -191,7 +222,7 @@ def _plot_accuracy(m: dict[str, Any], path: Path) -> Path | None:
             x + i * width,
             [m["languages"][lang][model] for lang in languages],
             width,
-            label=MODEL_TITLES.get(model, model),
+            label=title(model),
         )
     ax.set_xticks(x + 0.4 - width / 2, languages, rotation=45, ha="right", fontsize=8)
     ax.set_ylabel("test accuracy")

@@ -145,8 +145,7 @@ def render_card(info: CardInfo) -> str:
         lines += [
             "## Results per language",
             "",
-            "As recorded in the metrics file given at export (columns as named there; test split unless it says "
-            "otherwise).",
+            "Test-split scores per language, as measured by the run (or the metrics file given to `distill export`).",
             "",
             "| language | " + " | ".join(names) + " |",
         ]

@@ -55,6 +55,7 @@ class ExportSummary:
     fused_attention: str | None  # "4/4" when optimized
     label_agreement: float  # final variant vs PyTorch on the parity sentences
     parity_sentences: int
+    card: Any = None  # the export.card.CardInfo written, so a caller with more to say can rewrite it
 
     def line(self) -> str:
         parts = [
@@ -205,6 +206,7 @@ def export_directory(
         fused_attention=fused,
         label_agreement=agreement,
         parity_sentences=len(parity),
+        card=card,
     )
 
 

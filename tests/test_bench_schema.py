@@ -138,7 +138,8 @@ def test_run_dir_sources_carry_accuracies_and_native_files_win(tmp_path, hf_dir)
         (run / "checkpoints" / role).symlink_to(hf_dir)
     fake_onnx(run / "onnx" / "student-fp32", "MatMul")
     fake_onnx(run / "onnx" / "student-int8-dynamic", "DynamicQuantizeLinear")
-    (run / "metrics.json").write_text(json.dumps({"mean": {"teacher": 0.8, "student": 0.7, "student_int8_onnx": 0.69}}))
+    mean = {"teacher": 0.8, "student": 0.7, "student_onnx_int8-dynamic": 0.69}
+    (run / "metrics.json").write_text(json.dumps({"mean": mean}))
     sources = parse_sources(str(run))
     assert [(s.label, s.role, s.kind, s.onnx_precision) for s in sources] == [
         ("quick/20260101-000000/teacher", "teacher", "hf", None),

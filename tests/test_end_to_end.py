@@ -27,12 +27,17 @@ TINY = [
 ]
 
 
+VARIANTS = ["int8-dynamic", "int8-static", "none"]
+SCORED = {"teacher", "student", "student_onnx_int8-dynamic", "student_onnx_int8-static", "student_onnx_fp32"}
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, sib200_path) -> Path:
     out = tmp_path_factory.mktemp("runs")
     code = main(
-        ["run", str(REPO / "recipes" / "quickstart.yaml"), f"output_dir={out}", f"data.path={sib200_path}", *TINY]
-    )
+        ["run", str(REPO / "recipes" / "quickstart.yaml"), f"output_dir={out}", f"data.path={sib200_path}", *TINY,
+         f"export.variants=[{', '.join(VARIANTS)}]"]
+    )  # fmt: skip
     assert code == 0
     latest = out / "quickstart" / "latest"
     assert latest.is_symlink()
@@ -43,6 +48,7 @@ def test_run_directory_holds_every_artifact(run_dir):
     for name in ["recipe.yaml", "metrics.json", "report.md", "plots/accuracy_per_language.png",
                  "checkpoints/teacher/model.safetensors", "checkpoints/student/model.safetensors",
                  "onnx/student-fp32/model.onnx", "onnx/student-int8-dynamic/model.onnx",
+                 "onnx/student-int8-static/model.onnx", "onnx/student-int8-static/README.md",
                  "bench/results.json", "bench/results.md", "bench/pareto.png"]:  # fmt: skip
         assert (run_dir / name).is_file(), name
     assert not list(run_dir.rglob("*.tmp")) and not list(run_dir.rglob(".*.old"))
@@ -52,16 +58,22 @@ def test_metrics_have_the_documented_shape(run_dir):
     m = json.loads((run_dir / "metrics.json").read_text())
     assert set(m["languages"]) == {"eng_Latn", "yor_Latn", "amh_Ethi"}
     for scores in m["languages"].values():
-        assert set(scores) == {"teacher", "student", "student_int8_onnx"}
+        assert set(scores) == SCORED
         assert all(0.0 <= v <= 1.0 for v in scores.values())
-    assert set(m["mean"]) == {"teacher", "student", "student_int8_onnx"}
+    assert set(m["mean"]) == SCORED
     assert {"teacher", "student", "teacher_non_embedding", "student_non_embedding"} <= set(m["params"])
     assert m["params"]["student_non_embedding"] < m["params"]["teacher_non_embedding"]
-    assert {"teacher", "student_int8_onnx"} <= set(m["size_mb"])
-    for variant in ("teacher_torch_fp32", "student_int8_onnx"):
+    assert {"teacher", "student_onnx_int8-dynamic", "student_onnx_int8-static"} <= set(m["size_mb"])
+    for variant in ("teacher_torch_fp32", "student_onnx_int8-dynamic"):
         assert m["latency_ms"][variant]["p90"] >= m["latency_ms"][variant]["p50"] > 0
-    assert m["parity"]["fp32_max_abs_diff"] <= 1e-4
-    assert 0.0 <= m["parity"]["int8_label_agreement"] <= 1.0
+    assert list(m["export"]["variants"]) == VARIANTS
+    for v in m["export"]["variants"].values():
+        assert v["fp32_max_abs_diff"] <= 1e-4
+        assert v["fused_attention"] == "1/1"  # the one-layer student's attention fused by the optimizer
+        assert 0.0 <= v["label_agreement"] <= 1.0
+        assert set(v["languages"]) == set(m["languages"])
+        assert v["flagged"] == (v["worst_drop_points"] > m["export"]["max_drop_points"])
+    assert m["export"]["variants"]["none"]["label_agreement"] == 1.0  # the fp32 graph is the student
     assert m["teacher_from_scratch"] is True
 
 
@@ -71,6 +83,15 @@ def test_report_shows_the_table_and_says_the_teacher_was_trained_here(run_dir):
     assert "| yor_Latn |" in report and "**mean**" in report
     assert "![accuracy vs latency](bench/pareto.png)" in report
     assert "| length mix |" in report  # the dev sentences' real lengths were benchmarked too
+    assert "## Exported variants" in report and "| int8-static | onnx/student-int8-static |" in report
+
+
+def test_each_exported_variant_has_a_card_with_its_own_per_language_scores(run_dir):
+    m = json.loads((run_dir / "metrics.json").read_text())
+    card = (run_dir / "onnx" / "student-int8-static" / "README.md").read_text()
+    amh = m["export"]["variants"]["int8-static"]["languages"]["amh_Ethi"]
+    assert f"| amh_Ethi | {amh['accuracy']:.4f} | {amh['pytorch_accuracy']:.4f} |" in card
+    assert "variant **int8-static**" in card
 
 
 def test_checkpoints_reload_with_auto_classes(run_dir):
@@ -93,10 +114,26 @@ def test_prune_stage_shrinks_the_student_and_export_follows_it(tmp_path, sib200_
     assert code == 0
     run_dir = (out / "quickstart" / "latest").resolve()
     m = json.loads((run_dir / "metrics.json").read_text())
-    assert {"student", "student_pruned", "student_int8_onnx"} <= set(m["mean"])
+    assert {"student", "student_pruned", "student_onnx_int8-dynamic"} <= set(m["mean"])
     assert m["params"]["student_pruned"] < m["params"]["student"]
     pruned = AutoModelForSequenceClassification.from_pretrained(run_dir / "checkpoints" / "student_pruned")
     assert (pruned.config.num_attention_heads, pruned.config.hidden_size) == (3, 24)  # 4 x 8 -> 3 x 8
     assert pruned.config.intermediate_size == 32  # FFN 64 -> 32
-    exported = json.loads((run_dir / "onnx" / "student-fp32" / "config.json").read_text())
+    exported = json.loads((run_dir / "onnx" / "student-int8-dynamic" / "config.json").read_text())
     assert exported["hidden_size"] == 24
+    assert m["export"]["variants"]["int8-dynamic"]["fused_attention"] == "2/2"  # uniform head pruning still fuses
+
+
+def test_gate_flags_a_variant_that_drops_one_language_beyond_the_tolerance():
+    import numpy as np
+
+    from distill.pipeline import gate_variant
+
+    gold = {"a": np.array([0, 1, 2, 3]), "b": np.array([0, 0, 1, 1])}
+    reference = {"a": np.array([0, 1, 2, 0]), "b": np.array([0, 0, 1, 1])}  # 75% and 100%
+    variant = {"a": np.array([0, 1, 2, 3]), "b": np.array([0, 0, 1, 0])}  # 100% (+25) and 75% (-25)
+    gate = gate_variant(variant, reference, gold, max_drop_points=1.0)
+    assert gate["label_agreement"] == 6 / 8
+    assert (gate["worst_language"], gate["worst_drop_points"], gate["flagged"]) == ("b", 25.0, True)
+    assert gate["languages"]["a"]["drop_points"] == -25.0
+    assert gate_variant(variant, reference, gold, max_drop_points=25.0)["flagged"] is False

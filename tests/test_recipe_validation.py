@@ -114,3 +114,26 @@ def test_cli_missing_data_path_in_a_real_process(tmp_path):
     assert proc.stderr.strip().splitlines() == [f"distill: error: data path not found: {tmp_path}/missing "
                                                 "(set 'data.path' or POLYDISTILL_DATA)"]  # fmt: skip
     assert not (tmp_path / "runs").exists()
+
+
+def test_export_variants_are_checked_by_name_and_must_include_the_benchmarked_one(tmp_path, sib200_path):
+    with pytest.raises(RecipeError, match=r"'export\.variants\[1\]' must be one of .*got 'int8-statik'.*int8-static"):
+        load_recipe(write(tmp_path, base(sib200_path, "export:\n  variants: [int8-dynamic, int8-statik]\n")))
+    with pytest.raises(RecipeError, match="'export.variants' lists a variant twice"):
+        load_recipe(write(tmp_path, base(sib200_path, "export:\n  variants: [fp16, fp16, int8-dynamic]\n")))
+    with pytest.raises(RecipeError, match="must include int8-dynamic when 'bench' runs"):
+        load_recipe(write(tmp_path, base(sib200_path, "export:\n  variants: [int8-static]\n")))
+    recipe = load_recipe(
+        write(tmp_path, base(sib200_path, "stages: [teacher, distill, export]\nexport:\n  variants: [fp16]\n"))
+    )
+    assert recipe.export.variants == ["fp16"]
+
+
+def test_recipe_export_variants_are_the_exporters_modes():
+    import typing
+
+    from distill.config import CalibrationMethod, ExportVariant
+    from export import quantize
+
+    assert typing.get_args(ExportVariant) == quantize.MODES
+    assert set(typing.get_args(CalibrationMethod)) == set(quantize.CALIBRATION_METHODS)
