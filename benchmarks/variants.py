@@ -341,11 +341,13 @@ def load_torch_model(src: Source, device: str, cache: dict[tuple[str, str, str],
         with torch.device(device):  # random init directly on the device: much faster on a GPU
             model = XLMRobertaForSequenceClassification(config)
     elif src.kind == "hf":
-        from transformers import AutoModelForSequenceClassification
+        from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
-        model = AutoModelForSequenceClassification.from_pretrained(
-            src.path, attn_implementation="eager", use_safetensors=True
-        ).to(device)
+        # a token classifier loads as one; anything else (a sentence classifier, a bare encoder) as a
+        # sentence classifier, as documented
+        token = any(a.endswith("ForTokenClassification") for a in src.config.get("architectures") or [])
+        auto = AutoModelForTokenClassification if token else AutoModelForSequenceClassification
+        model = auto.from_pretrained(src.path, attn_implementation="eager", use_safetensors=True).to(device)
     else:
         raise DistillError(f"bench: {src.label} is an ONNX export: it has no PyTorch weights")
     cache[key] = model.eval()

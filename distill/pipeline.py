@@ -27,17 +27,18 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from distill.config import STAGES, Recipe, recipe_to_dict
-from distill.data import Encoded, TaskData, encode, load_task_data
+from distill.config import STAGES, DataConfig, Recipe, TrainConfig, recipe_to_dict
+from distill.data import IGNORE_INDEX, Encoded, TaskData, encode, gold_labels, load_task_data, predicted_labels
 from distill.errors import DistillError
 from distill.io import atomic_write_text, save_pretrained_atomic
 from distill.losses import WeightedLoss
 from distill.metrics import accuracy, macro_f1
 from distill.models import build_scratch_teacher, count_parameters, load_pretrained
 from distill.tokenizer import train_unigram_tokenizer
-from distill.train import fit, predict_logits
+from distill.train import dev_accuracy, fit, predict_logits
 
 TEACHER, STUDENT, STUDENT_PRUNED = "teacher", "student", "student_pruned"
+STUDENT_AGNOSTIC = "student_agnostic"  # checkpoint after task-agnostic distillation (not scored)
 
 
 @dataclass
@@ -54,7 +55,6 @@ class Run:
     student: Any = None
     student_name: str = STUDENT  # STUDENT, or STUDENT_PRUNED once the prune stage has run
     student_layers: list[int] = field(default_factory=list)
-    teacher_train_logits: torch.Tensor | None = None  # cached once, reused by distill and prune recovery
     models: dict[str, Any] = field(default_factory=dict)  # name -> model, for the size table
     onnx_dirs: dict[str, Path] = field(default_factory=dict)
     # model name -> language -> predicted labels on the test split
@@ -66,14 +66,19 @@ class Run:
         return self.tokenizer.pad_token_id
 
     def joined(self, split: str) -> Encoded:
+        """Every language's examples of `split` (languages without that split add none)."""
         parts = self.encoded[split].values()
         return Encoded([x for p in parts for x in p.input_ids], [y for p in parts for y in p.labels])
+
+    @property
+    def task(self) -> str:
+        return self.recipe.data.task
 
 
 def run_recipe(recipe: Recipe, *, say: Callable[[str], None] = print) -> Path:
     """Run every stage of `recipe`; returns the run directory."""
     torch.manual_seed(recipe.seed)
-    data = load_task_data(recipe.data)  # data errors surface before anything is written
+    data = load_data(recipe.data)  # data errors surface before anything is written
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     base = Path(recipe.output_dir) / recipe.name
     if base.exists() and not base.is_dir():
@@ -104,6 +109,15 @@ def run_recipe(recipe: Recipe, *, say: Callable[[str], None] = print) -> Path:
     return directory
 
 
+def load_data(cfg: DataConfig) -> TaskData:
+    """SIB-200 for a sequence task, UD treebanks for a token task (see `DataConfig`)."""
+    if cfg.task == "token":
+        from distill.ud import load_pos_data
+
+        return load_pos_data(cfg.path, cfg.languages, cfg.max_train_per_language, cfg.max_eval_per_language)
+    return load_task_data(cfg)
+
+
 def _point_latest(base: Path, directory: Path) -> None:
     link = base / "latest"
     tmp = base / ".latest.tmp"
@@ -124,15 +138,15 @@ def stage_teacher(run: Run, say: Callable[[str], None]) -> None:
         cfg = recipe.teacher.scratch
         say(f"training a {cfg.vocab_size}-piece Unigram tokenizer on {len(run.data.texts('train'))} train sentences")
         run.tokenizer = train_unigram_tokenizer(run.data.texts("train"), cfg.vocab_size)
-        run.teacher = build_scratch_teacher(cfg, len(run.tokenizer), labels)
+        run.teacher = build_scratch_teacher(cfg, len(run.tokenizer), labels, task=run.task)
         run.teacher_from_scratch = True
         needs_training = True
     else:
         run.teacher, run.tokenizer, is_classifier = load_pretrained(
-            recipe.teacher.model, labels, trust_remote_code=recipe.teacher.trust_remote_code
+            recipe.teacher.model, labels, task=run.task, trust_remote_code=recipe.teacher.trust_remote_code
         )
         needs_training = not is_classifier
-    _encode_all(run)
+    _encode_all(run, say)
     run.models[TEACHER] = run.teacher
     params = count_parameters(run.teacher)
     say(f"teacher: {params['total'] / 1e6:.2f}M parameters ({params['non_embedding'] / 1e6:.2f}M outside embeddings)")
@@ -140,12 +154,12 @@ def stage_teacher(run: Run, say: Callable[[str], None]) -> None:
         result = fit(
             run.teacher,
             run.joined("train"),
-            run.joined("dev"),
             _cross_entropy_step,
             recipe.teacher.train,
+            evaluate=dev_accuracy(run.joined("dev"), run.pad_id),
+            on_best=lambda m: save_pretrained_atomic(m, run.tokenizer, run.directory / "checkpoints" / TEACHER),
             pad_id=run.pad_id,
             seed=recipe.seed,
-            on_best=lambda m: save_pretrained_atomic(m, run.tokenizer, run.directory / "checkpoints" / TEACHER),
             desc="teacher",
         )
         run.metrics.setdefault("training", {})[TEACHER] = vars(result)
@@ -155,20 +169,54 @@ def stage_teacher(run: Run, say: Callable[[str], None]) -> None:
     _evaluate_torch(run, TEACHER, run.teacher)
 
 
-def stage_distill(run: Run, say: Callable[[str], None]) -> None:
-    """Student = a subset of the teacher's layers; trained on the recipe's weighted losses."""
-    from students import pick_layers, student_from_teacher
+def stage_agnostic(run: Run, say: Callable[[str], None]) -> None:
+    """Task-agnostic distillation: the new student imitates the teacher's internals (hidden states,
+    attention relations) on the training text of every language, labels unused."""
+    cfg = run.recipe.agnostic
+    run.student = _build_student(run, say)
+    _train_student(run, STUDENT_AGNOSTIC, cfg.train, cfg.losses, cfg.layer_map, say, scored=False)
 
-    recipe = run.recipe
-    n = run.teacher.config.num_hidden_layers
-    layers = recipe.student.layers or pick_layers(n, recipe.student.num_layers)
+
+def stage_distill(run: Run, say: Callable[[str], None]) -> None:
+    """Task-specific distillation of the student (built here unless the agnostic stage built it)."""
+    cfg = run.recipe.distill
+    if run.student is None:
+        run.student = _build_student(run, say)
+    _train_student(run, STUDENT, cfg.train, cfg.losses, cfg.layer_map, say)
+
+
+def _build_student(run: Run, say: Callable[[str], None]) -> torch.nn.Module:
+    """The teacher's layers `student.layers` (or `num_layers` spread evenly), optionally narrower:
+    initialised from the teacher's weights (importance-ranked slices when narrower) or at random."""
+    from students import pick_layers, shrink_width, student_from_config, student_from_teacher
+
+    cfg, teacher = run.recipe.student, run.teacher
+    n = teacher.config.num_hidden_layers
+    layers = cfg.layers or pick_layers(n, cfg.num_layers)
     if any(not 0 <= i < n for i in layers):
         raise DistillError(f"'student.layers' {layers} must index the teacher's {n} layers")
     run.student_layers = list(layers)
-    run.student = student_from_teacher(run.teacher, layers)
-    params = count_parameters(run.student)
-    say(f"student: teacher layers {layers}, {params['total'] / 1e6:.2f}M parameters")
-    _train_student(run, STUDENT, recipe.distill.train, say)
+    hidden = cfg.hidden_size or teacher.config.hidden_size
+    ffn = cfg.intermediate_size or teacher.config.intermediate_size
+    try:
+        if cfg.init == "random":
+            torch.manual_seed(run.recipe.seed)
+            student = student_from_config(teacher, hidden_size=hidden, intermediate_size=ffn, num_layers=len(layers))
+            how = "random init"
+        elif (hidden, ffn) != (teacher.config.hidden_size, teacher.config.intermediate_size):
+            student = shrink_width(teacher, hidden_size=hidden, intermediate_size=ffn, layers=list(layers))
+            how = f"teacher layers {layers}, importance-sliced"
+        else:
+            student = student_from_teacher(teacher, list(layers))
+            how = f"teacher layers {layers}"
+    except ValueError as exc:
+        raise DistillError(f"cannot build the student: {exc}") from exc
+    params = count_parameters(student)
+    say(
+        f"student ({how}): {len(layers)} layers, hidden {hidden}, FFN {ffn}, {params['total'] / 1e6:.2f}M "
+        f"parameters ({params['total'] / count_parameters(teacher)['total']:.1%} of the teacher's)"
+    )
+    return student
 
 
 def stage_prune(run: Run, say: Callable[[str], None]) -> None:
@@ -193,41 +241,144 @@ def stage_prune(run: Run, say: Callable[[str], None]) -> None:
     say(f"pruned: {summary}")
     run.student = pruned
     run.metrics["pruning"] = {"heads": cfg.heads, "ffn": cfg.ffn, "importance": cfg.importance, "summary": str(summary)}
-    _train_student(run, STUDENT_PRUNED, cfg.recover, say)
+    distill = run.recipe.distill
+    _train_student(run, STUDENT_PRUNED, cfg.recover, distill.losses, distill.layer_map, say)
 
 
-def _train_student(run: Run, name: str, train_cfg, say: Callable[[str], None]) -> None:
-    """Distil `run.student` from the teacher's cached logits; keep the best dev checkpoint as `name`."""
-    loss = WeightedLoss(run.recipe.distill.losses)
-    train = run.joined("train")
-    if run.teacher_train_logits is None:
-        # The teacher is frozen and dropout is off, so its logits per sentence never change: compute
-        # them once instead of once per epoch (a teacher forward costs more than a small student's step).
-        say(f"caching teacher logits for {len(train)} training sentences")
-        run.teacher_train_logits = torch.from_numpy(predict_logits(run.teacher, train, run.pad_id))
-    teacher_logits = run.teacher_train_logits
-
-    def step(student: torch.nn.Module, batch: dict[str, torch.Tensor]):
-        student_logits = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        return loss(
-            student_logits=student_logits, teacher_logits=teacher_logits[batch["index"]], labels=batch["labels"]
-        )
-
+def _train_student(
+    run: Run,
+    name: str,
+    train_cfg: TrainConfig,
+    losses: dict[str, dict[str, Any]],
+    layer_map: str | list[int],
+    say: Callable[[str], None],
+    *,
+    scored: bool = True,
+) -> None:
+    """Distil `run.student` from the teacher with the weighted `losses`; keep the best dev checkpoint
+    as `name`. Scored students are evaluated on the test sets; the agnostic one (no labels) is not,
+    and its best epoch is the one with the lowest dev loss."""
+    step = _distill_step(run, losses, layer_map, say)
+    train, dev = run.joined("train"), run.joined("dev")
+    evaluate = dev_accuracy(dev, run.pad_id) if scored else _negative_dev_loss(step.on(dev), dev, run.pad_id)
     result = fit(
         run.student,
         train,
-        run.joined("dev"),
         step,
         train_cfg,
+        evaluate=evaluate,
+        on_best=lambda m: save_pretrained_atomic(m, run.tokenizer, run.directory / "checkpoints" / name),
         pad_id=run.pad_id,
         seed=run.recipe.seed,
-        on_best=lambda m: save_pretrained_atomic(m, run.tokenizer, run.directory / "checkpoints" / name),
-        desc="distill" if name == STUDENT else "recover",
+        desc={STUDENT: "distill", STUDENT_AGNOSTIC: "agnostic"}.get(name, "recover"),
+        extra_parameters=list(step.loss.parameters()),
     )
     run.metrics.setdefault("training", {})[name] = vars(result)
-    run.student_name = name
-    run.models[name] = run.student
-    _evaluate_torch(run, name, run.student)
+    if scored:
+        run.student_name = name
+        run.models[name] = run.student
+        _evaluate_torch(run, name, run.student)
+
+
+class _DistillStep:
+    """(student, batch) -> (loss, terms): the student's features against the teacher's, paired by layer.
+
+    The teacher's logits, hidden states and q/k/v of the layers the losses read come from a cache
+    written once per (teacher, data) (`distill.cache`): the teacher is frozen and runs without
+    dropout, so they never change. Attention maps and pooled embeddings are computed per batch.
+    """
+
+    def __init__(self, run: Run, losses: dict[str, dict[str, Any]], layer_map: str | list[int], data: Encoded):
+        from distill.features import features_for
+        from distill.losses import map_layers, needs
+
+        student, teacher = run.student, run.teacher
+        self.loss = WeightedLoss(
+            losses,
+            student_hidden_size=student.config.hidden_size,
+            teacher_hidden_size=teacher.config.hidden_size,
+        )
+        needed = needs(losses)
+        self.student_wants = features_for(needed, "student")
+        teacher_wants = features_for(needed, "teacher")
+        self.pairs = map_layers(student.config.num_hidden_layers, teacher.config.num_hidden_layers, layer_map)
+        self.cached = teacher_wants & {"logits", "hidden", "qkv"}
+        self.live = teacher_wants - self.cached
+        self.teacher = teacher
+        self.run = run
+        self.cache = self._cache_for(data)
+        if "attentions" in self.student_wants:  # HF returns attention maps after dropout: not distributions
+            for module in student.modules():
+                if type(module).__name__.endswith("SelfAttention") and hasattr(module, "dropout"):
+                    module.dropout.p = 0.0
+            student.config.attention_probs_dropout_prob = 0.0
+
+    def _cache_for(self, data: Encoded):
+        from distill.cache import CacheSpec, teacher_cache
+
+        if not self.cached:
+            return None
+        layers = sorted({t for _, t in self.pairs}) if self.cached & {"hidden", "qkv"} else []
+        spec = CacheSpec(features=tuple(sorted(self.cached)), layers=tuple(layers))
+        root = Path(self.run.recipe.output_dir) / ".teacher-cache"
+        return teacher_cache(self.teacher, data, spec, root, pad_id=self.run.pad_id)
+
+    def on(self, data: Encoded) -> _DistillStep:
+        """The same step (same loss module and projections) reading the teacher cache of `data`."""
+        other = copy.copy(self)
+        other.cache = self._cache_for(data)
+        return other
+
+    def __call__(self, student: torch.nn.Module, batch: dict[str, torch.Tensor]):
+        from distill.features import forward_features
+        from distill.losses import aligned
+
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        own = forward_features(student, ids, mask, self.student_wants)
+        theirs = self.cache.batch(batch["index"], ids.shape[1]) if self.cache is not None else {}
+        if self.live:
+            with torch.no_grad():
+                self.teacher.eval()
+                theirs |= forward_features(self.teacher, ids, mask, self.live)
+        tensors: dict[str, Any] = {"attention_mask": mask}
+        for kind in ("hidden", "attentions", "qkv"):
+            if kind in own:
+                pair = aligned(own[kind], theirs[kind], self.pairs)
+                tensors[f"student_{kind}"], tensors[f"teacher_{kind}"] = pair
+        if "pooled" in own:
+            tensors["student_pooled"], tensors["teacher_pooled"] = own["pooled"], theirs["pooled"]
+        if "logits" in own:
+            logits, labels, teacher_logits = own["logits"], batch["labels"], theirs.get("logits")
+            if logits.ndim == 3:  # token task: only each word's first sub-token is scored
+                keep = labels != IGNORE_INDEX
+                logits, labels = logits[keep], labels[keep]
+                if teacher_logits is not None:
+                    teacher_logits = teacher_logits[keep]
+            tensors |= {"student_logits": logits, "labels": labels, "teacher_logits": teacher_logits}
+        return self.loss(**tensors)
+
+
+def _distill_step(run: Run, losses: dict[str, dict[str, Any]], layer_map: str | list[int], say) -> _DistillStep:
+    train = run.joined("train")
+    say(f"teacher outputs for {len(train)} training examples: cached on disk once (reused while unchanged)")
+    try:
+        return _DistillStep(run, losses, layer_map, train)
+    except ValueError as exc:  # e.g. a relation head count that does not divide a width
+        raise DistillError(f"cannot set up the losses {sorted(losses)}: {exc}") from exc
+
+
+def _negative_dev_loss(step: _DistillStep, dev: Encoded, pad_id: int) -> Callable[[torch.nn.Module], float]:
+    """`fit`'s score when there are no labels to score: minus the mean distillation loss on dev."""
+    from distill.data import iterate_batches
+
+    def evaluate(student: torch.nn.Module) -> float:
+        student.eval()
+        with torch.no_grad():
+            values = [float(step(student, batch)[0]) for batch in iterate_batches(dev, 64, pad_id, shuffle=False)]
+        student.train()
+        return -float(np.mean(values))
+
+    return evaluate
 
 
 def variant_tag(variant: str) -> str:
@@ -261,7 +412,7 @@ def stage_export(run: Run, say: Callable[[str], None]) -> None:
     dev_texts = run.data.texts("dev")
     student_dir = run.directory / "checkpoints" / run.student_name
     torch_predictions = run.predictions[run.student_name]
-    gold = {lang: np.array(enc.labels) for lang, enc in run.encoded["test"].items()}
+    gold = {lang: gold_labels(enc) for lang, enc in run.encoded["test"].items()}
     report: dict[str, Any] = {}
     for variant in cfg.variants:
         options = ExportOptions(
@@ -276,7 +427,7 @@ def stage_export(run: Run, say: Callable[[str], None]) -> None:
         name = onnx_model_name(variant)
         sess = session(summary.directory / "model.onnx")
         for lang, enc in run.encoded["test"].items():
-            run.predictions.setdefault(name, {})[lang] = _onnx_logits(sess, enc, run.pad_id).argmax(-1)
+            run.predictions.setdefault(name, {})[lang] = _onnx_predictions(sess, enc, run.pad_id)
         entry = {
             "directory": str(summary.directory.relative_to(run.directory)),
             "size_mb": round(summary.model_bytes / 1e6, 3),
@@ -397,6 +548,7 @@ def _latency_summary(rows: list[dict[str, Any]], seq: int, student: str) -> dict
 
 STAGE_FUNCTIONS: dict[str, Callable[[Run, Callable[[str], None]], None]] = {
     "teacher": stage_teacher,
+    "agnostic": stage_agnostic,
     "distill": stage_distill,
     "prune": stage_prune,
     "export": stage_export,
@@ -411,36 +563,47 @@ assert tuple(STAGE_FUNCTIONS) == STAGES, "distill.config.STAGES lists the stages
 
 def _cross_entropy_step(model: torch.nn.Module, batch: dict[str, torch.Tensor]):
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    loss = F.cross_entropy(logits, batch["labels"])
+    # [B, labels] or, for a token task, [B, T, labels] with IGNORE_INDEX (cross_entropy's default) unscored
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["labels"].reshape(-1))
     return loss, {"cross_entropy": float(loss.detach())}
 
 
-def _encode_all(run: Run) -> None:
+def _encode_all(run: Run, say: Callable[[str], None]) -> None:
     max_length = run.recipe.data.max_length
     for split, by_lang in run.data.splits.items():
-        run.encoded[split] = {
-            lang: encode(run.tokenizer, ds["text"], ds["label"], max_length) for lang, ds in by_lang.items()
-        }
+        if run.task == "token":
+            from distill.ud import encode_words
+
+            run.encoded[split] = {
+                lang: encode_words(run.tokenizer, ds["words"], ds["tags"], max_length) for lang, ds in by_lang.items()
+            }
+            dropped = {lang: enc.words_dropped for lang, enc in run.encoded[split].items() if enc.words_dropped}
+            if dropped:
+                say(f"{split}: words past {max_length} sub-tokens are not scored: {dropped}")
+        else:
+            run.encoded[split] = {
+                lang: encode(run.tokenizer, ds["text"], ds["label"], max_length) for lang, ds in by_lang.items()
+            }
 
 
 def _evaluate_torch(run: Run, name: str, model: torch.nn.Module) -> None:
     for lang, enc in run.encoded["test"].items():
-        run.predictions.setdefault(name, {})[lang] = predict_logits(model, enc, run.pad_id).argmax(-1)
+        run.predictions.setdefault(name, {})[lang] = predicted_labels(predict_logits(model, enc, run.pad_id), enc)
 
 
-def _onnx_logits(sess, enc: Encoded, pad_id: int, batch_size: int = 64) -> np.ndarray:
+def _onnx_predictions(sess, enc: Encoded, pad_id: int, batch_size: int = 64) -> np.ndarray:
+    """Predicted labels of an onnxruntime session, in `gold_labels(enc)`'s order."""
     from distill.data import collate, length_batches
 
-    out = None
-    for indices in length_batches([len(x) for x in enc.input_ids], batch_size, shuffle=False):
+    lengths = [len(x) for x in enc.input_ids]
+    logits: list[Any] = [None] * len(enc)
+    for indices in length_batches(lengths, batch_size, shuffle=False):
         batch = collate(enc, indices, pad_id)
-        logits = sess.run(
-            None, {"input_ids": batch["input_ids"].numpy(), "attention_mask": batch["attention_mask"].numpy()}
-        )[0]
-        if out is None:
-            out = np.zeros((len(enc), logits.shape[-1]), dtype=np.float32)
-        out[indices] = logits
-    return out
+        feed = {"input_ids": batch["input_ids"].numpy(), "attention_mask": batch["attention_mask"].numpy()}
+        out = sess.run(None, feed)[0]
+        for row, i in enumerate(indices):
+            logits[i] = out[row, : lengths[i]] if enc.per_token else out[row]
+    return predicted_labels(logits if enc.per_token else np.stack(logits), enc)
 
 
 def _benchmark_input(run: Run, batch: int, seq: int) -> torch.Tensor:
@@ -462,7 +625,7 @@ def score_table(run: Run) -> dict[str, Any]:
     f1: dict[str, dict[str, float]] = {}
     num_labels = len(run.data.labels)
     for lang, enc in run.encoded["test"].items():
-        gold = np.array(enc.labels)
+        gold = gold_labels(enc)
         languages[lang] = {m: accuracy(p[lang], gold) for m, p in run.predictions.items()}
         f1[lang] = {m: macro_f1(p[lang], gold, num_labels) for m, p in run.predictions.items()}
     models = list(run.predictions)

@@ -27,6 +27,18 @@ def title(name: str) -> str:
     return f"student ONNX {name[len(prefix) :]}" if name.startswith(prefix) else MODEL_TITLES.get(name, name)
 
 
+METRICS = {
+    "sequence": "test accuracy in [0, 1] (one topic label per sentence)",
+    "token": "test accuracy in [0, 1] over words (UPOS tag of each word's first sub-token)",
+}
+DATA_LINES = {
+    "sequence": "Data: SIB-200 (Adelani et al. 2023, annotations Apache-2.0) over FLORES-200 (NLLB Team 2022, "
+    "CC-BY-SA 4.0).",
+    "token": "Data: Universal Dependencies treebanks (de Marneffe et al. 2021; each treebank CC BY-SA 4.0, cite "
+    "as its README asks).",
+}
+
+
 def build_metrics(run: Run) -> dict[str, Any]:
     scores = score_table(run)
     params: dict[str, int] = {}
@@ -49,7 +61,9 @@ def build_metrics(run: Run) -> dict[str, Any]:
         "size_mb": size_mb,
         "teacher_from_scratch": run.teacher_from_scratch,
         "student_layers": run.student_layers,
-        "metric": "test accuracy in [0, 1]",
+        "task": run.task,
+        "metric": METRICS[run.task],
+        "zero_shot_languages": [lang for lang in run.encoded["test"] if lang not in run.encoded["train"]],
         "test_sentences_per_language": {lang: len(e) for lang, e in run.encoded["test"].items()},
     }
     metrics.update({k: v for k, v in run.metrics.items() if k not in metrics})
@@ -76,7 +90,10 @@ def render_report(name: str, m: dict[str, Any]) -> str:
             "> of a pretrained XLM-R; the comparison that matters is student vs. teacher.",
             "",
         ]
-    lines += ["## Test accuracy per language", ""]
+    lines += ["## Test accuracy per language", "", f"Metric: {m['metric']}."]
+    if m.get("zero_shot_languages"):
+        lines.append(f"Zero-shot (no training data in this language): {', '.join(m['zero_shot_languages'])}.")
+    lines.append("")
     header = "| language | " + " | ".join(f"{title(x)} acc" for x in models)
     header += " | " + " | ".join(f"{title(x)} macro-F1" for x in models) + " |"
     lines += [header, "|---" * (1 + 2 * len(models)) + "|"]
@@ -109,10 +126,18 @@ def render_report(name: str, m: dict[str, Any]) -> str:
     if "export" in m:
         lines += _export_section(m["export"])
     if "training" in m:
-        lines += ["", "## Training", "", "| model | epoch | train loss | dev accuracy |", "|---|---|---|---|"]
+        lines += [
+            "",
+            "## Training",
+            "",
+            "Dev score: accuracy on the dev split; for the task-agnostic student (no labels) minus its dev loss.",
+            "",
+            "| model | epoch | train loss | dev score |",
+            "|---|---|---|---|",
+        ]
         for key, result in m["training"].items():
             for h in result["history"]:
-                lines.append(f"| {key} | {h['epoch']} | {h['train_loss']:.4f} | {h['dev_accuracy']:.4f} |")
+                lines.append(f"| {key} | {h['epoch']} | {h['train_loss']:.4f} | {h['dev_score']:.4f} |")
     if m.get("plots"):
         lines += ["", *[f"![{Path(p).stem}]({p})" for p in m["plots"]]]
     env = m.get("environment", {})
@@ -122,7 +147,7 @@ def render_report(name: str, m: dict[str, Any]) -> str:
         lines += ["", "Stage times (s): " + ", ".join(f"{k} {v}" for k, v in m["timings_s"].items())]
     lines += [
         "",
-        "Data: SIB-200 (Adelani et al. 2023, annotations Apache-2.0) over FLORES-200 (NLLB Team 2022, CC-BY-SA 4.0).",
+        DATA_LINES[m.get("task", "sequence")],
         "",
     ]
     return "\n".join(lines)

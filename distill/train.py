@@ -11,7 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 from distill.config import TrainConfig
-from distill.data import Encoded, collate, iterate_batches, length_batches
+from distill.data import Encoded, collate, gold_labels, iterate_batches, length_batches, predicted_labels
 from distill.metrics import accuracy
 
 # (model, batch) -> (loss to minimise, {term name: value} for the progress bar and the report)
@@ -20,7 +20,7 @@ StepLoss = Callable[[torch.nn.Module, dict[str, torch.Tensor]], tuple[torch.Tens
 
 @dataclass
 class FitResult:
-    best_dev_accuracy: float
+    best_dev_score: float
     best_epoch: int
     history: list[dict[str, float]] = field(default_factory=list)
 
@@ -28,25 +28,27 @@ class FitResult:
 def fit(
     model: torch.nn.Module,
     train: Encoded,
-    dev: Encoded,
     step_loss: StepLoss,
     cfg: TrainConfig,
     *,
+    evaluate: Callable[[torch.nn.Module], float],
+    on_best: Callable[[torch.nn.Module], None],
     pad_id: int,
     seed: int,
-    on_best: Callable[[torch.nn.Module], None],
     desc: str,
+    extra_parameters: list[torch.nn.Parameter] | None = None,
 ) -> FitResult:
-    """Train for `cfg.epochs`, evaluate on `dev` after each epoch, keep the best weights.
+    """Train for `cfg.epochs`, score with `evaluate` (higher is better) after each epoch, keep the best.
 
-    `on_best` is called (to write a checkpoint) whenever dev accuracy improves; at the end the
-    model holds the best epoch's weights, not the last one's.
+    `on_best` is called (to write a checkpoint) whenever the dev score improves; at the end the
+    model holds the best epoch's weights, not the last one's. `extra_parameters` are trained too
+    (a loss's learned projections) but are not part of the model.
     """
     torch.manual_seed(seed)
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     decay, no_decay = [], []
-    for param in model.parameters():
+    for param in [*model.parameters(), *(extra_parameters or [])]:
         # the usual BERT recipe: no weight decay on biases and LayerNorm weights
         (no_decay if param.ndim < 2 else decay).append(param)
     optimizer = torch.optim.AdamW(
@@ -63,7 +65,7 @@ def fit(
         ),
     )
 
-    result = FitResult(best_dev_accuracy=-1.0, best_epoch=-1)
+    result = FitResult(best_dev_score=-math.inf, best_epoch=-1)
     best_state = None
     for epoch in range(cfg.epochs):
         model.train()
@@ -77,16 +79,18 @@ def fit(
                 raise FloatingPointError(f"{desc}: non-finite loss {float(loss)} at epoch {epoch + 1} ({parts})")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(
+                [p for group in optimizer.param_groups for p in group["params"]], cfg.max_grad_norm
+            )
             optimizer.step()
             scheduler.step()
             running.append(float(loss.detach()))
             bar.set_postfix(loss=f"{np.mean(running[-20:]):.3f}")
-        dev_acc = accuracy(predict_logits(model, dev, pad_id).argmax(-1), np.array(dev.labels))
-        result.history.append({"epoch": epoch + 1, "train_loss": float(np.mean(running)), "dev_accuracy": dev_acc})
-        tqdm.write(f"{desc} epoch {epoch + 1}: train loss {np.mean(running):.4f}, dev accuracy {dev_acc:.4f}")
-        if dev_acc > result.best_dev_accuracy:
-            result.best_dev_accuracy, result.best_epoch = dev_acc, epoch + 1
+        score = evaluate(model)
+        result.history.append({"epoch": epoch + 1, "train_loss": float(np.mean(running)), "dev_score": score})
+        tqdm.write(f"{desc} epoch {epoch + 1}: train loss {np.mean(running):.4f}, dev score {score:.4f}")
+        if score > result.best_dev_score:
+            result.best_dev_score, result.best_epoch = score, epoch + 1
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             on_best(model)
     model.load_state_dict(best_state)
@@ -94,16 +98,31 @@ def fit(
     return result
 
 
+def dev_accuracy(dev: Encoded, pad_id: int) -> Callable[[torch.nn.Module], float]:
+    """`fit`'s `evaluate` for classifiers: accuracy on `dev` (per sentence, or per scored token)."""
+    gold = gold_labels(dev)
+    return lambda model: accuracy(predicted_labels(predict_logits(model, dev, pad_id), dev), gold)
+
+
 @torch.inference_mode()
-def predict_logits(model: torch.nn.Module, data: Encoded, pad_id: int, batch_size: int = 64) -> np.ndarray:
-    """Logits for every example of `data`, in its original order."""
+def predict_logits(
+    model: torch.nn.Module, data: Encoded, pad_id: int, batch_size: int = 64
+) -> np.ndarray | list[np.ndarray]:
+    """Logits for every example of `data`, in its original order: [N, labels] for a sentence task,
+    a list of [length_i, labels] arrays for a token task."""
     was_training = model.training
     model.eval()
-    out = np.zeros((len(data), model.config.num_labels), dtype=np.float32)
+    out: np.ndarray | list = (
+        [None] * len(data) if data.per_token else np.zeros((len(data), model.config.num_labels), dtype=np.float32)
+    )
     lengths = [len(x) for x in data.input_ids]
     for indices in length_batches(lengths, batch_size, shuffle=False):
         batch = collate(data, indices, pad_id)
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        out[indices] = logits.float().numpy()
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float().numpy()
+        if data.per_token:
+            for row, i in enumerate(indices):
+                out[i] = logits[row, : lengths[i]]
+        else:
+            out[indices] = logits
     model.train(was_training)
     return out

@@ -2,5 +2,18 @@
 
 from students.layers import pick_layers, student_from_teacher
 from students.prune import PruneConfig, PruneSummary, prune, prune_with_summary
+from students.width import WidthPlan, plan_width, shrink_width, shrink_width_with_plan, student_from_config
 
-__all__ = ["PruneConfig", "PruneSummary", "pick_layers", "prune", "prune_with_summary", "student_from_teacher"]
+__all__ = [
+    "PruneConfig",
+    "PruneSummary",
+    "WidthPlan",
+    "pick_layers",
+    "plan_width",
+    "prune",
+    "prune_with_summary",
+    "shrink_width",
+    "shrink_width_with_plan",
+    "student_from_config",
+    "student_from_teacher",
+]

@@ -19,6 +19,13 @@ def sib200_path() -> Path:
 
 
 @pytest.fixture(scope="session")
+def ud_path() -> Path:
+    if not (DATA_ROOT / "ud-pos").is_dir():
+        pytest.fail(f"shared data not found at {DATA_ROOT / 'ud-pos'}; set POLYDISTILL_DATA")
+    return DATA_ROOT / "ud-pos"
+
+
+@pytest.fixture(scope="session")
 def small_texts(sib200_path) -> list[str]:
     import csv
 
