@@ -6,12 +6,10 @@ half-way leaves the previous complete files or the new ones, never a torn file.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from distill.io import atomic_write_json, atomic_write_text
+from distill.io import atomic_file, atomic_write_json, atomic_write_text
 
 RESULTS_JSON, RESULTS_MD, PARETO_PNG = "results.json", "results.md", "pareto.png"
 
@@ -183,16 +181,8 @@ def plot_pareto(doc: dict[str, Any], path: str | Path) -> Path | None:
     ax.set_title(f"{cell[0]}, batch {cell[1]}, seq {seq}, threads {cell[3]} (marker area ∝ file size)", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp.png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        atomic_file(path, lambda tmp: fig.savefig(tmp, dpi=120))
     finally:
         plt.close(fig)
     return path

@@ -7,6 +7,10 @@ another seed), can read them instead of running the teacher again. `teacher_cach
 teacher's weights, the token ids and the features asked for; a changed teacher or a changed
 tokenisation gets a new cache, never a stale one.
 
+Per-token features (hidden states, q/k/v: [tokens, width] per layer, most of the bytes) are stored
+in float16 — half the disk and read time, and a rounding (~1e-3 relative) far below what a student
+matches — and read back as float32; logits stay float32.
+
 Rows hold one example each (with its `index`), unpadded: `logits` ([labels] or [length, labels] for a token task) and,
 per cached teacher layer i, `hidden_{i}` and `q_{i}`, `k_{i}`, `v_{i}` ([length, width]).
 `TeacherCache.batch(indices, longest)` pads them back into the batch's shape.
@@ -17,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,21 +121,26 @@ def teacher_cache(
                         example["logits"] = (logits[:n] if logits.ndim == 2 else logits).numpy()
                     for layer in spec.layers:
                         if "hidden" in out:
-                            example[f"hidden_{layer}"] = out["hidden"][layer][row, :n].numpy()
+                            example[f"hidden_{layer}"] = out["hidden"][layer][row, :n].half().numpy()
                         if "qkv" in out:
                             for part, tensor in zip("qkv", out["qkv"][layer], strict=True):
-                                example[f"{part}_{layer}"] = tensor[row, :n].numpy()
+                                example[f"{part}_{layer}"] = tensor[row, :n].half().numpy()
                     yield example
         finally:
             teacher.train(was_training)
 
-    # written next to its final name, then renamed: a killed run leaves no half cache behind
-    tmp = path.with_name(f".{path.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    # written next to its final name, then renamed: a killed run leaves no half cache behind, and two
+    # processes writing the same cache at once each use their own temporary folder
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     # the key is the fingerprint: datasets would otherwise hash the generator, teacher and all
     dataset = datasets.Dataset.from_generator(rows, cache_dir=str(tmp / "build"), fingerprint=path.name)
     dataset.save_to_disk(str(tmp / "final"))
-    if not path.exists():  # another process may have written the same cache meanwhile
+    try:
         (tmp / "final").rename(path)
-    shutil.rmtree(tmp, ignore_errors=True)
+    except OSError:  # another process wrote the same cache meanwhile: theirs is as good
+        if not (path / "dataset_info.json").is_file():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return TeacherCache(datasets.load_from_disk(str(path)), spec, path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from distill.io import atomic_write_json, atomic_write_text
+from distill.io import atomic_file, atomic_write_json, atomic_write_text
 from distill.models import count_parameters
 from distill.pipeline import (
     STUDENT,
@@ -255,9 +255,8 @@ def _plot_accuracy(m: dict[str, Any], path: Path) -> Path | None:
     ax.legend(fontsize=8)
     ax.set_title("Accuracy per language")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        atomic_file(path, lambda tmp: fig.savefig(tmp, dpi=110))
+    finally:
+        plt.close(fig)
     return path

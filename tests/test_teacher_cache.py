@@ -33,15 +33,17 @@ def test_cached_outputs_equal_the_live_forward_and_are_reused(tmp_path, tiny_tok
         live = forward_features(teacher, batch["input_ids"], batch["attention_mask"], {"logits", "hidden", "qkv"})
     mask = batch["attention_mask"].bool()
     assert torch.allclose(cached["logits"][mask], live["logits"][mask], atol=1e-5)
-    assert torch.allclose(cached["hidden"][1][mask], live["hidden"][1][mask], atol=1e-5)
+    # per-token features are kept in float16: equal to the live ones up to that rounding
+    assert torch.allclose(cached["hidden"][1][mask], live["hidden"][1][mask], rtol=2e-3, atol=2e-3)
     for got, want in zip(cached["qkv"][1], live["qkv"][1], strict=True):
-        assert torch.allclose(got[mask], want[mask], atol=1e-5)
+        assert torch.allclose(got[mask], want[mask], rtol=2e-3, atol=2e-3)
+        assert got.dtype == torch.float32
     assert set(cached["hidden"]) == {1}  # only the layer asked for
     assert (cached["logits"][~mask] == 0).all()  # padding is zeros, not another sentence's values
 
     again = teacher_cache(teacher, enc, spec, tmp_path, pad_id=1)
     assert again.path == cache.path and len(list(tmp_path.iterdir())) == 1  # read back, not rewritten
-    assert not list(tmp_path.glob(".*.tmp"))
+    assert not list(tmp_path.glob(".*"))  # no temporary folder left behind
 
 
 def test_a_changed_teacher_or_data_gets_its_own_cache(tmp_path, tiny_tokenizer, tiny_xlmr_config, small_texts):
