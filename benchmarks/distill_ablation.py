@@ -40,12 +40,13 @@ LOSSES = {
     "KL+CE+hidden": "{logit_kl: {weight: 1.0, temperature: 2.0}, cross_entropy: {weight: 0.5}, "
     "hidden_mse: {weight: 1.0}}",
 }
-# name -> student overrides; every size keeps the teacher's head size (64)
+# name -> student overrides: layers spread evenly over the teacher's, one head of 64 (the teacher's head size)
 SIZES = {
-    "2L-64": ["student.layers=[1, 3]", "student.hidden_size=64", "student.intermediate_size=256"],
-    "4L-64": ["student.layers=[0, 1, 2, 3]", "student.hidden_size=64", "student.intermediate_size=256"],
+    "2L-64": ["student.layers=null", "student.num_layers=2", "student.hidden_size=64", "student.intermediate_size=256"],
+    "1L-64": ["student.layers=null", "student.num_layers=1", "student.hidden_size=64", "student.intermediate_size=256"],
     "2L-64-random": [
-        "student.layers=[1, 3]",
+        "student.layers=null",
+        "student.num_layers=2",
         "student.hidden_size=64",
         "student.intermediate_size=256",
         "student.init=random",

@@ -83,8 +83,8 @@ def run_recipe(recipe: Recipe, *, say: Callable[[str], None] = print) -> Path:
     base = Path(recipe.output_dir) / recipe.name
     if base.exists() and not base.is_dir():
         raise DistillError(f"output path {base} exists and is not a directory")
-    directory = base / stamp
-    directory.mkdir(parents=True, exist_ok=False)
+    base.mkdir(parents=True, exist_ok=True)
+    directory = _new_run_directory(base, stamp)
     run = Run(recipe=recipe, directory=directory, data=data)
     atomic_write_text(directory / "recipe.yaml", yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
     started = time.perf_counter()
@@ -118,9 +118,21 @@ def load_data(cfg: DataConfig) -> TaskData:
     return load_task_data(cfg)
 
 
+def _new_run_directory(base: Path, stamp: str) -> Path:
+    """base/stamp, or base/stamp-2, -3, ... when runs started in the same second (mkdir is the lock)."""
+    for n in range(1, 1000):
+        directory = base / (stamp if n == 1 else f"{stamp}-{n}")
+        try:
+            directory.mkdir()
+            return directory
+        except FileExistsError:
+            continue
+    raise DistillError(f"cannot create a run directory under {base}: {stamp}-1..999 all exist")
+
+
 def _point_latest(base: Path, directory: Path) -> None:
     link = base / "latest"
-    tmp = base / ".latest.tmp"
+    tmp = base / f".latest.{os.getpid()}.tmp"  # per process: concurrent runs must not share it
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(directory.name)
     os.replace(tmp, link)

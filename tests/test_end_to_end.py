@@ -137,3 +137,11 @@ def test_gate_flags_a_variant_that_drops_one_language_beyond_the_tolerance():
     assert (gate["worst_language"], gate["worst_drop_points"], gate["flagged"]) == ("b", 25.0, True)
     assert gate["languages"]["a"]["drop_points"] == -25.0
     assert gate_variant(variant, reference, gold, max_drop_points=25.0)["flagged"] is False
+
+
+def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path):
+    from distill.pipeline import _new_run_directory
+
+    first = _new_run_directory(tmp_path, "20260101-000000")
+    second = _new_run_directory(tmp_path, "20260101-000000")
+    assert (first.name, second.name) == ("20260101-000000", "20260101-000000-2")
