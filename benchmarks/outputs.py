@@ -12,7 +12,7 @@ from distill.io import atomic_write_json, atomic_write_text
 
 def command_line(module: str, argv: list[str] | None) -> str:
     """The command that reproduces this run, e.g. `python -m benchmarks.baselines --out x`."""
-    return f"python -m {module} " + shlex.join(argv if argv is not None else sys.argv[1:])
+    return f"python -m {module} {shlex.join(argv if argv is not None else sys.argv[1:])}".rstrip()
 
 
 def write_results(stem: str | Path, doc: dict[str, Any], markdown: str) -> None:
