@@ -169,7 +169,7 @@ def render(doc: dict[str, Any]) -> str:
         lines.append(
             f"| {r['losses']} | {', '.join(r['cached_features'])}{layers} | {r['live_epoch_s']:.1f} s "
             f"| {r['cached_epoch_s']:.1f} s | **{r['speedup']:.1f}×** | {r['cache_build_s']:.1f} s "
-            f"| {r['cache_mb']:.1f} MB | {pays} |"
+            f"| {r['cache_mb']:.2f} MB | {pays} |"
         )
     lines += [
         "",
