@@ -194,6 +194,8 @@ def run_dir_sources(run: Path) -> list[Source]:
             mean = json.loads((run / "metrics.json").read_text()).get("mean", {}) or {}
         except json.JSONDecodeError as exc:
             raise DistillError(f"bench: {run / 'metrics.json'} is not valid JSON: {exc}") from exc
+    from distill.pipeline import onnx_model_name  # the names metrics.json gives exported variants
+
     prefix = f"{run.parent.name}/{run.name}"
     sources: list[Source] = []
     for role in ROLES:
@@ -208,8 +210,8 @@ def run_dir_sources(run: Path) -> list[Source]:
             # export and quantization of its checkpoint; the other variants are rows of their own
             own_row = variant not in ("fp32", "int8-dynamic")
             source = onnx_source(directory, f"{prefix}/student" + (f"-onnx-{variant}" if own_row else ""), "student")
-            if f"student_onnx_{variant}" in mean:  # distill.pipeline.onnx_model_name
-                source.accuracy[f"onnxruntime/{source.onnx_precision}"] = mean[f"student_onnx_{variant}"]
+            if onnx_model_name(variant) in mean:
+                source.accuracy[f"onnxruntime/{source.onnx_precision}"] = mean[onnx_model_name(variant)]
             sources.append(source)
     if not sources:
         raise DistillError(f"bench: run dir {run} holds no checkpoints/teacher, checkpoints/student or onnx/*")
