@@ -1,4 +1,4 @@
-"""`distill` command line: run and validate recipes, benchmark models.
+"""`distill` command line: run and validate recipes, benchmark models, trim vocabularies.
 
 Every `DistillError` becomes one line on stderr and exit code 2; nothing else is caught, so a
 real bug still shows its traceback.
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+from typing import Any
 
 from distill.errors import DistillError
 
@@ -31,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
 
     add_bench_parser(sub)
     add_export_parser(sub)
+    add_trim_vocab_parser(sub)
     args = parser.parse_args(argv)
     try:
         return _dispatch(args)
@@ -43,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "trim-vocab":
+        return run_trim_vocab(args)
     if args.command == "export":
         from export.cli import run_export
 
@@ -64,6 +69,123 @@ def _dispatch(args: argparse.Namespace) -> int:
     datasets.disable_progress_bars()
     run_recipe(recipe)
     return 0
+
+
+def add_trim_vocab_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add `trim-vocab` to a `parser.add_subparsers()` object; returns the sub-parser."""
+    p = subparsers.add_parser(
+        "trim-vocab",
+        help="keep only the vocabulary pieces a corpus uses; slice the embedding and rebuild the tokenizer",
+        description=(
+            "MODEL_DIR is a save_pretrained directory (safetensors) of an XLM-R (Unigram tokenizer) or BERT "
+            "(WordPiece) model with its fast tokenizer. The pieces its tokenizer produces on the --corpus text are "
+            "kept with every special token, in their original order (XLM-R's pad id stays 1); OUT_DIR gets the "
+            "trimmed model and tokenizer (reload with AutoModel*/AutoTokenizer) and vocab_trim.json, written "
+            "atomically. Coverage = share of sentences that tokenise into the same pieces as before."
+        ),
+    )
+    p.add_argument("model_dir", metavar="MODEL_DIR")
+    p.add_argument("out_dir", metavar="OUT_DIR")
+    p.add_argument(
+        "--corpus",
+        nargs="+",
+        required=True,
+        metavar="FILE",
+        help="target-language text: plain text (one sentence a line), SIB-200 .tsv (its text column) or "
+        "CoNLL-U (.conllu[.gz], its '# text =' lines)",
+    )
+    p.add_argument(
+        "--top-k", type=int, metavar="N", help="keep at most N ids in all, special tokens included (default: all)"
+    )
+    p.add_argument("--min-freq", type=int, default=1, metavar="N", help="keep pieces seen at least N times (default 1)")
+    p.add_argument(
+        "--coverage-file",
+        nargs="+",
+        default=[],
+        metavar="FILE",
+        help="held-back text (dev split) to report coverage on",
+    )
+    return p
+
+
+def run_trim_vocab(args: argparse.Namespace) -> int:
+    """`distill trim-vocab`: every user error is a one-line `DistillError`, raised before OUT_DIR is touched."""
+    import datasets
+
+    from students.vocab import TrimConfig, check_top_k, coverage, read_corpus, save_trimmed, tokenizer_kind, trim_vocab
+
+    datasets.disable_progress_bars()  # reading a .tsv corpus would draw bars
+
+    if args.top_k is not None and args.top_k < 1:
+        raise DistillError(f"trim-vocab: --top-k must be at least 1, got {args.top_k}")
+    if args.min_freq < 1:
+        raise DistillError(f"trim-vocab: --min-freq must be at least 1, got {args.min_freq}")
+    cfg = TrimConfig(top_k=args.top_k, min_freq=args.min_freq)
+    model_dir, out_dir = Path(args.model_dir), Path(args.out_dir)
+    if not (model_dir / "config.json").is_file():
+        raise DistillError(f"trim-vocab: {model_dir} is not a saved model directory (no config.json)")
+    if out_dir.resolve() == model_dir.resolve():
+        raise DistillError(f"trim-vocab: OUT_DIR {out_dir} is MODEL_DIR; write the trimmed model elsewhere")
+    texts = [t for path in args.corpus for t in read_corpus(path, "trim-vocab: --corpus")]
+    held_back = {path: read_corpus(path, "trim-vocab: --coverage-file") for path in args.coverage_file}
+    tokenizer = _load_tokenizer(model_dir)
+    try:
+        tokenizer_kind(tokenizer)
+    except ValueError as exc:
+        raise DistillError(f"trim-vocab: {model_dir}: {exc}") from exc
+    try:
+        check_top_k(tokenizer, cfg)
+    except ValueError as exc:
+        raise DistillError(f"trim-vocab: --{exc}") from exc
+    model = _load_model(model_dir)
+    try:
+        trimmed, new_tokenizer, report = trim_vocab(model, tokenizer, texts, cfg)
+    except ValueError as exc:  # a model or tokenizer this cannot trim: say which, in one line
+        raise DistillError(f"trim-vocab: {model_dir}: {exc}") from exc
+    corpus = f"--corpus ({len(texts):,} sentences)"
+    covered = {corpus: coverage(tokenizer, new_tokenizer, texts)}
+    for path, sents in held_back.items():
+        covered[f"{path} ({len(sents):,} sentences)"] = coverage(tokenizer, new_tokenizer, sents)
+    save_trimmed(trimmed, new_tokenizer, report, out_dir)
+    print(f"trim-vocab: {model_dir} -> {out_dir}")
+    for line in report.lines():
+        print(f"  {line}")
+    for where, share in covered.items():
+        print(f"  coverage on {where}: {share:.2%} tokenise into the same pieces as before")
+    return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def _load_tokenizer(model_dir: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(model_dir)
+    except (OSError, ValueError) as exc:
+        raise DistillError(f"trim-vocab: cannot load the tokenizer of {model_dir}: {_one_line(exc)}") from exc
+
+
+def _load_model(model_dir: Path) -> Any:
+    """The saved model with its head: the class `config.architectures` names (AutoModel if none)."""
+    import transformers
+    from transformers import AutoConfig, AutoModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Loading weights" / "Writing model shards" bars would bury the summary
+    try:
+        config = AutoConfig.from_pretrained(model_dir)
+        names = config.architectures or []
+        cls = getattr(transformers, names[0], None) if names else None
+        if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)):
+            cls = AutoModel
+        model = cls.from_pretrained(model_dir, use_safetensors=True)
+    except (OSError, ValueError) as exc:
+        raise DistillError(f"trim-vocab: cannot load the model in {model_dir}: {_one_line(exc)}") from exc
+    return model.eval()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,485 @@
+"""Vocabulary trimming: keep only the pieces a deployment's languages use, and slice the embedding to match.
+
+69% of XLM-R base (192M of 278M parameters) is its 250,002 x 768 word embedding; text in five languages uses
+a few tens of thousands of those pieces. `trim_vocab(model, tokenizer, texts, TrimConfig())` counts the
+pieces the model's own tokenizer produces on `texts`, keeps those (optionally only the `top_k` most frequent,
+or those seen `min_freq` times) plus every special and added token, and returns a stock model of the same
+class with the embedding rows (and a masked-LM decoder's rows and bias) of the kept ids, and a tokenizer of
+the same class that segments with the kept pieces only.
+
+Ids keep their original order, so ids below the first dropped one do not move: XLM-R's <s>=0, <pad>=1,
+</s>=2, <unk>=3 stay put (position ids are derived from the pad id, which must stay 1) and <mask> becomes
+the last id. Identical segmentation of text made of kept pieces:
+
+- WordPiece (BERT) is greedy longest-match-first: if every piece of a word's segmentation is kept, the
+  longest kept match at each step is the same piece, so the word segments identically. A word that used a
+  dropped piece re-segments (or becomes [UNK]).
+- Unigram (XLM-R) picks the highest-scoring path; scores are kept, so every path of the trimmed vocabulary
+  existed before and scored the same, and the old best path, if all its pieces are kept, still wins. One
+  catch: an unknown character is scored min(score) - 10, and dropping the lowest-scoring piece would raise
+  that minimum and make <unk> paths more attractive than before. The lowest-scoring piece is therefore
+  always kept (one piece), which keeps the guarantee exact.
+
+`coverage(old, new, texts)` measures the share of sentences that tokenise into the same pieces; the logits of
+such a sentence are unchanged, since its embedding rows are copied and nothing else changes.
+
+The tokenizer is rebuilt by editing its `tokenizer.json` (vocabulary, unk id, added tokens, post-processor
+and padding ids) and loading it with the tokenizer's own class, i.e. exactly what `from_pretrained` of the
+saved directory returns; the rebuilt normalizer, pre-tokenizer, model, post-processor and decoder are then
+checked against the edited JSON, so a class that cannot represent the trimmed tokenizer raises instead of
+silently segmenting differently.
+"""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import json
+import re
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from distill.errors import DistillError
+from distill.io import atomic_directory
+
+# weights with one row per vocabulary id: the word embedding, and a masked-LM head's decoder and bias
+_VOCAB_ROWS = re.compile(
+    r"((^|\.)embeddings\.word_embeddings\.weight|^(lm_head|cls\.predictions)\.decoder\.(weight|bias)"
+    r"|^(lm_head|cls\.predictions)\.bias)$"
+)
+# config fields holding token ids, remapped when the ids move
+_CONFIG_IDS = ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id", "cls_token_id")
+# what `save_pretrained` of a tokenizers-backed tokenizer needs to reload: anything else (a stale
+# sentencepiece.bpe.model or vocab.txt of the untrimmed vocabulary) is left out of the rebuilt one
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+REPORT_FILE = "vocab_trim.json"
+_BATCH = 1024
+
+
+@dataclass(frozen=True)
+class TrimConfig:
+    """Which pieces survive: those seen at least `min_freq` times in the texts, at most `top_k` ids in all
+    (special tokens included; None: no cap)."""
+
+    top_k: int | None = None
+    min_freq: int = 1
+
+    def __post_init__(self) -> None:
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k must be at least 1, got {self.top_k}")
+        if self.min_freq < 1:
+            raise ValueError(f"min_freq must be at least 1, got {self.min_freq}")
+
+
+@dataclass(frozen=True)
+class TrimReport:
+    """What `trim_vocab` did; `kept_ids[new_id]` is the original id of each kept piece."""
+
+    kind: str  # "unigram" or "wordpiece"
+    vocab_before: int
+    vocab_after: int
+    always_kept: int  # special and added tokens (and, for Unigram, the lowest-scoring piece)
+    texts: int
+    tokens: int  # tokens counted in the texts (no special tokens)
+    params_before: int
+    params_after: int
+    embedding_params_before: int  # the input word embedding
+    embedding_params_after: int
+    kept_ids: tuple[int, ...]
+
+    def lines(self) -> list[str]:
+        """Human-readable summary, one fact a line."""
+        share_before = self.embedding_params_before / self.params_before
+        share_after = self.embedding_params_after / self.params_after
+        return [
+            f"counted {self.tokens:,} tokens in {self.texts:,} sentences",
+            f"vocabulary ({self.kind}): {self.vocab_before:,} -> {self.vocab_after:,} pieces "
+            f"({self.vocab_after / self.vocab_before:.1%}; {self.always_kept} always kept)",
+            f"parameters: {self.params_before:,} -> {self.params_after:,} "
+            f"({self.params_after / self.params_before:.1%})",
+            f"word embedding: {self.embedding_params_before:,} ({share_before:.1%} of the model) -> "
+            f"{self.embedding_params_after:,} ({share_after:.1%})",
+        ]
+
+    def to_dict(self, *, with_ids: bool = True) -> dict[str, Any]:
+        data = asdict(self)
+        data["kept_ids"] = list(self.kept_ids) if with_ids else len(self.kept_ids)
+        return data
+
+
+# ----------------------------------------------------------------------------------------------
+# counting and choosing
+
+
+def tokenizer_kind(tokenizer: PreTrainedTokenizerBase) -> str:
+    """'unigram' (XLM-R, SentencePiece) or 'wordpiece' (BERT); ValueError for anything else."""
+    model_type = _backend_json(tokenizer)["model"].get("type")
+    if model_type == "Unigram":
+        return "unigram"
+    if model_type == "WordPiece":
+        return "wordpiece"
+    raise ValueError(
+        f"{type(tokenizer).__name__}: vocabulary trimming supports fast Unigram (XLM-R) and WordPiece (BERT) "
+        f"tokenizers, not {model_type!r}"
+    )
+
+
+def count_token_ids(tokenizer: PreTrainedTokenizerBase, texts: Iterable[str]) -> Counter[int]:
+    """How often each id occurs when `tokenizer` encodes `texts` (no special tokens, no truncation)."""
+    backend = _plain_backend(tokenizer)
+    counts: Counter[int] = Counter()
+    batch: list[str] = []
+    for text in texts:
+        batch.append(text)
+        if len(batch) == _BATCH:
+            counts.update(i for enc in backend.encode_batch(batch, add_special_tokens=False) for i in enc.ids)
+            batch = []
+    if batch:
+        counts.update(i for enc in backend.encode_batch(batch, add_special_tokens=False) for i in enc.ids)
+    return counts
+
+
+def always_kept_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Ids kept whatever the counts: special and added tokens, and for Unigram the lowest-scoring piece
+    (its score sets the <unk> penalty; see the module docstring). Sorted."""
+    ids = set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder)
+    if tokenizer_kind(tokenizer) == "unigram":
+        vocab = _backend_json(tokenizer)["model"]["vocab"]
+        ids.add(min(range(len(vocab)), key=lambda i: (vocab[i][1], i)))
+    return sorted(ids)
+
+
+def check_top_k(tokenizer: PreTrainedTokenizerBase, cfg: TrimConfig) -> None:
+    """ValueError when `cfg.top_k` leaves no room for the ids that are always kept."""
+    always = always_kept_ids(tokenizer)
+    if cfg.top_k is not None and cfg.top_k < len(always):
+        what = "special and added tokens"
+        if tokenizer_kind(tokenizer) == "unigram":
+            what += ", the lowest-scoring piece"
+        raise ValueError(f"top-k {cfg.top_k} is below the {len(always)} ids that are always kept ({what})")
+
+
+def kept_ids(counts: Counter[int], tokenizer: PreTrainedTokenizerBase, cfg: TrimConfig) -> list[int]:
+    """The ids to keep, in their original order: `always_kept_ids`, plus the counted ids seen at least
+    `cfg.min_freq` times, the most frequent first when `cfg.top_k` caps the total (ties: lower id)."""
+    check_top_k(tokenizer, cfg)
+    always = always_kept_ids(tokenizer)
+    size = len(tokenizer)
+    unknown = sorted(i for i in counts if not 0 <= i < size)
+    if unknown:
+        raise ValueError(f"counted id {unknown[0]} is outside the tokenizer's {size} ids")
+    keep = set(always)
+    chosen = sorted(
+        ((i, c) for i, c in counts.items() if c >= cfg.min_freq and i not in keep), key=lambda ic: (-ic[1], ic[0])
+    )
+    if cfg.top_k is not None:
+        chosen = chosen[: cfg.top_k - len(always)]
+    keep.update(i for i, _ in chosen)
+    return sorted(keep)
+
+
+# ----------------------------------------------------------------------------------------------
+# trimming
+
+
+def trim_vocab(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], cfg: TrimConfig = TrimConfig()
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, TrimReport]:
+    """Trim `model` and `tokenizer` to the pieces `tokenizer` produces on `texts` (see `TrimConfig`).
+
+    Returns a new model and tokenizer of the same classes (the inputs are not modified) and a report.
+    """
+    if not texts:
+        raise ValueError("no texts to count pieces on")
+    kind = tokenizer_kind(tokenizer)
+    counts = count_token_ids(tokenizer, texts)
+    if not counts:
+        raise ValueError(f"the {len(texts)} texts tokenise to no pieces at all")
+    keep = kept_ids(counts, tokenizer, cfg)
+    new_tokenizer = trim_tokenizer(tokenizer, keep)
+    new_model = trim_model(model, keep)
+    report = TrimReport(
+        kind=kind,
+        vocab_before=len(tokenizer),
+        vocab_after=len(keep),
+        always_kept=len(always_kept_ids(tokenizer)),
+        texts=len(texts),
+        tokens=sum(counts.values()),
+        params_before=_count(model),
+        params_after=_count(new_model),
+        embedding_params_before=model.get_input_embeddings().weight.numel(),
+        embedding_params_after=new_model.get_input_embeddings().weight.numel(),
+        kept_ids=tuple(keep),
+    )
+    return new_model, new_tokenizer, report
+
+
+def trim_model(model: PreTrainedModel, keep: Sequence[int]) -> PreTrainedModel:
+    """A stock `type(model)` whose vocabulary is `keep` (original ids, ascending): word-embedding rows and
+    masked-LM decoder rows and bias sliced, `config.vocab_size` and the config's token ids updated, tied
+    weights still tied. `model` itself is not modified."""
+    keep = list(keep)
+    _check_ascending(keep)
+    old_vocab = model.get_input_embeddings().weight.shape[0]
+    if keep[-1] >= old_vocab:
+        raise ValueError(f"id {keep[-1]} is outside the model's {old_vocab}-row embedding")
+    new_id = {old: new for new, old in enumerate(keep)}
+    config = copy.deepcopy(model.config)
+    for name in _CONFIG_IDS:
+        old = getattr(config, name, None)
+        if old is None:
+            continue
+        if old not in new_id:
+            raise ValueError(f"config.{name}={old} is not among the kept ids")
+        setattr(config, name, new_id[old])
+    if getattr(model.config, "pad_token_id", None) is not None and config.pad_token_id != model.config.pad_token_id:
+        raise ValueError(
+            f"the pad id would move from {model.config.pad_token_id} to {config.pad_token_id}; XLM-R derives "
+            "position ids from it, so every id below it must be kept"
+        )
+    config.vocab_size = len(keep)
+    index = torch.tensor(keep, dtype=torch.long)
+    state = {}
+    for key, value in model.state_dict().items():
+        value = value.detach()
+        if _VOCAB_ROWS.search(key):
+            if value.shape[0] != old_vocab:
+                raise ValueError(f"{key} has {value.shape[0]} rows, the word embedding {old_vocab}")
+            value = value.index_select(0, index.to(value.device))
+        state[key] = value.clone()
+    new = type(model)(config)
+    try:
+        new.load_state_dict(state, strict=True)
+    except RuntimeError as exc:  # a vocabulary-sized weight this module does not know how to slice
+        mismatch = str(exc).strip().splitlines()[-1].strip()  # the last line names the weight and both shapes
+        raise ValueError(f"cannot trim {type(model).__name__}: {mismatch}") from exc
+    if _tied(model) and not _tied(new):
+        raise RuntimeError(f"{type(model).__name__}: the output embedding is no longer tied to the input one")
+    new.to(device=model.device, dtype=model.dtype)
+    return new.train(model.training)
+
+
+def trim_tokenizer(tokenizer: PreTrainedTokenizerBase, keep: Sequence[int]) -> PreTrainedTokenizerBase:
+    """A tokenizer of the same class whose vocabulary is `keep` (original ids, ascending), renumbered 0..n-1:
+    same pieces (Unigram scores, WordPiece prefix and unk token), normalizer, pre-tokenizer, post-processor
+    and decoder. Must keep every special and added token."""
+    keep = list(keep)
+    _check_ascending(keep)
+    kind = tokenizer_kind(tokenizer)
+    missing = sorted((set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder)) - set(keep))
+    if missing:
+        raise ValueError(
+            f"special/added token id {missing[0]} ({tokenizer.convert_ids_to_tokens(missing[0])}) is not kept"
+        )
+    new_id = {old: new for new, old in enumerate(keep)}
+    with tempfile.TemporaryDirectory(prefix="vocab-trim-") as tmp_name:
+        tmp = Path(tmp_name)
+        tokenizer.save_pretrained(tmp)
+        for item in tmp.iterdir():
+            if item.name not in _TOKENIZER_FILES:
+                shutil.rmtree(item) if item.is_dir() else item.unlink()
+        data = json.loads((tmp / "tokenizer.json").read_text(encoding="utf-8"))
+        _trim_tokenizer_json(data, kind, keep, new_id)
+        (tmp / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+        config_path = tmp / "tokenizer_config.json"
+        if config_path.is_file():
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+            if isinstance(config.get("added_tokens_decoder"), dict):
+                config["added_tokens_decoder"] = {
+                    str(new_id[int(i)]): tok for i, tok in config["added_tokens_decoder"].items()
+                }
+            config_path.write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")
+        new = type(tokenizer).from_pretrained(tmp)
+    new.name_or_path = tokenizer.name_or_path  # not the temporary folder
+    _check_rebuilt(new, data)
+    return new
+
+
+def _trim_tokenizer_json(data: dict[str, Any], kind: str, keep: list[int], new_id: dict[int, int]) -> None:
+    """Edit a `tokenizer.json` dict in place to the kept ids."""
+    model = data["model"]
+    if kind == "unigram":
+        vocab = model["vocab"]
+        model["vocab"] = [vocab[i] for i in keep]
+        if model.get("unk_id") is not None:
+            model["unk_id"] = new_id[model["unk_id"]]
+    else:
+        piece_of = {i: piece for piece, i in model["vocab"].items()}
+        model["vocab"] = {piece_of[old]: new for new, old in enumerate(keep)}
+        if model.get("unk_token") not in model["vocab"]:
+            raise ValueError(f"WordPiece unk token {model.get('unk_token')!r} is not kept")
+    data["added_tokens"] = [{**tok, "id": new_id[tok["id"]]} for tok in data.get("added_tokens") or []]
+    if data.get("padding") and data["padding"].get("pad_id") is not None:
+        data["padding"]["pad_id"] = new_id[data["padding"]["pad_id"]]
+    if data.get("post_processor"):
+        _remap_processor(data["post_processor"], new_id)
+
+
+def _remap_processor(proc: dict[str, Any], new_id: dict[int, int]) -> None:
+    """Remap the special-token ids a post-processor carries (Template, Bert, Roberta, Sequence)."""
+    kind = proc.get("type")
+    if kind == "Sequence":
+        for inner in proc.get("processors", []):
+            _remap_processor(inner, new_id)
+    elif kind == "TemplateProcessing":
+        for token in proc.get("special_tokens", {}).values():
+            token["ids"] = [new_id[i] for i in token["ids"]]
+    elif kind in ("BertProcessing", "RobertaProcessing"):
+        for key in ("sep", "cls"):
+            piece, old = proc[key]
+            proc[key] = [piece, new_id[old]]
+    elif kind not in ("ByteLevel", None):
+        raise ValueError(f"don't know the token ids of a {kind} post-processor")
+
+
+def _check_rebuilt(new: PreTrainedTokenizerBase, expected: dict[str, Any]) -> None:
+    """The rebuilt tokenizer's backend must be the edited JSON, part for part."""
+    got = _backend_json(new)
+    for part in ("normalizer", "pre_tokenizer", "model", "post_processor", "decoder", "added_tokens"):
+        if got.get(part) != expected.get(part):
+            raise ValueError(
+                f"{type(new).__name__} rebuilds the trimmed tokenizer with a different {part} than the original's; "
+                "it could not be trimmed faithfully"
+            )
+
+
+def same_tokenisation(old: PreTrainedTokenizerBase, new: PreTrainedTokenizerBase, texts: Sequence[str]) -> list[bool]:
+    """Per text: does `new` split it into the same pieces as `old`?
+
+    Pieces are compared as vocabulary entries (id -> piece string), not as `Encoding.tokens`: a Unigram
+    <unk> reports the text it covers as its token, so a character whose piece was dropped would look the same.
+    """
+    old_backend, new_backend = _plain_backend(old), _plain_backend(new)
+    old_pieces, new_pieces = _pieces(old_backend), _pieces(new_backend)
+    same: list[bool] = []
+    for start in range(0, len(texts), _BATCH):
+        batch = list(texts[start : start + _BATCH])
+        before = old_backend.encode_batch(batch, add_special_tokens=False)
+        after = new_backend.encode_batch(batch, add_special_tokens=False)
+        same += [
+            [old_pieces[i] for i in a.ids] == [new_pieces[i] for i in b.ids] for a, b in zip(before, after, strict=True)
+        ]
+    return same
+
+
+def coverage(old: PreTrainedTokenizerBase, new: PreTrainedTokenizerBase, texts: Sequence[str]) -> float:
+    """Share of `texts` that `new` tokenises into the same pieces as `old`."""
+    if not texts:
+        raise ValueError("coverage of no texts")
+    same = same_tokenisation(old, new, texts)
+    return sum(same) / len(same)
+
+
+def save_trimmed(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, report: TrimReport, out_dir: str | Path
+) -> Path:
+    """`save_pretrained` (safetensors) of model and tokenizer plus `vocab_trim.json` (the report with the
+    kept original ids), into `out_dir` atomically."""
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / REPORT_FILE).write_text(json.dumps(report.to_dict()) + "\n", encoding="utf-8")
+
+    return atomic_directory(out_dir, write)
+
+
+# ----------------------------------------------------------------------------------------------
+# corpus files
+
+
+def read_corpus(path: str | Path, what: str = "corpus file") -> list[str]:
+    """Sentences of a corpus file: a SIB-200 `.tsv` (its `text` column, read as `distill.data` reads it),
+    a CoNLL-U file (`.conllu`, `.conllu.gz`: its `# text = ` lines) or plain text (one sentence a line).
+    A missing, unreadable or empty file raises a one-line `DistillError` naming it (as `what`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DistillError(f"{what} {path} not found")
+    try:
+        if path.suffix == ".tsv":
+            texts = _read_tsv(path, what)
+        elif path.name.endswith((".conllu", ".conllu.gz")):
+            opener = gzip.open if path.suffix == ".gz" else open
+            with opener(path, "rt", encoding="utf-8-sig") as f:
+                texts = [line[len("# text =") :] for line in f if line.startswith("# text =")]
+        else:
+            texts = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DistillError(f"cannot read {what} {path}: {exc}") from exc
+    texts = [t.strip() for t in texts if t.strip()]
+    if not texts:
+        raise DistillError(f"{what} {path} has no sentences")
+    return texts
+
+
+def _read_tsv(path: Path, what: str) -> list[str]:
+    import datasets
+
+    try:
+        # as distill.data reads SIB-200: pandas-written TSV, default quoting, "NA" is a word
+        loaded = datasets.load_dataset(
+            "csv", data_files=str(path), delimiter="\t", keep_default_na=False, split="train"
+        )
+    except Exception as exc:  # pandas / arrow parse errors: one line, the cause kept
+        raise DistillError(f"cannot parse {what} {path} as a tab-separated file: {_first_line(exc)}") from exc
+    if "text" not in loaded.column_names:
+        raise DistillError(f"{what} {path} has no 'text' column (columns: {', '.join(loaded.column_names)})")
+    return [str(t) for t in loaded["text"]]
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+
+
+def _backend_json(tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise ValueError(f"{type(tokenizer).__name__} is not a fast (tokenizers-backed) tokenizer")
+    return json.loads(backend.to_str())
+
+
+def _plain_backend(tokenizer: PreTrainedTokenizerBase) -> Tokenizer:
+    """A copy of the backend without padding or truncation."""
+    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    backend.no_padding()
+    backend.no_truncation()
+    return backend
+
+
+def _pieces(backend: Tokenizer) -> list[str | None]:
+    """id -> piece string, added tokens included."""
+    vocab = backend.get_vocab(with_added_tokens=True)
+    pieces: list[str | None] = [None] * (max(vocab.values()) + 1)
+    for piece, i in vocab.items():
+        pieces[i] = piece
+    return pieces
+
+
+def _check_ascending(keep: list[int]) -> None:
+    if not keep:
+        raise ValueError("no ids to keep")
+    if any(b <= a for a, b in zip(keep, keep[1:], strict=False)) or keep[0] < 0:
+        raise ValueError("kept ids must be distinct, non-negative and in ascending (original) order")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def _tied(model: PreTrainedModel) -> bool:
+    out = model.get_output_embeddings()
+    return out is not None and out.weight is model.get_input_embeddings().weight
+
+
+def _count(model: PreTrainedModel) -> int:
+    return sum(p.numel() for p in model.parameters())
