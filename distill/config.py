@@ -140,6 +140,15 @@ class PruneStageConfig:
 
 
 @dataclass(frozen=True)
+class TrimStageConfig:
+    """Vocabulary trimming of the student (see students.vocab): keep the pieces its tokenizer produces on
+    the recipe languages' training text, slice the embedding to them. No training; the teacher is untouched."""
+
+    top_k: int | None = None  # keep at most this many ids in all, special tokens included; null: no cap
+    min_freq: int = 1  # keep pieces seen at least this many times in the training text
+
+
+@dataclass(frozen=True)
 class ExportConfig:
     """Each variant becomes onnx/student-<variant>/, parity-gated, optimized, evaluated per language."""
 
@@ -163,7 +172,7 @@ class BenchConfig:
     length_mix: bool = True  # also time batches drawn from the dev sentences' real lengths
 
 
-STAGES = ("teacher", "agnostic", "distill", "prune", "export", "bench")
+STAGES = ("teacher", "agnostic", "distill", "prune", "trim", "export", "bench")
 
 
 @dataclass(frozen=True)
@@ -178,6 +187,7 @@ class Recipe:
     agnostic: AgnosticConfig = field(default_factory=AgnosticConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     prune: PruneStageConfig = field(default_factory=PruneStageConfig)
+    trim: TrimStageConfig = field(default_factory=TrimStageConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
 
@@ -377,6 +387,9 @@ def _check_semantics(recipe: Recipe) -> None:
     order = [STAGES.index(s) for s in recipe.stages]
     if order != sorted(set(order)):
         raise RecipeError(f"'stages' must keep the order {list(STAGES)} without repeats")
+    for stage in ("prune", "trim", "export"):  # the stages that change or ship an existing student
+        if stage in recipe.stages and not {"agnostic", "distill"} & set(recipe.stages):
+            raise RecipeError(f"stage '{stage}' needs a student: put 'distill' before it in 'stages'")
     student = recipe.student
     if {"agnostic", "distill"} & set(recipe.stages) and (student.num_layers is None) == (student.layers is None):
         raise RecipeError("set exactly one of 'student.num_layers' or 'student.layers'")
@@ -419,6 +432,14 @@ def _check_semantics(recipe: Recipe) -> None:
     for key in ("heads", "ffn"):
         if not 0.0 <= getattr(recipe.prune, key) < 1.0:
             raise RecipeError(f"'prune.{key}' must be in [0, 1), got {getattr(recipe.prune, key)}")
+    if recipe.trim != TrimStageConfig():  # the defaults are valid; checking others imports students (transformers)
+        from students.vocab import TrimConfig
+
+        try:
+            TrimConfig(top_k=recipe.trim.top_k, min_freq=recipe.trim.min_freq)
+        except ValueError as exc:  # "top_k must be at least 1, got 0" -> "'trim.top_k' must be ..."
+            key, _, rest = str(exc).partition(" ")
+            raise RecipeError(f"'trim.{key}' {rest}") from None
 
 
 def _looks_local(name: str) -> bool:

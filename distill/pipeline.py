@@ -3,6 +3,7 @@
     runs/<name>/<timestamp>/          (runs/<name>/latest points at the newest)
       recipe.yaml                     the resolved recipe
       checkpoints/teacher, student    safetensors + tokenizer, loadable with from_pretrained
+      checkpoints/student_trimmed     the student with a trimmed vocabulary and its own tokenizer (stage trim)
       onnx/student-<variant>/         one ONNX artifact directory per export variant, with its card
       metrics.json, report.md, plots/
 
@@ -38,6 +39,7 @@ from distill.tokenizer import train_unigram_tokenizer
 from distill.train import dev_accuracy, fit, predict_logits
 
 TEACHER, STUDENT, STUDENT_PRUNED = "teacher", "student", "student_pruned"
+STUDENT_TRIMMED = "student_trimmed"  # the student after vocabulary trimming (stage trim)
 STUDENT_AGNOSTIC = "student_agnostic"  # checkpoint after task-agnostic distillation (not scored)
 
 
@@ -53,7 +55,11 @@ class Run:
     teacher: Any = None
     teacher_from_scratch: bool = False
     student: Any = None
-    student_name: str = STUDENT  # STUDENT, or STUDENT_PRUNED once the prune stage has run
+    student_name: str = STUDENT  # STUDENT, or STUDENT_PRUNED / STUDENT_TRIMMED once those stages have run
+    # the student's own tokenizer and encodings once the trim stage gave it a smaller vocabulary; until then
+    # it shares the teacher's: read them through `student_tokenizer` / `student_encoded`
+    trimmed_tokenizer: Any = None
+    trimmed_encoded: dict[str, dict[str, Encoded]] = field(default_factory=dict)
     student_layers: list[int] = field(default_factory=list)
     models: dict[str, Any] = field(default_factory=dict)  # name -> model, for the size table
     onnx_dirs: dict[str, Path] = field(default_factory=dict)
@@ -64,6 +70,20 @@ class Run:
     @property
     def pad_id(self) -> int:
         return self.tokenizer.pad_token_id
+
+    @property
+    def student_tokenizer(self) -> Any:
+        """The tokenizer whose ids the current student reads: the teacher's until the trim stage."""
+        return self.trimmed_tokenizer if self.trimmed_tokenizer is not None else self.tokenizer
+
+    @property
+    def student_encoded(self) -> dict[str, dict[str, Encoded]]:
+        """`encoded` as the current student's tokenizer encodes it (split -> lang -> Encoded)."""
+        return self.trimmed_encoded or self.encoded
+
+    @property
+    def student_pad_id(self) -> int:
+        return self.student_tokenizer.pad_token_id
 
     def joined(self, split: str) -> Encoded:
         """Every language's examples of `split` (languages without that split add none)."""
@@ -158,7 +178,7 @@ def stage_teacher(run: Run, say: Callable[[str], None]) -> None:
             recipe.teacher.model, labels, task=run.task, trust_remote_code=recipe.teacher.trust_remote_code
         )
         needs_training = not is_classifier
-    _encode_all(run, say)
+    run.encoded = _encode_all(run, run.tokenizer, say)
     run.models[TEACHER] = run.teacher
     params = count_parameters(run.teacher)
     say(f"teacher: {params['total'] / 1e6:.2f}M parameters ({params['non_embedding'] / 1e6:.2f}M outside embeddings)")
@@ -178,7 +198,7 @@ def stage_teacher(run: Run, say: Callable[[str], None]) -> None:
     else:
         say("teacher is already a classifier for these labels: no fine-tuning")
         save_pretrained_atomic(run.teacher, run.tokenizer, run.directory / "checkpoints" / TEACHER)
-    _evaluate_torch(run, TEACHER, run.teacher)
+    _evaluate_torch(run, TEACHER, run.teacher, run.encoded["test"], run.pad_id)
 
 
 def stage_agnostic(run: Run, say: Callable[[str], None]) -> None:
@@ -257,6 +277,97 @@ def stage_prune(run: Run, say: Callable[[str], None]) -> None:
     _train_student(run, STUDENT_PRUNED, cfg.recover, distill.losses, distill.layer_map, say)
 
 
+def stage_trim(run: Run, say: Callable[[str], None]) -> None:
+    """Vocabulary trimming of the student (students.vocab): keep the pieces its tokenizer produces on the
+    recipe languages' training text, slice the embedding to them, and give the student its own tokenizer.
+
+    No training: a sentence that tokenises into the same pieces as before gets the same logits. The teacher
+    keeps its tokenizer and encodings; later stages feed the student through `run.student_tokenizer` and
+    `run.student_encoded`. Coverage (dev) and the share of identically tokenised test sentences are recorded
+    per language, and the trimmed student is scored beside the untrimmed one.
+    """
+    from students.vocab import TrimConfig, same_tokenisation, save_trimmed, trim_vocab
+
+    if run.student is None:
+        raise DistillError("stage 'trim' needs a student: put 'distill' before it in 'stages'")
+    cfg = run.recipe.trim
+    old_tokenizer, old_encoded, old_name = run.student_tokenizer, run.student_encoded, run.student_name
+    texts = run.data.texts("train")
+    say(f"counting the student tokenizer's pieces on {len(texts)} train sentences")
+    try:
+        trimmed, tokenizer, report = trim_vocab(
+            run.student, old_tokenizer, texts, TrimConfig(top_k=cfg.top_k, min_freq=cfg.min_freq)
+        )
+    except ValueError as exc:  # a tokenizer kind it cannot trim, top_k below the special tokens, ...
+        raise DistillError(f"cannot trim the student's vocabulary: {exc}") from exc
+    for line in report.lines():
+        say(f"  {line}")
+    encoded = _encode_all(run, tokenizer, say)
+    for split, by_lang in encoded.items():
+        for lang, enc in by_lang.items():
+            if _scored_per_sentence(enc) != _scored_per_sentence(old_encoded[split][lang]):
+                raise DistillError(
+                    f"{lang}/{split}: the trimmed tokenizer's longer segmentations cut more words off at "
+                    f"data.max_length {run.recipe.data.max_length}; raise it or keep more pieces (trim.min_freq, "
+                    "trim.top_k)"
+                )
+    same = {
+        split: {lang: same_tokenisation(old_tokenizer, tokenizer, list(ds["text"])) for lang, ds in by_lang.items()}
+        for split, by_lang in run.data.splits.items()
+        if split in ("dev", "test")
+    }
+    directory = run.directory / "checkpoints" / STUDENT_TRIMMED
+    save_trimmed(trimmed, tokenizer, report, directory)
+    run.trimmed_tokenizer, run.trimmed_encoded = tokenizer, encoded
+    run.student, run.student_name = trimmed, STUDENT_TRIMMED
+    run.models[STUDENT_TRIMMED] = trimmed
+    _evaluate_torch(run, STUDENT_TRIMMED, trimmed, encoded["test"], tokenizer.pad_token_id)
+    agreement = {}
+    if old_name in run.predictions:  # a scored student before: same pieces must give the same labels
+        for lang, flags in same["test"].items():
+            before = _per_sentence(run.predictions[old_name][lang], old_encoded["test"][lang])
+            after = _per_sentence(run.predictions[STUDENT_TRIMMED][lang], encoded["test"][lang])
+            agree = [np.array_equal(b, a) for b, a, f in zip(before, after, flags, strict=True) if f]
+            agreement[lang] = float(np.mean(agree)) if agree else None
+    run.metrics["trim"] = {
+        "top_k": cfg.top_k,
+        "min_freq": cfg.min_freq,
+        "tokenizer": report.kind,
+        "untrimmed": old_name,  # the model that was trimmed
+        "checkpoint": str(directory.relative_to(run.directory)),
+        "counted_sentences": report.texts,
+        "counted_tokens": report.tokens,
+        "vocab_before": report.vocab_before,
+        "vocab_after": report.vocab_after,
+        "always_kept": report.always_kept,
+        "params_before": report.params_before,
+        "params_after": report.params_after,
+        "embedding_params_before": report.embedding_params_before,
+        "embedding_params_after": report.embedding_params_after,
+        "embedding_share_before": report.embedding_params_before / report.params_before,
+        "embedding_share_after": report.embedding_params_after / report.params_after,
+        # share of sentences the trimmed tokenizer splits into the same pieces as the untrimmed one
+        "dev_coverage": {lang: float(np.mean(flags)) for lang, flags in same.get("dev", {}).items()},
+        "test_identical": {lang: float(np.mean(flags)) for lang, flags in same["test"].items()},
+        # on those test sentences: share whose predicted labels equal the untrimmed student's (1.0 expected)
+        "test_identical_agreement": agreement,
+    }
+    coverage = ", ".join(f"{lang} {share:.1%}" for lang, share in run.metrics["trim"]["dev_coverage"].items())
+    say(f"dev coverage (sentences tokenised as before): {coverage}")
+
+
+def _scored_per_sentence(enc: Encoded) -> list[int]:
+    """How many predictions each sentence contributes to `gold_labels(enc)`."""
+    if not enc.per_token:
+        return [1] * len(enc)
+    return [sum(1 for y in row if y != IGNORE_INDEX) for row in enc.labels]
+
+
+def _per_sentence(predicted: np.ndarray, enc: Encoded) -> list[np.ndarray]:
+    """`predicted_labels` output cut into one array per sentence."""
+    return np.split(predicted, np.cumsum(_scored_per_sentence(enc))[:-1])
+
+
 def _train_student(
     run: Run,
     name: str,
@@ -289,7 +400,7 @@ def _train_student(
     if scored:
         run.student_name = name
         run.models[name] = run.student
-        _evaluate_torch(run, name, run.student)
+        _evaluate_torch(run, name, run.student, run.student_encoded["test"], run.student_pad_id)
 
 
 class _DistillStep:
@@ -422,9 +533,12 @@ def stage_export(run: Run, say: Callable[[str], None]) -> None:
         raise DistillError("stage 'export' needs a student: put 'distill' before it in 'stages'")
     cfg = run.recipe.export
     dev_texts = run.data.texts("dev")
+    # the checkpoint holds the student's own tokenizer (the trimmed one after stage trim): export_directory
+    # tokenises the parity and calibration sentences with it, and the test sets are scored in its encoding
     student_dir = run.directory / "checkpoints" / run.student_name
     torch_predictions = run.predictions[run.student_name]
-    gold = {lang: gold_labels(enc) for lang, enc in run.encoded["test"].items()}
+    test = run.student_encoded["test"]
+    gold = {lang: gold_labels(enc) for lang, enc in test.items()}
     report: dict[str, Any] = {}
     for variant in cfg.variants:
         options = ExportOptions(
@@ -438,8 +552,8 @@ def stage_export(run: Run, say: Callable[[str], None]) -> None:
         run.onnx_dirs[variant] = summary.directory
         name = onnx_model_name(variant)
         sess = session(summary.directory / "model.onnx")
-        for lang, enc in run.encoded["test"].items():
-            run.predictions.setdefault(name, {})[lang] = _onnx_predictions(sess, enc, run.pad_id)
+        for lang, enc in test.items():
+            run.predictions.setdefault(name, {})[lang] = _onnx_predictions(sess, enc, run.student_pad_id)
         entry = {
             "directory": str(summary.directory.relative_to(run.directory)),
             "size_mb": round(summary.model_bytes / 1e6, 3),
@@ -563,6 +677,7 @@ STAGE_FUNCTIONS: dict[str, Callable[[Run, Callable[[str], None]], None]] = {
     "agnostic": stage_agnostic,
     "distill": stage_distill,
     "prune": stage_prune,
+    "trim": stage_trim,
     "export": stage_export,
     "bench": stage_bench,
 }
@@ -580,27 +695,31 @@ def _cross_entropy_step(model: torch.nn.Module, batch: dict[str, torch.Tensor]):
     return loss, {"cross_entropy": float(loss.detach())}
 
 
-def _encode_all(run: Run, say: Callable[[str], None]) -> None:
+def _encode_all(run: Run, tokenizer: Any, say: Callable[[str], None]) -> dict[str, dict[str, Encoded]]:
+    """Every split of every language encoded with `tokenizer` (split -> lang -> Encoded)."""
     max_length = run.recipe.data.max_length
+    encoded: dict[str, dict[str, Encoded]] = {}
     for split, by_lang in run.data.splits.items():
         if run.task == "token":
             from distill.ud import encode_words
 
-            run.encoded[split] = {
-                lang: encode_words(run.tokenizer, ds["words"], ds["tags"], max_length) for lang, ds in by_lang.items()
+            encoded[split] = {
+                lang: encode_words(tokenizer, ds["words"], ds["tags"], max_length) for lang, ds in by_lang.items()
             }
-            dropped = {lang: enc.words_dropped for lang, enc in run.encoded[split].items() if enc.words_dropped}
+            dropped = {lang: enc.words_dropped for lang, enc in encoded[split].items() if enc.words_dropped}
             if dropped:
                 say(f"{split}: words past {max_length} sub-tokens are not scored: {dropped}")
         else:
-            run.encoded[split] = {
-                lang: encode(run.tokenizer, ds["text"], ds["label"], max_length) for lang, ds in by_lang.items()
+            encoded[split] = {
+                lang: encode(tokenizer, ds["text"], ds["label"], max_length) for lang, ds in by_lang.items()
             }
+    return encoded
 
 
-def _evaluate_torch(run: Run, name: str, model: torch.nn.Module) -> None:
-    for lang, enc in run.encoded["test"].items():
-        run.predictions.setdefault(name, {})[lang] = predicted_labels(predict_logits(model, enc, run.pad_id), enc)
+def _evaluate_torch(run: Run, name: str, model: torch.nn.Module, test: dict[str, Encoded], pad_id: int) -> None:
+    """Predicted test labels of `model` per language; `test` is encoded with the model's own tokenizer."""
+    for lang, enc in test.items():
+        run.predictions.setdefault(name, {})[lang] = predicted_labels(predict_logits(model, enc, pad_id), enc)
 
 
 def _onnx_predictions(sess, enc: Encoded, pad_id: int, batch_size: int = 64) -> np.ndarray:
@@ -619,13 +738,14 @@ def _onnx_predictions(sess, enc: Encoded, pad_id: int, batch_size: int = 64) -> 
 
 
 def _benchmark_input(run: Run, batch: int, seq: int) -> torch.Tensor:
-    """Real token ids: dev sentences run together and cut into rows of exactly `seq` tokens."""
-    stream = [t for enc in run.encoded["dev"].values() for ids in enc.input_ids for t in ids[1:-1]]
+    """Real token ids of the student: dev sentences run together and cut into rows of exactly `seq` tokens."""
+    stream = [t for enc in run.student_encoded["dev"].values() for ids in enc.input_ids for t in ids[1:-1]]
     need = batch * (seq - 2)
     if len(stream) < need:
         stream = stream * (need // max(1, len(stream)) + 1)
+    tokenizer = run.student_tokenizer
     rows = [
-        [run.tokenizer.bos_token_id, *stream[i * (seq - 2) : (i + 1) * (seq - 2)], run.tokenizer.eos_token_id]
+        [tokenizer.bos_token_id, *stream[i * (seq - 2) : (i + 1) * (seq - 2)], tokenizer.eos_token_id]
         for i in range(batch)
     ]
     return torch.tensor(rows, dtype=torch.long)

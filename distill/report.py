@@ -11,6 +11,7 @@ from distill.pipeline import (
     STUDENT,
     STUDENT_INT8,
     STUDENT_PRUNED,
+    STUDENT_TRIMMED,
     TEACHER,
     Run,
     file_size_mb,
@@ -18,7 +19,12 @@ from distill.pipeline import (
     score_table,
 )
 
-MODEL_TITLES = {TEACHER: "teacher", STUDENT: "student", STUDENT_PRUNED: "pruned student"}
+MODEL_TITLES = {
+    TEACHER: "teacher",
+    STUDENT: "student",
+    STUDENT_PRUNED: "pruned student",
+    STUDENT_TRIMMED: "trimmed student",
+}
 
 
 def title(name: str) -> str:
@@ -121,6 +127,8 @@ def render_report(name: str, m: dict[str, Any]) -> str:
     for key, value in size.items():
         if key not in models:
             lines.append(f"| {key} | | | {value:.2f} |")
+    if "trim" in m:
+        lines += _trim_section(m["trim"])
     if "latency_ms" in m:
         lines += _latency_section(m)
     if "export" in m:
@@ -151,6 +159,39 @@ def render_report(name: str, m: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _trim_section(t: dict[str, Any]) -> list[str]:
+    cap = f"at most {t['top_k']:,} ids" if t["top_k"] is not None else "no cap on the count"
+    share_before, share_after = t["embedding_share_before"], t["embedding_share_after"]
+    lines = [
+        "",
+        "## Vocabulary trimming",
+        "",
+        f"The {title(t['untrimmed'])}'s vocabulary ({t['tokenizer']}) cut to the pieces its tokenizer produces on the "
+        f"recipe languages' training text ({t['counted_sentences']:,} sentences, {t['counted_tokens']:,} tokens; "
+        f"pieces seen at least {t['min_freq']} time(s), {cap}; special tokens always kept, ids in their original "
+        f"order). Checkpoint {t['checkpoint']}, with its own tokenizer; the teacher keeps its own.",
+        "",
+        f"- pieces: {t['vocab_before']:,} → {t['vocab_after']:,} ({t['vocab_after'] / t['vocab_before']:.1%})",
+        f"- parameters: {t['params_before']:,} → {t['params_after']:,} ({t['params_after'] / t['params_before']:.1%})",
+        f"- word embedding: {t['embedding_params_before']:,} ({share_before:.1%} of the model) → "
+        f"{t['embedding_params_after']:,} ({share_after:.1%})",
+        "",
+        "Coverage: share of sentences the trimmed tokenizer splits into the same pieces as before; their logits are "
+        "unchanged, so the trimmed student should give them the same labels as the untrimmed one.",
+        "",
+        "| language | dev coverage | test sentences tokenised as before | same label as before on those |",
+        "|---|---|---|---|",
+    ]
+
+    def pct(value: float | None) -> str:
+        return "–" if value is None else f"{value:.1%}"
+
+    for lang, identical in t["test_identical"].items():
+        dev, agree = t["dev_coverage"].get(lang), t["test_identical_agreement"].get(lang)
+        lines.append(f"| {lang} | {pct(dev)} | {pct(identical)} | {pct(agree)} |")
+    return lines
 
 
 def _export_section(export: dict[str, Any]) -> list[str]:

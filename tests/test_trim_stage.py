@@ -1,0 +1,203 @@
+"""Recipe stage `trim`: the distilled student's vocabulary is cut to the recipe languages' pieces, and
+export (and bench) follow the trimmed student with its own tokenizer while the teacher keeps its own."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from distill.cli import main
+from distill.config import load_recipe
+from distill.errors import RecipeError
+
+REPO = Path(__file__).resolve().parents[1]
+LANGUAGES = ["eng_Latn", "yor_Latn", "amh_Ethi"]
+TINY = [
+    f"data.languages=[{', '.join(LANGUAGES)}]",
+    "data.max_train_per_language=48",
+    "data.max_eval_per_language=12",
+    "teacher.scratch.vocab_size=400",
+    "teacher.scratch.hidden_size=32",
+    "teacher.scratch.num_heads=2",
+    "teacher.scratch.intermediate_size=64",
+    "teacher.train.epochs=2",
+    "distill.train.epochs=1",
+    "stages=[teacher, distill, trim, export, bench]",
+    # the 400-piece tokenizer was trained on this very text, so min_freq 1 would keep almost every piece;
+    # dropping the pieces seen once leaves some sentences tokenised differently and most the same
+    "trim.min_freq=2",
+    "export.variants=[int8-dynamic, none]",
+    "bench.threads=1",
+    "bench.runs=3",
+    "bench.warmup=1",
+    "bench.seq=32",
+    "bench.max_seconds=2",
+]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, sib200_path) -> Path:
+    out = tmp_path_factory.mktemp("runs")
+    code = main(["run", str(REPO / "recipes" / "quickstart.yaml"), f"output_dir={out}", f"data.path={sib200_path}",
+                 *TINY])  # fmt: skip
+    assert code == 0
+    return (out / "quickstart" / "latest").resolve()
+
+
+@pytest.fixture(scope="module")
+def metrics(run_dir) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def load(run_dir: Path, name: str):
+    path = run_dir / "checkpoints" / name
+    return AutoModelForSequenceClassification.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+
+
+def test_trimmed_student_has_fewer_embedding_rows_keeps_pad_id_1_and_reloads_with_auto_classes(run_dir, metrics):
+    student, _ = load(run_dir, "student")
+    trimmed, tokenizer = load(run_dir, "student_trimmed")
+    rows = trimmed.get_input_embeddings().weight.shape[0]
+    assert rows < student.get_input_embeddings().weight.shape[0] == metrics["trim"]["vocab_before"]
+    assert rows == len(tokenizer) == trimmed.config.vocab_size == metrics["trim"]["vocab_after"]
+    assert trimmed.config.pad_token_id == tokenizer.pad_token_id == 1
+    assert trimmed.config.num_labels == 7
+    assert (run_dir / "checkpoints" / "student_trimmed" / "vocab_trim.json").is_file()
+    assert metrics["params"]["student_trimmed"] < metrics["params"]["student"]
+    # only the word embedding shrank: everything outside the embedding tables is the student's
+    assert metrics["params"]["student_trimmed_non_embedding"] == metrics["params"]["student_non_embedding"]
+
+
+def test_teacher_keeps_its_own_tokenizer(run_dir, metrics):
+    _, tokenizer = load(run_dir, "teacher")
+    assert len(tokenizer) == metrics["trim"]["vocab_before"]
+
+
+def test_metrics_hold_coverage_per_language_and_score_the_trimmed_student_beside_the_others(metrics):
+    trim = metrics["trim"]
+    for key in ("dev_coverage", "test_identical", "test_identical_agreement"):
+        assert set(trim[key]) == set(LANGUAGES), key
+    assert all(0.0 < v <= 1.0 for v in trim["dev_coverage"].values())
+    assert any(v < 1.0 for v in trim["test_identical"].values())  # min_freq 2 changed some segmentations
+    assert all(v == 1.0 for v in trim["test_identical_agreement"].values())
+    assert trim["embedding_share_after"] < trim["embedding_share_before"]
+    assert (trim["untrimmed"], trim["checkpoint"]) == ("student", "checkpoints/student_trimmed")
+    assert {"teacher", "student", "student_trimmed", "student_onnx_int8-dynamic"} <= set(metrics["mean"])
+    for scores in metrics["languages"].values():
+        assert {"teacher", "student", "student_trimmed"} <= set(scores)
+
+
+def test_export_follows_the_trimmed_student_and_its_tokenizer(run_dir, metrics):
+    vocab_after = metrics["trim"]["vocab_after"]
+    for variant in ("int8-dynamic", "fp32"):
+        onnx_dir = run_dir / "onnx" / f"student-{variant}"
+        assert json.loads((onnx_dir / "config.json").read_text())["vocab_size"] == vocab_after
+        assert len(AutoTokenizer.from_pretrained(onnx_dir)) == vocab_after
+    variants = metrics["export"]["variants"]
+    assert variants["none"]["label_agreement"] == 1.0  # the fp32 graph is the trimmed student
+    assert variants["none"]["fp32_max_abs_diff"] <= 1e-4
+    assert variants["int8-dynamic"]["label_agreement"] >= 0.8
+    for lang, v in variants["none"]["languages"].items():
+        assert v["pytorch_accuracy"] == metrics["languages"][lang]["student_trimmed"]
+
+
+def test_bench_times_the_trimmed_student_and_its_export(metrics):
+    rows = {(r["model"], r["backend"], r["precision"]) for r in metrics["bench"]["rows"] if r["stage"] == "forward"}
+    assert {("student", "torch", "fp32"), ("student_trimmed", "torch", "fp32")} <= rows
+    assert ("student_trimmed", "onnxruntime", "int8-dynamic") in rows  # the exported trimmed variant's own file
+    assert metrics["latency_ms"]["student_onnx_int8-dynamic"]["p50"] > 0
+
+
+def test_identically_tokenised_test_sentences_get_the_untrimmed_students_logits(run_dir, sib200_path):
+    from distill.config import DataConfig
+    from distill.data import load_task_data
+    from students.vocab import same_tokenisation
+
+    data = load_task_data(DataConfig(path=str(sib200_path), languages=LANGUAGES, max_eval_per_language=12))
+    student, old = load(run_dir, "student")
+    trimmed, new = load(run_dir, "student_trimmed")
+    texts = data.texts("test")
+    same = [t for t, s in zip(texts, same_tokenisation(old, new, texts), strict=True) if s]
+    assert len(same) >= len(texts) // 2
+    with torch.no_grad():
+        before = student(**old(same, padding=True, return_tensors="pt")).logits
+        after = trimmed(**new(same, padding=True, return_tensors="pt")).logits
+    assert torch.allclose(before, after, atol=1e-5, rtol=0)
+    assert np.array_equal(before.argmax(-1).numpy(), after.argmax(-1).numpy())
+
+
+def test_report_has_a_vocabulary_trimming_section_with_coverage_per_language(run_dir, metrics):
+    report = (run_dir / "report.md").read_text()
+    trim = metrics["trim"]
+    assert "## Vocabulary trimming" in report
+    assert f"- pieces: {trim['vocab_before']:,} → {trim['vocab_after']:,}" in report
+    assert f"| yor_Latn | {trim['dev_coverage']['yor_Latn']:.1%} |" in report
+    assert "trimmed student acc" in report and "| student_trimmed |" in report  # scores and size tables
+
+
+def test_token_task_student_is_trimmed_and_a_zero_shot_language_gets_test_coverage_only(tmp_path, ud_path):
+    out = tmp_path / "runs"
+    code = main(
+        ["run", str(REPO / "recipes" / "udpos-tiny-student.yaml"), f"output_dir={out}", f"data.path={ud_path}",
+         "data.languages=[wol_Latn, mlt_Latn, yor_Latn]", "data.max_train_per_language=40",
+         "data.max_eval_per_language=8", "teacher.scratch.vocab_size=500", "teacher.scratch.hidden_size=32",
+         "teacher.scratch.num_heads=4", "teacher.scratch.intermediate_size=64", "teacher.train.epochs=1",
+         "student.hidden_size=16", "student.intermediate_size=32", "distill.train.epochs=1",
+         "distill.losses.minilm_relations.relation_heads=2", "stages=[teacher, distill, trim, export]",
+         "trim.min_freq=2"]
+    )  # fmt: skip
+    assert code == 0
+    run_dir = (out / "udpos-tiny-student" / "latest").resolve()
+    m = json.loads((run_dir / "metrics.json").read_text())
+    trim = m["trim"]
+    assert trim["vocab_after"] < trim["vocab_before"]
+    assert set(trim["dev_coverage"]) == {"wol_Latn", "mlt_Latn"}  # yor_Latn has a test split only
+    assert set(trim["test_identical"]) == {"wol_Latn", "mlt_Latn", "yor_Latn"}
+    assert all(v in (1.0, None) for v in trim["test_identical_agreement"].values())
+    assert all("student_trimmed" in scores for scores in m["languages"].values())
+    assert m["export"]["variants"]["int8-dynamic"]["label_agreement"] >= 0.8
+    assert "| yor_Latn | – |" in (run_dir / "report.md").read_text()
+
+
+# ----------------------------------------------------------------------------------------------
+# validation
+
+
+def recipe(tmp_path: Path, sib200_path: Path, extra: str) -> Path:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(
+        f"name: t\noutput_dir: {tmp_path}/runs\ndata:\n  path: {sib200_path}\nstudent:\n  num_layers: 1\n{extra}"
+    )
+    return path
+
+
+def test_trim_without_a_student_before_it_is_one_line_naming_the_stage(tmp_path, sib200_path, capsys):
+    path = recipe(tmp_path, sib200_path, "stages: [teacher, trim, export]\n")
+    with pytest.raises(RecipeError, match=r"^stage 'trim' needs a student: put 'distill' before it in 'stages'$"):
+        load_recipe(path)
+    assert main(["run", str(path)]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'trim'" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_trim_after_export_breaks_the_stage_order(tmp_path, sib200_path):
+    with pytest.raises(RecipeError, match="must keep the order"):
+        load_recipe(recipe(tmp_path, sib200_path, "stages: [teacher, distill, export, trim]\n"))
+
+
+@pytest.mark.parametrize(
+    "section, message",
+    [("top_k: 0", r"'trim\.top_k' must be at least 1, got 0"), ("min_freq: 0", r"'trim\.min_freq' must be at least 1")],
+)
+def test_trim_settings_are_checked_before_any_work(tmp_path, sib200_path, section, message):
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(recipe(tmp_path, sib200_path, f"trim:\n  {section}\n"))
+
+
+def test_trim_section_is_read_into_the_recipe(tmp_path, sib200_path):
+    loaded = load_recipe(recipe(tmp_path, sib200_path, "stages: [teacher, distill, trim]\ntrim:\n  top_k: 5000\n"))
+    assert (loaded.trim.top_k, loaded.trim.min_freq) == (5000, 1)
