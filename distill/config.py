@@ -149,6 +149,19 @@ class TrimStageConfig:
 
 
 @dataclass(frozen=True)
+class AdaptStageConfig:
+    """Language-adaptive pretraining (stage `adapt`, see distill.adapt): continued masked-LM training of the
+    teacher (before it is fine-tuned on the task) or of the student (as soon as it is built, before it is
+    distilled) on raw text: the recipe languages' training sentences and/or plain-text `corpus` files."""
+
+    target: Literal["teacher", "student"] = "teacher"
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=1, lr=1e-4))
+    mask_prob: float = 0.15
+    texts: Literal["train", "none"] = "train"  # "train": the recipe languages' train text (labels unused)
+    corpus: list[str] = field(default_factory=list, metadata={"path": True})  # one sentence per line
+
+
+@dataclass(frozen=True)
 class ExportConfig:
     """Each variant becomes onnx/student-<variant>/, parity-gated, optimized, evaluated per language."""
 
@@ -172,7 +185,7 @@ class BenchConfig:
     length_mix: bool = True  # also time batches drawn from the dev sentences' real lengths
 
 
-STAGES = ("teacher", "agnostic", "distill", "prune", "trim", "export", "bench")
+STAGES = ("adapt", "teacher", "agnostic", "distill", "prune", "trim", "export", "bench")
 
 
 @dataclass(frozen=True)
@@ -188,6 +201,7 @@ class Recipe:
     distill: DistillConfig = field(default_factory=DistillConfig)
     prune: PruneStageConfig = field(default_factory=PruneStageConfig)
     trim: TrimStageConfig = field(default_factory=TrimStageConfig)
+    adapt: AdaptStageConfig = field(default_factory=AdaptStageConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
 
@@ -274,6 +288,9 @@ def _build(cls: type, raw: Any, path: str) -> Any:
         value = _coerce(hints[key], value, _join(path, key))
         if fields[key].metadata.get("path") and isinstance(value, str):
             value = resolve_package_path(expand_env(value, _join(path, key)), _join(path, key))
+        elif fields[key].metadata.get("path") and isinstance(value, list):
+            where = _join(path, key)
+            value = [resolve_package_path(expand_env(v, f"{where}[{i}]"), f"{where}[{i}]") for i, v in enumerate(value)]
         values[key] = value
     return cls(**values)
 
@@ -382,8 +399,8 @@ def _check_semantics(recipe: Recipe) -> None:
     for name in recipe.stages:
         if name not in STAGES:
             raise RecipeError(f"unknown stage '{name}' in 'stages'{suggest(name, STAGES)}")
-    if not recipe.stages or recipe.stages[0] != "teacher":
-        raise RecipeError("'stages' must start with 'teacher'")
+    if not recipe.stages or recipe.stages[recipe.stages[:1] == ["adapt"] :][:1] != ["teacher"]:
+        raise RecipeError("'stages' must start with 'teacher' (or 'adapt', 'teacher')")
     order = [STAGES.index(s) for s in recipe.stages]
     if order != sorted(set(order)):
         raise RecipeError(f"'stages' must keep the order {list(STAGES)} without repeats")
@@ -420,6 +437,7 @@ def _check_semantics(recipe: Recipe) -> None:
             if getattr(getattr(recipe, section).train, key) < 1:
                 raise RecipeError(f"'{section}.train.{key}' must be at least 1")
     check_loss_specs(recipe.distill.losses, "distill.losses")
+    _check_adapt(recipe)
     variants = recipe.export.variants
     if "export" in recipe.stages and not variants:
         raise RecipeError("'export.variants' is empty: name at least one (e.g. [int8-dynamic])")
@@ -440,6 +458,24 @@ def _check_semantics(recipe: Recipe) -> None:
         except ValueError as exc:  # "top_k must be at least 1, got 0" -> "'trim.top_k' must be ..."
             key, _, rest = str(exc).partition(" ")
             raise RecipeError(f"'trim.{key}' {rest}") from None
+
+
+def _check_adapt(recipe: Recipe) -> None:
+    adapt = recipe.adapt
+    for key in ("epochs", "batch_size"):
+        if getattr(adapt.train, key) < 1:
+            raise RecipeError(f"'adapt.train.{key}' must be at least 1")
+    if not 0.0 < adapt.mask_prob < 1.0:
+        raise RecipeError(f"'adapt.mask_prob' must be in (0, 1), got {adapt.mask_prob}")
+    if "adapt" not in recipe.stages:
+        return
+    if adapt.texts == "none" and not adapt.corpus:
+        raise RecipeError("'adapt.texts' is 'none' and 'adapt.corpus' is empty: give the stage some text")
+    for i, path in enumerate(adapt.corpus):
+        if not Path(path).is_file():
+            raise RecipeError(f"'adapt.corpus[{i}]' is not a file: {path}")
+    if adapt.target == "student" and not {"agnostic", "distill"} & set(recipe.stages):
+        raise RecipeError("'adapt.target' is 'student' but no stage builds one: add 'distill' to 'stages'")
 
 
 def _looks_local(name: str) -> bool:

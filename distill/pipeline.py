@@ -3,6 +3,7 @@
     runs/<name>/<timestamp>/          (runs/<name>/latest points at the newest)
       recipe.yaml                     the resolved recipe
       checkpoints/teacher, student    safetensors + tokenizer, loadable with from_pretrained
+      checkpoints/adapted             the masked-LM model after language-adaptive pretraining (stage adapt)
       checkpoints/student_trimmed     the student with a trimmed vocabulary and its own tokenizer (stage trim)
       onnx/student-<variant>/         one ONNX artifact directory per export variant, with its card
       metrics.json, report.md, plots/
@@ -165,20 +166,12 @@ def _point_latest(base: Path, directory: Path) -> None:
 def stage_teacher(run: Run, say: Callable[[str], None]) -> None:
     """Load or build the teacher; fine-tune it on the task unless it is already a task classifier."""
     recipe = run.recipe
-    labels = run.data.labels
-    if recipe.teacher.model is None:
-        cfg = recipe.teacher.scratch
-        say(f"training a {cfg.vocab_size}-piece Unigram tokenizer on {len(run.data.texts('train'))} train sentences")
-        run.tokenizer = train_unigram_tokenizer(run.data.texts("train"), cfg.vocab_size)
-        run.teacher = build_scratch_teacher(cfg, len(run.tokenizer), labels, task=run.task)
-        run.teacher_from_scratch = True
+    if run.teacher is None:
+        needs_training = _load_teacher(run, say)
+        run.encoded = _encode_all(run, run.tokenizer, say)
+    else:  # stage adapt built it and continued its masked-LM training: the task head still needs training
         needs_training = True
-    else:
-        run.teacher, run.tokenizer, is_classifier = load_pretrained(
-            recipe.teacher.model, labels, task=run.task, trust_remote_code=recipe.teacher.trust_remote_code
-        )
-        needs_training = not is_classifier
-    run.encoded = _encode_all(run, run.tokenizer, say)
+        say("teacher: the encoder adapted by stage 'adapt'")
     run.models[TEACHER] = run.teacher
     params = count_parameters(run.teacher)
     say(f"teacher: {params['total'] / 1e6:.2f}M parameters ({params['non_embedding'] / 1e6:.2f}M outside embeddings)")
@@ -199,6 +192,92 @@ def stage_teacher(run: Run, say: Callable[[str], None]) -> None:
         say("teacher is already a classifier for these labels: no fine-tuning")
         save_pretrained_atomic(run.teacher, run.tokenizer, run.directory / "checkpoints" / TEACHER)
     _evaluate_torch(run, TEACHER, run.teacher, run.encoded["test"], run.pad_id)
+
+
+def _load_teacher(run: Run, say: Callable[[str], None]) -> bool:
+    """Set `run.tokenizer` and `run.teacher` (built from scratch or loaded); returns whether it needs fine-tuning."""
+    recipe = run.recipe
+    labels = run.data.labels
+    if recipe.teacher.model is None:
+        cfg = recipe.teacher.scratch
+        say(f"training a {cfg.vocab_size}-piece Unigram tokenizer on {len(run.data.texts('train'))} train sentences")
+        run.tokenizer = train_unigram_tokenizer(run.data.texts("train"), cfg.vocab_size)
+        run.teacher = build_scratch_teacher(cfg, len(run.tokenizer), labels, task=run.task)
+        run.teacher_from_scratch = True
+        return True
+    run.teacher, run.tokenizer, is_classifier = load_pretrained(
+        recipe.teacher.model, labels, task=run.task, trust_remote_code=recipe.teacher.trust_remote_code
+    )
+    return not is_classifier
+
+
+def stage_adapt(run: Run, say: Callable[[str], None]) -> None:
+    """Language-adaptive pretraining (distill.adapt): continued masked-LM training on raw text.
+
+    Target teacher: this stage comes first; it loads or builds the teacher, trains its encoder as a masked LM,
+    and hands it to stage `teacher`, which then fine-tunes it on the task as usual. Target student: the
+    student is adapted the same way as soon as it is built (stage agnostic or distill), before it learns
+    from the teacher; this stage only says so.
+    """
+    cfg = run.recipe.adapt
+    if cfg.target == "student":
+        say("the student is adapted (masked LM) when it is built, before it is distilled")
+        return
+    _load_teacher(run, say)
+    run.encoded = _encode_all(run, run.tokenizer, say)
+    adapt_model(run, run.teacher, TEACHER, say, pretrained=run.recipe.teacher.model)
+
+
+def adapt_model(
+    run: Run, model: torch.nn.Module, target: str, say: Callable[[str], None], *, pretrained: str | None = None
+) -> None:
+    """Masked-LM training of `model`'s encoder on the adapt texts; the best dev epoch's encoder is copied back
+    into `model`, the masked-LM model saved as checkpoints/adapted, the losses put in `run.metrics["adapt"]`.
+    `pretrained`: the checkpoint `model` came from, whose LM head is reused when it has one."""
+    from distill.adapt import MLMStep, as_unlabelled, checkpoint_path, dev_mlm_loss, masked_lm_for, read_corpus
+
+    cfg, seed = run.recipe.adapt, run.recipe.seed
+    texts = (run.data.texts("train") if cfg.texts == "train" else []) + read_corpus(cfg.corpus)
+    max_length = run.recipe.data.max_length
+    train = as_unlabelled(run.tokenizer, texts, max_length)
+    dev = as_unlabelled(run.tokenizer, run.data.texts("dev"), max_length)
+    mlm = masked_lm_for(model, pretrained, trust_remote_code=run.recipe.teacher.trust_remote_code)
+    vocab_size = mlm.get_input_embeddings().num_embeddings
+    evaluate = dev_mlm_loss(run.tokenizer, dev, run.pad_id, vocab_size, cfg.mask_prob, seed)
+    before = evaluate(mlm)
+    say(f"adapting the {target} (masked LM) on {len(train)} sentences; dev MLM loss before {before:.4f}")
+    directory = checkpoint_path(run.directory)
+    result = fit(
+        mlm,
+        train,
+        MLMStep(run.tokenizer, vocab_size, cfg.mask_prob, seed),
+        cfg.train,
+        evaluate=lambda m: -evaluate(m),
+        on_best=lambda m: save_pretrained_atomic(m, run.tokenizer, directory),
+        pad_id=run.pad_id,
+        seed=seed,
+        desc="adapt",
+    )
+    from distill.adapt import copy_encoder
+
+    copy_encoder(mlm, model)
+    history = [
+        {"epoch": h["epoch"], "train_mlm_loss": h["train_loss"], "dev_mlm_loss": -h["dev_score"]}
+        for h in result.history
+    ]
+    run.metrics["adapt"] = {
+        "target": target,
+        "sentences": len(train),
+        "corpus_files": list(cfg.corpus),
+        "train_text": cfg.texts,
+        "mask_prob": cfg.mask_prob,
+        "dev_sentences": len(dev),
+        "dev_mlm_loss_before": before,
+        "best_epoch": result.best_epoch,
+        "history": history,
+        "checkpoint": str(directory.relative_to(run.directory)),
+    }
+    say(f"dev MLM loss {before:.4f} -> {-result.best_dev_score:.4f} (best epoch {result.best_epoch})")
 
 
 def stage_agnostic(run: Run, say: Callable[[str], None]) -> None:
@@ -243,6 +322,8 @@ def _build_student(run: Run, say: Callable[[str], None]) -> torch.nn.Module:
             how = f"teacher layers {layers}"
     except ValueError as exc:
         raise DistillError(f"cannot build the student: {exc}") from exc
+    if "adapt" in run.recipe.stages and run.recipe.adapt.target == STUDENT:
+        adapt_model(run, student, STUDENT, say)
     params = count_parameters(student)
     say(
         f"student ({how}): {len(layers)} layers, hidden {hidden}, FFN {ffn}, {params['total'] / 1e6:.2f}M "
@@ -673,6 +754,7 @@ def _latency_summary(rows: list[dict[str, Any]], seq: int, student: str) -> dict
 
 
 STAGE_FUNCTIONS: dict[str, Callable[[Run, Callable[[str], None]], None]] = {
+    "adapt": stage_adapt,
     "teacher": stage_teacher,
     "agnostic": stage_agnostic,
     "distill": stage_distill,

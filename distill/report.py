@@ -81,6 +81,9 @@ def write_report(run: Run) -> None:
     plots = run.directory / "plots"
     plot_path = _plot_accuracy(metrics, plots / "accuracy_per_language.png")
     metrics["plots"] = [str(plot_path.relative_to(run.directory))] if plot_path else []
+    if "adapt" in metrics:
+        curve = _plot_mlm_loss(metrics["adapt"], plots / "adapt_mlm_loss.png")
+        metrics["adapt"]["plot"] = str(curve.relative_to(run.directory))
     atomic_write_json(run.directory / "metrics.json", metrics)
     atomic_write_text(run.directory / "report.md", render_report(run.recipe.name, metrics))
 
@@ -113,7 +116,7 @@ def render_report(name: str, m: dict[str, Any]) -> str:
         "| **mean** | " + " | ".join(f"**{m['mean'][x]:.3f}**" for x in models)
         + " | " + " | ".join(f"**{m['mean_macro_f1'][x]:.3f}**" for x in models) + " |"
     )  # fmt: skip
-    if TEACHER in m["mean"]:
+    if m["mean"].get(TEACHER):  # absent, or 0 (a tiny teacher that got every test sentence wrong): no ratio
         lines += ["", "Retention (mean accuracy relative to the teacher): " + ", ".join(
             f"{title(x)} {m['mean'][x] / m['mean'][TEACHER]:.1%}" for x in models if x != TEACHER
         )]  # fmt: skip
@@ -127,6 +130,8 @@ def render_report(name: str, m: dict[str, Any]) -> str:
     for key, value in size.items():
         if key not in models:
             lines.append(f"| {key} | | | {value:.2f} |")
+    if "adapt" in m:
+        lines += _adapt_section(m["adapt"])
     if "trim" in m:
         lines += _trim_section(m["trim"])
     if "latency_ms" in m:
@@ -159,6 +164,54 @@ def render_report(name: str, m: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _adapt_section(a: dict[str, Any]) -> list[str]:
+    sources = (["the recipe languages' training text"] if a["train_text"] == "train" else []) + [
+        f"`{Path(p).name}`" for p in a["corpus_files"]
+    ]
+    lines = [
+        "",
+        "## Language-adaptive pretraining",
+        "",
+        f"Continued masked-LM training of the {a['target']}'s encoder on {a['sentences']:,} sentences "
+        f"({', '.join(sources)}; {a['mask_prob']:.0%} of tokens masked, 80/10/10) before it "
+        f"{'was fine-tuned on the task' if a['target'] == 'teacher' else 'was distilled'}. Dev MLM loss on "
+        f"{a['dev_sentences']:,} dev sentences, the same masks every epoch; the best epoch ({a['best_epoch']}) was "
+        f"kept. Checkpoint {a['checkpoint']} (masked-LM model + tokenizer).",
+        "",
+        "| epoch | train MLM loss | dev MLM loss |",
+        "|---|---|---|",
+        f"| 0 (before) | – | {a['dev_mlm_loss_before']:.4f} |",
+    ]
+    for h in a["history"]:
+        lines.append(f"| {h['epoch']} | {h['train_mlm_loss']:.4f} | {h['dev_mlm_loss']:.4f} |")
+    if a.get("plot"):
+        lines += ["", f"![masked-LM loss]({a['plot']})"]
+    return lines
+
+
+def _plot_mlm_loss(a: dict[str, Any], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in a["history"]]
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot(epochs, [h["train_mlm_loss"] for h in a["history"]], marker="o", label="train")
+    ax.plot([0, *epochs], [a["dev_mlm_loss_before"], *(h["dev_mlm_loss"] for h in a["history"])], marker="o",
+            label="dev")  # fmt: skip
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("masked-LM loss")
+    ax.set_title(f"Language-adaptive pretraining ({a['target']})")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    try:
+        atomic_file(path, lambda tmp: fig.savefig(tmp, dpi=110))
+    finally:
+        plt.close(fig)
+    return path
 
 
 def _trim_section(t: dict[str, Any]) -> list[str]:
