@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from distill.io import atomic_file, atomic_write_json, atomic_write_text
+from distill.io import atomic_write_json, atomic_write_text, save_figure
 
 RESULTS_JSON, RESULTS_MD, PARETO_PNG = "results.json", "results.md", "pareto.png"
 
@@ -181,11 +181,7 @@ def plot_pareto(doc: dict[str, Any], path: str | Path) -> Path | None:
     ax.set_title(f"{cell[0]}, batch {cell[1]}, seq {seq}, threads {cell[3]} (marker area ∝ file size)", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    try:
-        atomic_file(path, lambda tmp: fig.savefig(tmp, dpi=120))
-    finally:
-        plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def write_outputs(out_dir: str | Path, doc: dict[str, Any], *, plot: bool = True) -> dict[str, Path]:

@@ -80,3 +80,14 @@ def save_pretrained_atomic(model, tokenizer, path: str | Path) -> Path:
         tokenizer.save_pretrained(tmp)
 
     return atomic_directory(path, write)
+
+
+def save_figure(fig: Any, path: Path, dpi: int) -> Path:
+    """Write a matplotlib figure to `path` atomically and close it, even when writing fails."""
+    import matplotlib.pyplot as plt
+
+    try:
+        atomic_file(path, lambda tmp: fig.savefig(tmp, dpi=dpi))
+    finally:
+        plt.close(fig)
+    return path

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from distill.io import atomic_file, atomic_write_json, atomic_write_text
+from distill.io import atomic_write_json, atomic_write_text, save_figure
 from distill.models import count_parameters
 from distill.pipeline import (
     STUDENT,
@@ -207,11 +207,7 @@ def _plot_mlm_loss(a: dict[str, Any], path: Path) -> Path:
     ax.set_title(f"Language-adaptive pretraining ({a['target']})")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    try:
-        atomic_file(path, lambda tmp: fig.savefig(tmp, dpi=110))
-    finally:
-        plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def _trim_section(t: dict[str, Any]) -> list[str]:
@@ -349,8 +345,4 @@ def _plot_accuracy(m: dict[str, Any], path: Path) -> Path | None:
     ax.legend(fontsize=8)
     ax.set_title("Accuracy per language")
     fig.tight_layout()
-    try:
-        atomic_file(path, lambda tmp: fig.savefig(tmp, dpi=110))
-    finally:
-        plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
