@@ -35,9 +35,9 @@ import torch
 
 from benchmarks.outputs import command_line, write_results
 from distill.config import ALL_SIB200_LANGUAGES, DataConfig, resolve_package_path
-from distill.data import SPLITS, load_task_data
+from distill.data import SPLITS, load_task_data, read_corpus
 from distill.ud import UD_TREEBANKS, find_split_files, resolve_ud_root
-from students.vocab import TrimReport, read_corpus, same_tokenisation, save_trimmed, trim_vocab
+from students.vocab import TrimReport, same_tokenisation, save_trimmed, trim_vocab
 
 DATA_ROOT = Path(os.environ.get("POLYDISTILL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 TARGET_LANGUAGES = ("hau_Latn", "swh_Latn", "yor_Latn", "ibo_Latn", "wol_Latn")

@@ -83,15 +83,6 @@ def copy_encoder(source: PreTrainedModel, target: PreTrainedModel) -> None:
         raise DistillError(f"encoders differ: missing {missing[:3]}, unexpected {unexpected[:3]}")
 
 
-def read_corpus(paths: list[str]) -> list[str]:
-    """Non-empty lines of plain-text files."""
-    texts = []
-    for path in paths:
-        with open(path, encoding="utf-8") as f:
-            texts += [line.strip() for line in f if line.strip()]
-    return texts
-
-
 class MLMStep:
     """(mlm model, batch) -> (loss, terms) for `fit`: masks the batch's ids and returns the MLM loss."""
 

@@ -112,7 +112,8 @@ def run_trim_vocab(args: argparse.Namespace) -> int:
     """`distill trim-vocab`: every user error is a one-line `DistillError`, raised before OUT_DIR is touched."""
     import datasets
 
-    from students.vocab import TrimConfig, check_top_k, coverage, read_corpus, save_trimmed, tokenizer_kind, trim_vocab
+    from distill.data import read_corpus
+    from students.vocab import TrimConfig, check_top_k, coverage, save_trimmed, tokenizer_kind, trim_vocab
 
     datasets.disable_progress_bars()  # reading a .tsv corpus would draw bars
 

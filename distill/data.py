@@ -6,6 +6,7 @@ batch), never padded to 512: on a 2-core CPU the padding would cost more than th
 
 from __future__ import annotations
 
+import gzip
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -210,3 +211,45 @@ def iterate_batches(
     lengths = [len(x) for x in encoded.input_ids]
     for indices in length_batches(lengths, batch_size, shuffle=shuffle, seed=seed):
         yield collate(encoded, indices, pad_id)
+
+
+def read_corpus(path: str | Path, what: str = "corpus file") -> list[str]:
+    """Sentences of a corpus file: a SIB-200 `.tsv` (its `text` column, read as `load_task_data` reads it),
+    a CoNLL-U file (`.conllu`, `.conllu.gz`: its `# text = ` lines) or plain text (one sentence a line).
+    A missing, unreadable or empty file raises a one-line `DistillError` naming it (as `what`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DistillError(f"{what} {path} not found")
+    try:
+        if path.suffix == ".tsv":
+            texts = _read_tsv(path, what)
+        elif path.name.endswith((".conllu", ".conllu.gz")):
+            opener = gzip.open if path.suffix == ".gz" else open
+            with opener(path, "rt", encoding="utf-8-sig") as f:
+                texts = [line[len("# text =") :] for line in f if line.startswith("# text =")]
+        else:
+            texts = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DistillError(f"cannot read {what} {path}: {exc}") from exc
+    texts = [t.strip() for t in texts if t.strip()]
+    if not texts:
+        raise DistillError(f"{what} {path} has no sentences")
+    return texts
+
+
+def _read_tsv(path: Path, what: str) -> list[str]:
+    try:
+        # as load_task_data reads SIB-200: pandas-written TSV, default quoting, "NA" is a word
+        loaded = datasets.load_dataset(
+            "csv", data_files=str(path), delimiter="\t", keep_default_na=False, split="train"
+        )
+    except Exception as exc:  # pandas / arrow parse errors: one line, the cause kept
+        raise DistillError(f"cannot parse {what} {path} as a tab-separated file: {_first_line(exc)}") from exc
+    if "text" not in loaded.column_names:
+        raise DistillError(f"{what} {path} has no 'text' column (columns: {', '.join(loaded.column_names)})")
+    return [str(t) for t in loaded["text"]]
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__

@@ -234,10 +234,12 @@ def adapt_model(
     """Masked-LM training of `model`'s encoder on the adapt texts; the best dev epoch's encoder is copied back
     into `model`, the masked-LM model saved as checkpoints/adapted, the losses put in `run.metrics["adapt"]`.
     `pretrained`: the checkpoint `model` came from, whose LM head is reused when it has one."""
-    from distill.adapt import MLMStep, as_unlabelled, checkpoint_path, dev_mlm_loss, masked_lm_for, read_corpus
+    from distill.adapt import MLMStep, as_unlabelled, checkpoint_path, dev_mlm_loss, masked_lm_for
+    from distill.data import read_corpus
 
     cfg, seed = run.recipe.adapt, run.recipe.seed
-    texts = (run.data.texts("train") if cfg.texts == "train" else []) + read_corpus(cfg.corpus)
+    corpus = [t for path in cfg.corpus for t in read_corpus(path, "adapt.corpus file")]
+    texts = (run.data.texts("train") if cfg.texts == "train" else []) + corpus
     max_length = run.recipe.data.max_length
     train = as_unlabelled(run.tokenizer, texts, max_length)
     dev = as_unlabelled(run.tokenizer, run.data.texts("dev"), max_length)

@@ -23,6 +23,7 @@ from transformers import (
 
 from distill.cli import main
 from distill.config import resolve_package_path
+from distill.data import read_corpus
 from distill.io import save_pretrained_atomic
 from students.vocab import (
     REPORT_FILE,
@@ -31,7 +32,6 @@ from students.vocab import (
     count_token_ids,
     coverage,
     kept_ids,
-    read_corpus,
     same_tokenisation,
     save_trimmed,
     trim_tokenizer,
