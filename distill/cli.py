@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from distill.errors import DistillError
+from distill.errors import DistillError, first_line
 
 EXIT_USER_ERROR = 2
 
@@ -117,11 +117,11 @@ def run_trim_vocab(args: argparse.Namespace) -> int:
 
     datasets.disable_progress_bars()  # reading a .tsv corpus would draw bars
 
-    if args.top_k is not None and args.top_k < 1:
-        raise DistillError(f"trim-vocab: --top-k must be at least 1, got {args.top_k}")
-    if args.min_freq < 1:
-        raise DistillError(f"trim-vocab: --min-freq must be at least 1, got {args.min_freq}")
-    cfg = TrimConfig(top_k=args.top_k, min_freq=args.min_freq)
+    try:
+        cfg = TrimConfig(top_k=args.top_k, min_freq=args.min_freq)
+    except ValueError as exc:  # "top_k must be at least 1, got 0" -> "--top-k must be at least 1, got 0"
+        key, _, rest = str(exc).partition(" ")
+        raise DistillError(f"trim-vocab: --{key.replace('_', '-')} {rest}") from None
     model_dir, out_dir = Path(args.model_dir), Path(args.out_dir)
     if not (model_dir / "config.json").is_file():
         raise DistillError(f"trim-vocab: {model_dir} is not a saved model directory (no config.json)")
@@ -156,18 +156,13 @@ def run_trim_vocab(args: argparse.Namespace) -> int:
     return 0
 
 
-def _one_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
-
-
 def _load_tokenizer(model_dir: Path) -> Any:
     from transformers import AutoTokenizer
 
     try:
         return AutoTokenizer.from_pretrained(model_dir)
     except (OSError, ValueError) as exc:
-        raise DistillError(f"trim-vocab: cannot load the tokenizer of {model_dir}: {_one_line(exc)}") from exc
+        raise DistillError(f"trim-vocab: cannot load the tokenizer of {model_dir}: {first_line(exc)}") from exc
 
 
 def _load_model(model_dir: Path) -> Any:
@@ -185,7 +180,7 @@ def _load_model(model_dir: Path) -> Any:
             cls = AutoModel
         model = cls.from_pretrained(model_dir, use_safetensors=True)
     except (OSError, ValueError) as exc:
-        raise DistillError(f"trim-vocab: cannot load the model in {model_dir}: {_one_line(exc)}") from exc
+        raise DistillError(f"trim-vocab: cannot load the model in {model_dir}: {first_line(exc)}") from exc
     return model.eval()
 
 

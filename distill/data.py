@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from distill.config import DataConfig, suggest
-from distill.errors import DistillError
+from distill.errors import DistillError, first_line
 
 SPLITS = ("train", "dev", "test")
 HUB_SPLIT_NAMES = {"train": "train", "dev": "validation", "test": "test"}
@@ -244,12 +244,7 @@ def _read_tsv(path: Path, what: str) -> list[str]:
             "csv", data_files=str(path), delimiter="\t", keep_default_na=False, split="train"
         )
     except Exception as exc:  # pandas / arrow parse errors: one line, the cause kept
-        raise DistillError(f"cannot parse {what} {path} as a tab-separated file: {_first_line(exc)}") from exc
+        raise DistillError(f"cannot parse {what} {path} as a tab-separated file: {first_line(exc)}") from exc
     if "text" not in loaded.column_names:
         raise DistillError(f"{what} {path} has no 'text' column (columns: {', '.join(loaded.column_names)})")
     return [str(t) for t in loaded["text"]]
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__

@@ -7,3 +7,10 @@ class DistillError(Exception):
 
 class RecipeError(DistillError):
     """The recipe is malformed: YAML syntax, unknown key, wrong type or bad value."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-blank line of a library exception's message (its type name if it has none), for a
+    one-line `DistillError` that wraps it."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__

@@ -30,7 +30,16 @@ import torch.nn.functional as F
 import yaml
 
 from distill.config import STAGES, DataConfig, Recipe, TrainConfig, recipe_to_dict
-from distill.data import IGNORE_INDEX, Encoded, TaskData, encode, gold_labels, load_task_data, predicted_labels
+from distill.data import (
+    IGNORE_INDEX,
+    Encoded,
+    TaskData,
+    encode,
+    gold_labels,
+    load_task_data,
+    predicted_labels,
+    read_corpus,
+)
 from distill.errors import DistillError
 from distill.io import atomic_write_text, save_pretrained_atomic
 from distill.losses import WeightedLoss
@@ -235,7 +244,6 @@ def adapt_model(
     into `model`, the masked-LM model saved as checkpoints/adapted, the losses put in `run.metrics["adapt"]`.
     `pretrained`: the checkpoint `model` came from, whose LM head is reused when it has one."""
     from distill.adapt import MLMStep, as_unlabelled, checkpoint_path, dev_mlm_loss, masked_lm_for
-    from distill.data import read_corpus
 
     cfg, seed = run.recipe.adapt, run.recipe.seed
     corpus = [t for path in cfg.corpus for t in read_corpus(path, "adapt.corpus file")]
