@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForMaskedLM, PreTrainedModel
 
-from distill.data import IGNORE_INDEX, Encoded, iterate_batches
+from distill.data import IGNORE_INDEX, Encoded, encode, iterate_batches
 from distill.errors import DistillError
 
 
@@ -121,8 +121,7 @@ def dev_mlm_loss(
 
 
 def as_unlabelled(tokenizer: Any, texts: list[str], max_length: int) -> Encoded:
-    ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
-    return Encoded(input_ids=ids, labels=[0] * len(ids))
+    return encode(tokenizer, texts, [0] * len(texts), max_length)  # labels unused by the masked-LM step
 
 
 def checkpoint_path(run_directory: Path) -> Path:
