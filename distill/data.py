@@ -112,8 +112,10 @@ def _encode_labels(ds: datasets.Dataset, labels: list[str], where: str) -> datas
     unknown = sorted(set(ds["category"]) - index.keys())
     if unknown:
         raise DistillError(f"label {unknown[0]!r} in {where} is not in the label set {labels}")
-    texts = [str(t) for t in ds["text"]]
-    return datasets.Dataset.from_dict({"text": texts, "label": [index[c] for c in ds["category"]]})
+    columns = {"text": [str(t) for t in ds["text"]], "label": [index[c] for c in ds["category"]]}
+    if "index_id" in ds.column_names:  # SIB-200's sentence id, the same across languages (parallel rows)
+        columns["index_id"] = [int(i) for i in ds["index_id"]]
+    return datasets.Dataset.from_dict(columns)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -4,6 +4,9 @@
 class DistillError(Exception):
     """A user-facing problem (bad recipe, missing path, failed gate) with a one-line message."""
 
+    def __str__(self) -> str:  # one line even when it quotes user input holding line breaks
+        return super().__str__().replace("\r", "\\r").replace("\n", "\\n")
+
 
 class RecipeError(DistillError):
     """The recipe is malformed: YAML syntax, unknown key, wrong type or bad value."""

@@ -257,6 +257,48 @@ class PooledCosine(nn.Module):
         return (1 - F.cosine_similarity(student.float(), teacher_pooled.float(), dim=-1)).mean()
 
 
+class PooledMSE(nn.Module):
+    """Mean squared error between student and teacher sentence embeddings.
+
+    Reimers & Gurevych 2020, "Making Monolingual Sentence Embeddings Multilingual using Knowledge
+    Distillation": the teacher embeds a source sentence, and the student learns to put both that sentence
+    and its translations at the same point (each row's target is the teacher's embedding of its source).
+    """
+
+    inputs = ("student_pooled", "teacher_pooled")
+
+    def forward(self, student_pooled: torch.Tensor, teacher_pooled: torch.Tensor) -> torch.Tensor:
+        _same_width(student_pooled, teacher_pooled, "pooled_mse")
+        return F.mse_loss(student_pooled.float(), teacher_pooled.float())
+
+
+class PooledContrastive(nn.Module):
+    """In-batch contrastive loss (InfoNCE; van den Oord et al. 2018) from student to teacher sentence embeddings.
+
+    Each student row must be nearer (cosine / temperature) to its own teacher embedding than to the other
+    rows' teacher embeddings in the batch, as in the in-batch softmax over translation pairs of LaBSE (Feng et
+    al. 2022), but with the teacher's embeddings as the anchors. Rows whose teacher embedding is the same
+    vector (translations of one source sentence in one batch) are not counted as each other's negatives.
+    """
+
+    inputs = ("student_pooled", "teacher_pooled")
+
+    def __init__(self, *, temperature: float = 0.05) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        self.temperature = temperature
+
+    def forward(self, student_pooled: torch.Tensor, teacher_pooled: torch.Tensor) -> torch.Tensor:
+        _same_width(student_pooled, teacher_pooled, "pooled_contrastive")
+        student = F.normalize(student_pooled.float(), dim=-1)
+        teacher = F.normalize(teacher_pooled.float(), dim=-1)
+        logits = student @ teacher.T / self.temperature
+        rows = torch.arange(len(teacher), device=teacher.device)
+        duplicate = (teacher_pooled[:, None] == teacher_pooled[None]).all(-1) & (rows[:, None] != rows[None])
+        return F.cross_entropy(logits.masked_fill(duplicate, float("-inf")), rows)
+
+
 LOSSES: dict[str, type[nn.Module]] = {
     "logit_kl": LogitKL,
     "cross_entropy": CrossEntropy,
@@ -265,6 +307,8 @@ LOSSES: dict[str, type[nn.Module]] = {
     "attention_kl": AttentionKL,
     "minilm_relations": MiniLMRelations,
     "pooled_cosine": PooledCosine,
+    "pooled_mse": PooledMSE,
+    "pooled_contrastive": PooledContrastive,
 }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from transformers import (
     AutoConfig,
@@ -49,12 +51,33 @@ def build_scratch_teacher(
     return cls(config)
 
 
+PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.pth", "model.ckpt")
+
+
+def refuse_pickle(path: str | Path, what: str) -> None:
+    """A local model folder with pickle weights and no safetensors is refused, with the one-time conversion.
+
+    Unpickling a checkpoint can run any code its author put in it; safetensors holds only tensors.
+    """
+    folder = Path(path)
+    if not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return
+    found = [name for name in PICKLE_WEIGHTS if (folder / name).is_file()]
+    if found:
+        raise DistillError(
+            f"{what}: {folder} has only pickle weights ({found[0]}), which polydistill does not load (unpickling can "
+            f'run code); if you trust them, convert once: python -c "from transformers import AutoModel; '
+            f"AutoModel.from_pretrained('{folder}', use_safetensors=False).save_pretrained('{folder}')\""
+        )
+
+
 def load_pretrained(name: str, labels: list[str], *, task: str = "sequence", trust_remote_code: bool = False):
     """Load (model, tokenizer, is_task_classifier) from a hub id or local dir.
 
     A checkpoint whose label names already equal the task's is taken as fine-tuned for it;
     any other gets a fresh classification head with the task's labels.
     """
+    refuse_pickle(name, "teacher")
     try:
         config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)

@@ -5,7 +5,10 @@
       checkpoints/teacher, student    safetensors + tokenizer, loadable with from_pretrained
       checkpoints/adapted             the masked-LM model after language-adaptive pretraining (stage adapt)
       checkpoints/student_trimmed     the student with a trimmed vocabulary and its own tokenizer (stage trim)
+      checkpoints/teacher_adapted     the teacher after stage adapt, before fine-tuning (read by --resume)
+      checkpoints/.resume-<name>/     the training state of the model being trained (see distill.checkpoint)
       onnx/student-<variant>/         one ONNX artifact directory per export variant, with its card
+      progress.json                   the finished stages and the state --resume restores
       metrics.json, report.md, plots/
 
 Each stage is a plain function of the `Run` state; the order is the recipe's `stages` list.
@@ -15,10 +18,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import errno
+import json
 import os
 import platform
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,6 +36,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from distill.checkpoint import ResumePoint
 from distill.config import STAGES, DataConfig, Recipe, TrainConfig, recipe_to_dict
 from distill.data import (
     IGNORE_INDEX,
@@ -41,7 +49,7 @@ from distill.data import (
     read_corpus,
 )
 from distill.errors import DistillError
-from distill.io import atomic_write_text, save_pretrained_atomic
+from distill.io import atomic_write_json, atomic_write_text, save_pretrained_atomic
 from distill.losses import WeightedLoss
 from distill.metrics import accuracy, macro_f1
 from distill.models import build_scratch_teacher, count_parameters, load_pretrained
@@ -66,6 +74,9 @@ class Run:
     teacher_from_scratch: bool = False
     student: Any = None
     student_name: str = STUDENT  # STUDENT, or STUDENT_PRUNED / STUDENT_TRIMMED once those stages have run
+    # the checkpoints (under checkpoints/) that hold `teacher` and `student` now, for --resume
+    teacher_checkpoint: str | None = None
+    student_checkpoint: str | None = None
     # the student's own tokenizer and encodings once the trim stage gave it a smaller vocabulary; until then
     # it shares the teacher's: read them through `student_tokenizer` / `student_encoded`
     trimmed_tokenizer: Any = None
@@ -96,47 +107,231 @@ class Run:
         return self.student_tokenizer.pad_token_id
 
     def joined(self, split: str) -> Encoded:
-        """Every language's examples of `split` (languages without that split add none)."""
-        parts = self.encoded[split].values()
+        """The labelled examples of `split` the models learn from (train) or are selected on (dev): every
+        labelled language's (`data.train_languages`, default all; a language without that split adds none)."""
+        labelled = self.labelled_languages
+        parts = [enc for lang, enc in self.encoded[split].items() if lang in labelled]
         return Encoded([x for p in parts for x in p.input_ids], [y for p in parts for y in p.labels])
+
+    @property
+    def labelled_languages(self) -> list[str]:
+        """Languages whose train/dev labels are used; the others' test scores are zero-shot transfer."""
+        chosen = self.recipe.data.train_languages
+        return (
+            list(chosen)
+            if chosen is not None
+            else [lang for lang in self.recipe.data.languages if lang in self.encoded["train"]]
+        )
+
+    @property
+    def zero_shot_languages(self) -> list[str]:
+        return [lang for lang in self.encoded["test"] if lang not in self.labelled_languages]
 
     @property
     def task(self) -> str:
         return self.recipe.data.task
 
 
-def run_recipe(recipe: Recipe, *, say: Callable[[str], None] = print) -> Path:
-    """Run every stage of `recipe`; returns the run directory."""
-    torch.manual_seed(recipe.seed)
+DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)  # no space, file-size limit, quota
+PROGRESS_FILE = "progress.json"  # in a run directory: the finished stages and what `resume` needs to restore
+TEACHER_ADAPTED = "teacher_adapted"  # the teacher after stage adapt, before its task fine-tuning
+LATEST = "latest"  # `resume=LATEST`: the newest unfinished run of the recipe
+
+
+def run_recipe(recipe: Recipe, *, say: Callable[[str], None] = print, resume: str | Path | None = None) -> Path:
+    """Run every stage of `recipe`; returns the run directory.
+
+    `resume`: a run directory of this same recipe (or LATEST, the newest unfinished one) to continue: its
+    finished stages are restored from their checkpoints, not redone, and a stage that was interrupted
+    continues from its last resume point (see distill.checkpoint), so the result equals an uninterrupted run.
+    """
     data = load_data(recipe.data)  # data errors surface before anything is written
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    base = Path(recipe.output_dir) / recipe.name
-    if base.exists() and not base.is_dir():
-        raise DistillError(f"output path {base} exists and is not a directory")
-    base.mkdir(parents=True, exist_ok=True)
-    directory = _new_run_directory(base, stamp)
-    run = Run(recipe=recipe, directory=directory, data=data)
-    atomic_write_text(directory / "recipe.yaml", yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
-    started = time.perf_counter()
-    timings = {}
+    base = output_base(recipe.output_dir, recipe.name)
+    if resume is None:
+        directory = new_run_directory(base, datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S"))
+        run = Run(recipe=recipe, directory=directory, data=data)
+        atomic_write_text(directory / "recipe.yaml", yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
+        completed: list[str] = []
+        timings: dict[str, float] = {}
+    else:
+        directory = resumable_run(base, resume)
+        check_same_recipe(recipe, directory)
+        run = Run(recipe=recipe, directory=directory, data=data)
+        completed, timings = restore_progress(run, say)
+        say(f"resuming {directory}: finished stages {completed or 'none'} are kept")
     for name in recipe.stages:
+        if name in completed:
+            continue
         say(f"== stage {name}")
+        torch.manual_seed(recipe.seed)  # each stage starts from the same RNG state, resumed or not
         t0 = time.perf_counter()
-        try:
+        with _failures_named(f"stage '{name}'", directory):
             STAGE_FUNCTIONS[name](run, say)
-        except DistillError as exc:
-            raise DistillError(
-                f"stage '{name}' failed: {exc} (finished stages' artifacts kept in {directory})"
-            ) from exc
-        timings[name] = round(time.perf_counter() - t0, 1)
-    run.metrics["timings_s"] = {**timings, "total": round(time.perf_counter() - started, 1)}
+            timings[name] = round(time.perf_counter() - t0, 1)
+            save_progress(run, [*completed, name], timings)
+        completed.append(name)
+    run.metrics["timings_s"] = {**timings, "total": round(sum(timings.values()), 1)}
     run.metrics["environment"] = environment()
     from distill.report import write_report  # matplotlib is imported only when reporting
 
-    write_report(run)
-    _point_latest(base, directory)
+    with _failures_named("the report", directory):
+        write_report(run)
+        save_progress(run, completed, timings, finished=True)
+    point_latest(base, directory)
     say(f"run directory: {directory}")
     return directory
+
+
+@contextmanager
+def _failures_named(what: str, directory: Path) -> Iterator[None]:
+    """Turn a DistillError, or a full disk, inside a stage into one line naming the stage and how to resume."""
+    try:
+        yield
+    except DistillError as exc:
+        raise DistillError(
+            f"{what} failed: {exc} (finished stages' artifacts kept in {directory}; continue with --resume {directory})"
+        ) from exc
+    except Exception as exc:
+        code = _disk_full(exc)
+        if code is None:
+            raise
+        where = getattr(exc, "filename", None) or "its output"
+        raise DistillError(
+            f"{what} could not write {where}: {os.strerror(code)}; nothing half-written was kept: free space, "
+            f"then continue with --resume {directory}"
+        ) from exc
+
+
+def _disk_full(exc: BaseException) -> int | None:
+    """The errno of a full disk / file-size limit behind `exc`: an OSError's, or one a Rust writer (safetensors,
+    tokenizers) quotes as "(os error 28)"; None for any other failure."""
+    if isinstance(exc, OSError):
+        return exc.errno if exc.errno in DISK_FULL else None
+    found = re.search(r"os error (\d+)", str(exc))
+    return int(found.group(1)) if found and int(found.group(1)) in DISK_FULL else None
+
+
+def output_base(output_dir: str, name: str) -> Path:
+    """`output_dir/name`, created; a path in the way that is not a folder is named in a one-line error."""
+    base = Path(output_dir) / name
+    for path in (Path(output_dir), base):
+        if path.exists() and not path.is_dir():
+            raise DistillError(f"output path {path} exists and is not a directory ('output_dir')")
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DistillError(f"cannot create the output folder {base}: {exc.strerror} ('output_dir')") from exc
+    return base
+
+
+def resume_point(run: Run, name: str) -> ResumePoint:
+    """Where the training of checkpoint `name` keeps its resume state (removed once it is trained)."""
+    return ResumePoint(run.directory / "checkpoints" / f".resume-{name}", every_steps=run.recipe.checkpoint_every)
+
+
+def resumable_run(base: Path, resume: str | Path) -> Path:
+    if str(resume) == LATEST:
+        runs = (
+            sorted(p for p in base.glob("*") if (p / "recipe.yaml").is_file() and not _finished(p))
+            if base.is_dir()
+            else []
+        )
+        if not runs:
+            raise DistillError(f"--resume: no unfinished run under {base}")
+        return runs[-1]
+    directory = Path(resume)
+    if not (directory / "recipe.yaml").is_file():
+        raise DistillError(f"--resume: {directory} is not a run directory (it has no recipe.yaml)")
+    if _finished(directory):
+        raise DistillError(f"--resume: {directory} has finished; nothing to resume")
+    return directory
+
+
+def _finished(directory: Path) -> bool:
+    path = directory / PROGRESS_FILE
+    return path.is_file() and json.loads(path.read_text()).get("finished", False)
+
+
+def check_same_recipe(recipe: Recipe, directory: Path) -> None:
+    """A run resumes only with the recipe it started with; the first differing key is named."""
+    stored = yaml.safe_load((directory / "recipe.yaml").read_text(encoding="utf-8"))
+    difference = _first_difference(stored, recipe_to_dict(recipe), "")
+    if difference:
+        key, before, now = difference
+        raise DistillError(
+            f"--resume: the recipe differs from {directory / 'recipe.yaml'} at '{key}' ({before!r} there, {now!r} now)"
+        )
+
+
+def _first_difference(a: Any, b: Any, path: str) -> tuple[str, Any, Any] | None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in [*a, *(k for k in b if k not in a)]:
+            found = _first_difference(a.get(key), b.get(key), f"{path}.{key}" if path else str(key))
+            if found:
+                return found
+        return None
+    return None if a == b else (path, a, b)
+
+
+def save_progress(run: Run, completed: list[str], timings: dict[str, float], *, finished: bool = False) -> None:
+    """Record the finished stages and the state later stages need; models are in their checkpoints."""
+    state = {
+        "finished": finished,
+        "completed": completed,
+        "timings_s": timings,
+        "teacher_checkpoint": run.teacher_checkpoint,
+        "student_checkpoint": run.student_checkpoint,
+        "student_name": run.student_name,
+        "student_layers": run.student_layers,
+        "teacher_from_scratch": run.teacher_from_scratch,
+        "trimmed": run.trimmed_tokenizer is not None,
+        "models": list(run.models),
+        "onnx_dirs": {v: str(p.relative_to(run.directory)) for v, p in run.onnx_dirs.items()},
+        "predictions": {m: {lang: p.tolist() for lang, p in per.items()} for m, per in run.predictions.items()},
+        "metrics": run.metrics,
+    }
+    atomic_write_json(run.directory / PROGRESS_FILE, state)
+
+
+def restore_progress(run: Run, say: Callable[[str], None]) -> tuple[list[str], dict[str, float]]:
+    """Rebuild `run` as the finished stages left it: models from their checkpoints, the rest from progress.json."""
+    path = run.directory / PROGRESS_FILE
+    if not path.is_file():  # killed before the first stage finished: start it again
+        return [], {}
+    state = json.loads(path.read_text())
+    run.metrics, run.student_layers = state["metrics"], state["student_layers"]
+    run.teacher_from_scratch, run.student_name = state["teacher_from_scratch"], state["student_name"]
+    run.predictions = {m: {lang: np.asarray(p) for lang, p in per.items()} for m, per in state["predictions"].items()}
+    run.onnx_dirs = {v: run.directory / p for v, p in state["onnx_dirs"].items()}
+    if state["teacher_checkpoint"]:
+        run.teacher, run.tokenizer = _load_checkpoint(run, state["teacher_checkpoint"])
+        run.teacher_checkpoint = state["teacher_checkpoint"]
+        run.encoded = _encode_all(run, run.tokenizer, say)
+    for name in state["models"]:
+        run.models[name] = run.teacher if name == TEACHER else _load_checkpoint(run, name)[0]
+    if state["student_checkpoint"]:
+        name = state["student_checkpoint"]
+        run.student = run.models[name] if name in run.models else _load_checkpoint(run, name)[0]
+        run.student_checkpoint = name
+    if state["trimmed"]:
+        run.trimmed_tokenizer = _load_checkpoint(run, STUDENT_TRIMMED, model=False)[1]
+        run.trimmed_encoded = _encode_all(run, run.trimmed_tokenizer, say)
+    return list(state["completed"]), dict(state["timings_s"])
+
+
+def _load_checkpoint(run: Run, name: str, *, model: bool = True) -> tuple[Any, Any]:
+    from transformers import AutoTokenizer
+
+    from distill.models import ATTN_IMPLEMENTATION, AUTO_CLASSES
+
+    path = run.directory / "checkpoints" / name
+    if not path.is_dir():
+        raise DistillError(f"--resume: checkpoint {path} is missing; the run directory is incomplete")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if not model:
+        return None, tokenizer
+    loaded = AUTO_CLASSES[run.task].from_pretrained(path, attn_implementation=ATTN_IMPLEMENTATION, use_safetensors=True)
+    return loaded.eval(), tokenizer
 
 
 def load_data(cfg: DataConfig) -> TaskData:
@@ -148,7 +343,7 @@ def load_data(cfg: DataConfig) -> TaskData:
     return load_task_data(cfg)
 
 
-def _new_run_directory(base: Path, stamp: str) -> Path:
+def new_run_directory(base: Path, stamp: str) -> Path:
     """base/stamp, or base/stamp-2, -3, ... when runs started in the same second (mkdir is the lock)."""
     for n in range(1, 1000):
         directory = base / (stamp if n == 1 else f"{stamp}-{n}")
@@ -160,7 +355,7 @@ def _new_run_directory(base: Path, stamp: str) -> Path:
     raise DistillError(f"cannot create a run directory under {base}: {stamp}-1..999 all exist")
 
 
-def _point_latest(base: Path, directory: Path) -> None:
+def point_latest(base: Path, directory: Path) -> None:
     link = base / "latest"
     tmp = base / f".latest.{os.getpid()}.tmp"  # per process: concurrent runs must not share it
     tmp.unlink(missing_ok=True)
@@ -195,11 +390,13 @@ def stage_teacher(run: Run, say: Callable[[str], None]) -> None:
             pad_id=run.pad_id,
             seed=recipe.seed,
             desc="teacher",
+            resume=resume_point(run, TEACHER),
         )
         run.metrics.setdefault("training", {})[TEACHER] = vars(result)
     else:
         say("teacher is already a classifier for these labels: no fine-tuning")
         save_pretrained_atomic(run.teacher, run.tokenizer, run.directory / "checkpoints" / TEACHER)
+    run.teacher_checkpoint = TEACHER
     _evaluate_torch(run, TEACHER, run.teacher, run.encoded["test"], run.pad_id)
 
 
@@ -235,6 +432,9 @@ def stage_adapt(run: Run, say: Callable[[str], None]) -> None:
     _load_teacher(run, say)
     run.encoded = _encode_all(run, run.tokenizer, say)
     adapt_model(run, run.teacher, TEACHER, say, pretrained=run.recipe.teacher.model)
+    # the adapted encoder under the still untrained task head: what stage teacher starts from, also on --resume
+    save_pretrained_atomic(run.teacher, run.tokenizer, run.directory / "checkpoints" / TEACHER_ADAPTED)
+    run.teacher_checkpoint = TEACHER_ADAPTED
 
 
 def adapt_model(
@@ -267,6 +467,7 @@ def adapt_model(
         pad_id=run.pad_id,
         seed=seed,
         desc="adapt",
+        resume=resume_point(run, directory.name),
     )
     from distill.adapt import copy_encoder
 
@@ -410,7 +611,7 @@ def stage_trim(run: Run, say: Callable[[str], None]) -> None:
     directory = run.directory / "checkpoints" / STUDENT_TRIMMED
     save_trimmed(trimmed, tokenizer, report, directory)
     run.trimmed_tokenizer, run.trimmed_encoded = tokenizer, encoded
-    run.student, run.student_name = trimmed, STUDENT_TRIMMED
+    run.student, run.student_name, run.student_checkpoint = trimmed, STUDENT_TRIMMED, STUDENT_TRIMMED
     run.models[STUDENT_TRIMMED] = trimmed
     _evaluate_torch(run, STUDENT_TRIMMED, trimmed, encoded["test"], tokenizer.pad_token_id)
     agreement = {}
@@ -486,8 +687,10 @@ def _train_student(
         seed=run.recipe.seed,
         desc={STUDENT: "distill", STUDENT_AGNOSTIC: "agnostic"}.get(name, "recover"),
         extra_parameters=list(step.loss.parameters()),
+        resume=resume_point(run, name),
     )
     run.metrics.setdefault("training", {})[name] = vars(result)
+    run.student_checkpoint = name
     if scored:
         run.student_name = name
         run.models[name] = run.student

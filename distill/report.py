@@ -69,11 +69,45 @@ def build_metrics(run: Run) -> dict[str, Any]:
         "student_layers": run.student_layers,
         "task": run.task,
         "metric": METRICS[run.task],
-        "zero_shot_languages": [lang for lang in run.encoded["test"] if lang not in run.encoded["train"]],
+        "zero_shot_languages": run.zero_shot_languages,
+        "labelled_languages": run.labelled_languages,
+        "labelled_train_examples": len(run.joined("train")),
         "test_sentences_per_language": {lang: len(e) for lang, e in run.encoded["test"].items()},
     }
     metrics.update({k: v for k, v in run.metrics.items() if k not in metrics})
+    if TEACHER in metrics["mean"] and len(metrics["mean"]) > 1:
+        metrics["transfer"] = transfer_matrix(metrics)
     return metrics
+
+
+COLLAPSE_BELOW = 0.9  # a language where a model keeps less than this share of the teacher's accuracy
+
+
+def transfer_matrix(m: dict[str, Any]) -> dict[str, Any]:
+    """Each model's accuracy per language relative to the teacher's in that language, with the languages
+    under COLLAPSE_BELOW flagged as collapsed; and the teacher's own transfer: its accuracy per language
+    relative to its mean over the labelled (source) languages."""
+    languages, models = m["languages"], [x for x in m["mean"] if x != TEACHER]
+    teacher = {lang: scores[TEACHER] for lang, scores in languages.items()}
+    retention = {
+        x: {lang: (s[x] / teacher[lang] if teacher[lang] else None) for lang, s in languages.items()} for x in models
+    }
+    sources = [lang for lang in m["labelled_languages"] if lang in teacher]
+    source_mean = sum(teacher[lang] for lang in sources) / len(sources) if sources else 0.0
+    teacher_transfer = {lang: (acc / source_mean if source_mean else None) for lang, acc in teacher.items()}
+    return {
+        "collapse_below": COLLAPSE_BELOW,
+        "source_languages": sources,
+        "zero_shot_languages": m["zero_shot_languages"],
+        "retention": retention,
+        "collapsed": {
+            x: [lang for lang, r in per.items() if r is not None and r < COLLAPSE_BELOW] for x, per in retention.items()
+        },
+        "teacher_vs_source": teacher_transfer,
+        "teacher_transfer_collapsed": [
+            lang for lang, r in teacher_transfer.items() if lang not in sources and r is not None and r < COLLAPSE_BELOW
+        ],
+    }
 
 
 def write_report(run: Run) -> None:
@@ -81,6 +115,9 @@ def write_report(run: Run) -> None:
     plots = run.directory / "plots"
     plot_path = _plot_accuracy(metrics, plots / "accuracy_per_language.png")
     metrics["plots"] = [str(plot_path.relative_to(run.directory))] if plot_path else []
+    if "transfer" in metrics and metrics["zero_shot_languages"]:
+        heat = _plot_transfer(metrics, plots / "transfer_matrix.png")
+        metrics["transfer"]["plot"] = str(heat.relative_to(run.directory))
     if "adapt" in metrics:
         curve = _plot_mlm_loss(metrics["adapt"], plots / "adapt_mlm_loss.png")
         metrics["adapt"]["plot"] = str(curve.relative_to(run.directory))
@@ -120,6 +157,8 @@ def render_report(name: str, m: dict[str, Any]) -> str:
         lines += ["", "Retention (mean accuracy relative to the teacher): " + ", ".join(
             f"{title(x)} {m['mean'][x] / m['mean'][TEACHER]:.1%}" for x in models if x != TEACHER
         )]  # fmt: skip
+    if "transfer" in m:
+        lines += _transfer_section(m)
     lines += ["", "## Size", "", "| model | parameters | outside embeddings | file size (MB) |", "|---|---|---|---|"]
     params, size = m["params"], m["size_mb"]
     models = [key for key in params if not key.endswith("_non_embedding")]
@@ -151,6 +190,10 @@ def render_report(name: str, m: dict[str, Any]) -> str:
         for key, result in m["training"].items():
             for h in result["history"]:
                 lines.append(f"| {key} | {h['epoch']} | {h['train_loss']:.4f} | {h['dev_score']:.4f} |")
+        skipped = {key: r.get("skipped_batches", 0) for key, r in m["training"].items()}
+        if any(skipped.values()):
+            lines += ["", "Batches skipped for a NaN/inf loss or gradient (`train.skip_nonfinite`): " + ", ".join(
+                f"{key} {n}" for key, n in skipped.items() if n) + "."]  # fmt: skip
     if m.get("plots"):
         lines += ["", *[f"![{Path(p).stem}]({p})" for p in m["plots"]]]
     env = m.get("environment", {})
@@ -164,6 +207,75 @@ def render_report(name: str, m: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _transfer_section(m: dict[str, Any]) -> list[str]:
+    """The collapse flags; with zero-shot languages, the whole languages x models transfer matrix."""
+    t = m["transfer"]
+    limit = f"{t['collapse_below']:.0%}"
+    flagged = {x: langs for x, langs in t["collapsed"].items() if langs}
+    lines = ["", "## Cross-lingual transfer", ""]
+    if t["zero_shot_languages"]:
+        lines += [
+            f"Labelled training data: {', '.join(t['source_languages'])}. Every other language is **zero-shot**: "
+            "its labels were never seen (its unlabelled train text may have trained the tokenizer). Each cell: "
+            f"test accuracy (share of the teacher's accuracy in that language); **COLLAPSED** marks a model "
+            f"under {limit} of the teacher there. Teacher column: accuracy (share of its mean over the labelled "
+            "languages).",
+            "",
+        ]
+        models = list(m["mean"])
+        lines += ["| language | " + " | ".join(title(x) for x in models) + " |", "|---" * (1 + len(models)) + "|"]
+        for lang, scores in m["languages"].items():
+            cells = []
+            for x in models:
+                ratio = t["teacher_vs_source"][lang] if x == TEACHER else t["retention"][x][lang]
+                text = f"{scores[x]:.3f} ({ratio:.1%})" if ratio is not None else f"{scores[x]:.3f}"
+                if x != TEACHER and lang in t["collapsed"][x]:
+                    text += " **COLLAPSED**"
+                cells.append(text)
+            shot = " (zero-shot)" if lang in t["zero_shot_languages"] else ""
+            lines.append(f"| {lang}{shot} | " + " | ".join(cells) + " |")
+        if t["teacher_transfer_collapsed"]:
+            lines += ["", f"The teacher itself keeps under {limit} of its labelled-language accuracy in: "
+                      + ", ".join(t["teacher_transfer_collapsed"]) + "."]  # fmt: skip
+        if t.get("plot"):
+            lines += ["", f"![transfer matrix]({t['plot']})"]
+        lines.append("")
+    if flagged:
+        lines += [f"Collapsed (under {limit} of the teacher): " + "; ".join(
+            f"{title(x)}: {', '.join(langs)}" for x, langs in flagged.items()) + "."]  # fmt: skip
+    else:
+        lines += [f"No language fell under {limit} of the teacher's accuracy in any model."]
+    return lines
+
+
+def _plot_transfer(m: dict[str, Any], path: Path) -> Path:
+    """Heat map, languages x models, of accuracy relative to the teacher (teacher: to its labelled mean)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    t, models, languages = m["transfer"], list(m["mean"]), list(m["languages"])
+    ratio = np.array([
+        [(t["teacher_vs_source"] if x == TEACHER else t["retention"][x])[lang] or 0.0 for x in models]
+        for lang in languages
+    ])  # fmt: skip
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(models), 0.9 + 0.32 * len(languages)))
+    image = ax.imshow(ratio, cmap="RdYlGn", vmin=0.5, vmax=1.1, aspect="auto")
+    for i, lang in enumerate(languages):
+        for j, x in enumerate(models):
+            mark = " ✗" if x != TEACHER and lang in t["collapsed"][x] else ""
+            ax.text(j, i, f"{m['languages'][lang][x]:.2f}{mark}", ha="center", va="center", fontsize=7)
+    ax.set_xticks(range(len(models)), [title(x) for x in models], rotation=20, ha="right", fontsize=8)
+    labels = [f"{lang}{'' if lang in t['source_languages'] else ' (0-shot)'}" for lang in languages]
+    ax.set_yticks(range(len(languages)), labels, fontsize=7)
+    fig.colorbar(image, ax=ax, label="share of the teacher (teacher: of its labelled mean)")
+    ax.set_title(f"Test accuracy per language; ✗ under {t['collapse_below']:.0%} of the teacher", fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=110)
 
 
 def _adapt_section(a: dict[str, Any]) -> list[str]:
@@ -344,5 +456,114 @@ def _plot_accuracy(m: dict[str, Any], path: Path) -> Path | None:
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8)
     ax.set_title("Accuracy per language")
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=110)
+
+
+# ----------------------------------------------------------------------------------------------
+# embedding-kd runs (distill.embed)
+
+RETRIEVAL_ROWS = {
+    "student": "student (distilled)",
+    "tfidf": "char-n-gram TF-IDF",
+    "teacher": "teacher (English-only)",
+    "student_init": "student before distillation",
+}
+
+
+def render_embedding_report(name: str, m: dict[str, Any]) -> str:
+    """report.md of an embedding-kd run: retrieval per language against the baselines, probes, training."""
+    src, r = m["source_language"], m["retrieval"]
+    languages = list(r["student"])
+    s = m["student"]
+    lines = [
+        f"# polydistill run: {name} (multilingual sentence-embedding distillation)",
+        "",
+        f"Teacher: `{m['teacher']}` ({m['teacher_params'] / 1e6:.2f}M parameters), which embeds each {src} sentence. "
+        f"Student: an XLM-R-architecture model with the teacher's layers {s['layers'] or 'all'} under a "
+        f"{s['vocab_size']}-piece Unigram vocabulary trained on every language's train text "
+        f"({s['transfer']['from_teacher']} pieces initialised from the teacher's embeddings, {s['transfer']['random']} "
+        f"at random; {s['params'] / 1e6:.2f}M parameters). It learnt to embed each {src} train sentence and its "
+        f"translations to the teacher's embedding of the {src} sentence (MSE; Reimers & Gurevych 2020): "
+        f"{m['pairs']['train']} train ids; the best epoch by dev retrieval ({m['pairs']['dev']} dev ids).",
+        "",
+        "## Retrieval accuracy on the test ids",
+        "",
+        f"Each of the {m['pairs']['test']} test sentences of one side retrieves its nearest (cosine) sentence among "
+        f"the other side's {m['pairs']['test']}; accuracy is the share that finds its translation (chance "
+        f"{1 / m['pairs']['test']:.3f}). `{src[:3]}→xx` queries with {src}, `xx→{src[:3]}` with the other language.",
+        "",
+        f"**The student beats the TF-IDF baseline on {m['beats_tfidf']['count']} of {len(languages)} languages** "
+        f"({m['beats_tfidf']['rule']}).",
+        "",
+    ]
+    rows = [k for k in RETRIEVAL_ROWS if k in r]
+    lines.append("| language | " + " | ".join(f"{RETRIEVAL_ROWS[k]} {src[:3]}→xx / xx→{src[:3]}" for k in rows) + " |")
+    lines.append("|---" * (1 + len(rows)) + "|")
+
+    def cell(scores: dict[str, float], bold: bool = False) -> str:
+        text = f"{scores['src2tgt']:.3f} / {scores['tgt2src']:.3f}"
+        return f"**{text}**" if bold else text
+
+    wins = set(m["beats_tfidf"]["languages"])
+    for lang in languages:
+        lines.append(
+            f"| {lang} | " + " | ".join(cell(r[k][lang], k == "student" and lang in wins) for k in rows) + " |"
+        )
+    means = {
+        k: {d: sum(r[k][lang][d] for lang in languages) / len(languages) for d in ("src2tgt", "tgt2src")} for k in rows
+    }
+    lines.append("| **mean** | " + " | ".join(cell(means[k]) for k in rows) + " |")
+    p = m["probe"]
+    lines += [
+        "",
+        "## Topic accuracy of a linear probe on the embeddings",
+        "",
+        "Logistic regression on L2-normalised sentence embeddings, test ids. `all languages`: trained on every "
+        f"language's train sentences; `{src} only`: trained on the {src} train sentences, so every other column is "
+        f"zero-shot transfer. The teacher's own {src} probe scores {p['teacher_source'][src]:.3f}.",
+        "",
+        f"| language | all languages | {src} only |",
+        "|---|---|---|",
+    ]
+    for lang in p["all_languages"]:
+        lines.append(f"| {lang} | {p['all_languages'][lang]:.3f} | {p['source_only'][lang]:.3f} |")
+    mean_all = sum(p["all_languages"].values()) / len(p["all_languages"])
+    mean_src = sum(p["source_only"].values()) / len(p["source_only"])
+    lines += [f"| **mean** | **{mean_all:.3f}** | **{mean_src:.3f}** |", ""]
+    lines += ["## Training", "", "Dev score: mean retrieval accuracy over languages and both directions (dev ids).", ""]
+    lines += ["| epoch | train MSE | dev score |", "|---|---|---|"]
+    for h in m["training"]["history"]:
+        lines.append(f"| {h['epoch']} | {h['train_loss']:.5f} | {h['dev_score']:.4f} |")
+    lines += ["", f"Best epoch: {m['training']['best_epoch']}.", "", "![retrieval](retrieval.png)", ""]
+    env = m.get("environment", {})
+    if env:
+        lines += ["## Environment", "", ", ".join(f"{k}: {v}" for k, v in env.items()), ""]
+    lines += [f"Total time: {m['timings_s']['total']} s.", "", DATA_LINES["sequence"], ""]
+    return "\n".join(lines)
+
+
+def plot_retrieval(m: dict[str, Any], path: Path) -> Path:
+    """Bars per language: retrieval accuracy (mean of both directions) of each row of RETRIEVAL_ROWS."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    r = m["retrieval"]
+    languages = list(r["student"])
+    rows = [k for k in RETRIEVAL_ROWS if k in r]
+    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(languages)), 3.6))
+    width = 0.8 / len(rows)
+    x = np.arange(len(languages))
+    for i, key in enumerate(rows):
+        values = [(r[key][lang]["src2tgt"] + r[key][lang]["tgt2src"]) / 2 for lang in languages]
+        ax.bar(x + i * width, values, width, label=RETRIEVAL_ROWS[key])
+    ax.set_xticks(x + 0.4 - width / 2, languages, rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel("retrieval accuracy (mean of both directions)")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7)
+    ax.set_title(f"Translation retrieval against {m['source_language']} (test ids)")
     fig.tight_layout()
     return save_figure(fig, path, dpi=110)

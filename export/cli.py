@@ -110,6 +110,9 @@ def load_classifier_dir(model_dir: str | Path):
     path = Path(model_dir)
     if not (path / "config.json").is_file():
         raise DistillError(f"export: {model_dir} is not a saved model directory (no config.json)")
+    from distill.models import refuse_pickle
+
+    refuse_pickle(path, "export")
     try:
         config = AutoConfig.from_pretrained(path)
         task = classifier_task(config)

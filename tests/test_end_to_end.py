@@ -140,8 +140,8 @@ def test_gate_flags_a_variant_that_drops_one_language_beyond_the_tolerance():
 
 
 def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path):
-    from distill.pipeline import _new_run_directory
+    from distill.pipeline import new_run_directory
 
-    first = _new_run_directory(tmp_path, "20260101-000000")
-    second = _new_run_directory(tmp_path, "20260101-000000")
+    first = new_run_directory(tmp_path, "20260101-000000")
+    second = new_run_directory(tmp_path, "20260101-000000")
     assert (first.name, second.name) == ("20260101-000000", "20260101-000000-2")

@@ -14,7 +14,9 @@ from distill.losses import (
     LogitKL,
     LogitMSE,
     MiniLMRelations,
+    PooledContrastive,
     PooledCosine,
+    PooledMSE,
     WeightedLoss,
     aligned,
     check_loss_specs,
@@ -207,6 +209,23 @@ def test_pooled_cosine_hand_values_and_projection():
     total, _ = loss(student_pooled=torch.randn(4, 3), teacher_pooled=teacher)
     total.backward()
     assert loss.terms["pooled_cosine"].projection.weight.grad is not None
+
+
+def test_pooled_mse_hand_values():
+    student = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    teacher = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    assert PooledMSE()(student, teacher).item() == pytest.approx((0 + 4 + 9 + 16) / 4)
+
+
+def test_pooled_contrastive_hand_values_and_translations_are_not_each_others_negatives():
+    identity = torch.eye(2)
+    # logits [[1, 0], [0, 1]] at temperature 1: each row's loss is log(1 + e^-1)
+    assert PooledContrastive(temperature=1.0)(identity, identity).item() == pytest.approx(math.log(1 + math.exp(-1)))
+    # both rows' target is the same vector (one sentence's translations): no negatives left, loss 0
+    same_target = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    assert PooledContrastive(temperature=1.0)(identity, same_target).item() == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        PooledContrastive(temperature=0.0)
 
 
 def test_weighted_loss_accepts_teacher_features_made_in_inference_mode():

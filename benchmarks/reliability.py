@@ -1,0 +1,299 @@
+"""Every fault and bad input of the reliability issue, tried through the real `distill` command line.
+
+    python -m benchmarks.reliability --out benchmarks/results/reliability
+
+Each case runs `python -m distill ...` in a fresh process (tiny recipes, a scratch folder), and records the
+exit code, the last line the user saw on stderr, how many lines stderr had, and what was left on disk:
+no half-written artifact (no `*.tmp`), and for faults, that the run could be continued or its files read.
+Writes `reliability.json` and `reliability.md` with this command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from benchmarks.outputs import command_line, write_results
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_ROOT = Path(os.environ.get("POLYDISTILL_DATA", REPO.parent / "shared" / "data"))
+QUICKSTART = str(REPO / "recipes" / "quickstart.yaml")
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+TINY = [
+    "data.languages=[eng_Latn, hau_Latn]",
+    "data.max_train_per_language=48",
+    "data.max_eval_per_language=12",
+    "teacher.scratch.vocab_size=300",
+    "teacher.scratch.hidden_size=32",
+    "teacher.scratch.num_heads=2",
+    "teacher.scratch.intermediate_size=64",
+    "teacher.train.epochs=2",
+    "teacher.train.batch_size=8",
+    "distill.train.epochs=2",
+    "distill.train.batch_size=8",
+    "checkpoint_every=1",
+    "stages=[teacher, distill]",
+]
+
+
+def distill(*args: str, limit_bytes: int | None = None) -> subprocess.CompletedProcess:
+    def limit() -> None:
+        if limit_bytes is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+
+    return subprocess.run(
+        [sys.executable, "-m", "distill", *args], env=ENV, capture_output=True, text=True, preexec_fn=limit
+    )
+
+
+def torn(folder: Path) -> list[str]:
+    """Temporary files or folders a writer left behind (a killed process may leave its own; nothing else may)."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if ".tmp" in p.name) if folder.exists() else []
+
+
+def outcome(result: subprocess.CompletedProcess, out: Path, **extra: Any) -> dict[str, Any]:
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    return {
+        "exit_code": result.returncode,
+        "message": lines[-1] if lines else "",
+        "stderr_lines": len(lines),
+        "files_written": sum(1 for p in out.rglob("*") if p.is_file()) if out.exists() else 0,
+        "half_written": torn(out),
+        **extra,
+    }
+
+
+def run_dirs(out: Path, name: str = "quickstart") -> list[Path]:
+    base = out / name
+    return sorted(p for p in base.iterdir() if p.name != "latest") if base.is_dir() else []
+
+
+# ----------------------------------------------------------------------------------------------
+# the cases: each takes a scratch folder and returns its outcome
+
+
+def malformed_yaml(tmp: Path) -> dict[str, Any]:
+    bad = tmp / "broken.yaml"
+    bad.write_text("name: broken\nstages: [teacher, distill\ndata:\n  path: x\n")
+    return outcome(distill("run", str(bad)), tmp / "runs")
+
+
+def override(*overrides: str) -> Callable[[Path], dict[str, Any]]:
+    def case(tmp: Path) -> dict[str, Any]:
+        data = f"data.path={DATA_ROOT / 'sib-200'}"
+        return outcome(distill("run", QUICKSTART, f"output_dir={tmp / 'runs'}", data, *overrides), tmp / "runs")
+
+    return case
+
+
+def vocabulary_mismatch(tmp: Path) -> dict[str, Any]:
+    from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
+
+    from distill.tokenizer import train_unigram_tokenizer
+
+    tokenizer = train_unigram_tokenizer(["a small corpus of words for a tokenizer"] * 50 + ["more text here"] * 50, 40)
+    config = XLMRobertaConfig(vocab_size=10, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                              intermediate_size=32)  # fmt: skip
+    folder = tmp / "mismatched"
+    XLMRobertaForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return override(f"teacher.model={folder}")(tmp)
+
+
+def copy_language(tmp: Path, edit: Callable[[Path], None]) -> Path:
+    root = tmp / "sib"
+    for lang in ("eng_Latn", "hau_Latn"):
+        source, target = DATA_ROOT / "sib-200" / "data" / lang, root / lang
+        target.mkdir(parents=True)
+        for f in source.iterdir():
+            (target / f.name).write_bytes(f.read_bytes())
+    edit(root)
+    return root
+
+
+def unknown_label(tmp: Path) -> dict[str, Any]:
+    def edit(root: Path) -> None:
+        path = root / "hau_Latn" / "train.tsv"
+        lines = path.read_text().splitlines()
+        index_id, _, text = lines[5].split("\t", 2)
+        lines[5] = f"{index_id}\tcooking\t{text}"
+        path.write_text("\n".join(lines) + "\n")
+
+    root = copy_language(tmp, edit)
+    return override(f"data.path={root}", "data.languages=[eng_Latn, hau_Latn]")(tmp)
+
+
+def empty_split(tmp: Path) -> dict[str, Any]:
+    def edit(root: Path) -> None:
+        path = root / "hau_Latn" / "test.tsv"
+        path.write_text(path.read_text().splitlines()[0] + "\n")
+
+    root = copy_language(tmp, edit)
+    return override(f"data.path={root}", "data.languages=[eng_Latn, hau_Latn]")(tmp)
+
+
+def output_dir_is_a_file(tmp: Path) -> dict[str, Any]:
+    (tmp / "a-file").write_text("not a folder\n")
+    data = f"data.path={DATA_ROOT / 'sib-200'}"
+    return outcome(distill("run", QUICKSTART, f"output_dir={tmp / 'a-file'}", data, *TINY), tmp / "runs")
+
+
+def pickle_checkpoint(tmp: Path) -> dict[str, Any]:
+    import torch
+    from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
+
+    config = XLMRobertaConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                              intermediate_size=32)  # fmt: skip
+    folder = tmp / "pickled"
+    config.save_pretrained(folder)
+    torch.save(XLMRobertaForSequenceClassification(config).state_dict(), folder / "pytorch_model.bin")
+    return override(f"teacher.model={folder}")(tmp)
+
+
+def remote_code(tmp: Path) -> dict[str, Any]:
+    folder = tmp / "remote"
+    folder.mkdir()
+    config = {"model_type": "custom-thing", "auto_map": {"AutoConfig": "modeling.CustomConfig"}, "architectures": []}
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "modeling.py").write_text("raise SystemExit('this code must never run')\n")
+    (folder / "model.safetensors").write_bytes(b"")
+    return override(f"teacher.model={folder}")(tmp)
+
+
+def nonfinite_loss(tmp: Path) -> dict[str, Any]:
+    # an absurd learning rate: the weights overflow within a few steps, and the loss turns NaN/inf
+    return override(*TINY, "teacher.train.lr=1.0e+30", "teacher.train.max_grad_norm=1.0e+30")(tmp)
+
+
+def disk_full(tmp: Path) -> dict[str, Any]:
+    data = f"data.path={DATA_ROOT / 'sib-200'}"
+    args = ["run", QUICKSTART, f"output_dir={tmp / 'runs'}", data, *TINY]
+    full = distill(*args, limit_bytes=64 * 1024)  # every file over 64 KB fails, as on a full disk
+    result = outcome(full, tmp / "runs")
+    (directory,) = run_dirs(tmp / "runs")
+    resumed = distill(*args, "--resume", str(directory))
+    result["then"] = f"`--resume` with space again: exit code {resumed.returncode}"
+    result["resumed_ok"] = resumed.returncode == 0 and (directory / "metrics.json").is_file()
+    return result
+
+
+def killed_and_resumed(tmp: Path) -> dict[str, Any]:
+    """SIGKILL in the middle of distillation, resume, compare with a run never stopped."""
+    data = f"data.path={DATA_ROOT / 'sib-200'}"
+    whole = distill("run", QUICKSTART, f"output_dir={tmp / 'whole'}", data, *TINY)
+    assert whole.returncode == 0, whole.stderr
+    expected = json.loads((run_dirs(tmp / "whole")[0] / "metrics.json").read_text())
+    args = [sys.executable, "-m", "distill", "run", QUICKSTART, f"output_dir={tmp / 'runs'}", data, *TINY]
+    process = subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 600
+    state = None
+    while time.monotonic() < deadline and process.poll() is None:
+        dirs = run_dirs(tmp / "runs")
+        try:
+            state = (
+                json.loads((dirs[0] / "checkpoints" / ".resume-student" / "state.json").read_text()) if dirs else None
+            )
+        except (OSError, ValueError):
+            state = None
+        if state and state["epoch"] * 1000 + state["step"] >= 1005:  # epoch 2, step 5 of distillation
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    process.wait()
+    (directory,) = run_dirs(tmp / "runs")
+    resumed = distill("run", QUICKSTART, f"output_dir={tmp / 'runs'}", data, *TINY, "--resume", str(directory))
+    metrics = json.loads((directory / "metrics.json").read_text())
+    return {
+        "exit_code": process.returncode,
+        "message": f"killed at distillation epoch {state['epoch'] + 1}, step {state['step']}"
+        if state
+        else "not killed",
+        "stderr_lines": 0,
+        "files_written": sum(1 for p in directory.rglob("*") if p.is_file()),
+        "half_written": [],
+        "then": f"`--resume`: exit code {resumed.returncode}",
+        "same_metrics_as_uninterrupted": metrics["languages"] == expected["languages"]
+        and metrics["training"] == expected["training"],
+    }
+
+
+CASES: list[tuple[str, str, Callable[[Path], dict[str, Any]]]] = [
+    ("malformed YAML", "a recipe with an unclosed list", malformed_yaml),
+    ("misspelt key", "distill.train.epoch=3", override("distill.train.epoch=3")),
+    ("wrong type", "teacher.train.batch_size=large", override("teacher.train.batch_size=large")),
+    ("unknown language code", "data.languages=[eng_Latn, hau_Latm]", override("data.languages=[eng_Latn, hau_Latm]")),
+    ("missing data path", "data.path=/nonexistent/sib-200", override("data.path=/nonexistent/sib-200")),
+    ("missing model dir", "teacher.model=/nonexistent/model", override("teacher.model=/nonexistent/model")),
+    ("tokenizer/model vocabulary mismatch", "a 40-piece tokenizer beside a 10-row embedding", vocabulary_mismatch),
+    ("label not in the label set", "one hau_Latn train row labelled 'cooking'", unknown_label),
+    ("empty language split", "hau_Latn/test.tsv with its header only", empty_split),
+    ("output dir is a file", "output_dir=<a file>", output_dir_is_a_file),
+    ("pickle-only checkpoint", "teacher.model=<folder with pytorch_model.bin only>", pickle_checkpoint),
+    ("remote code", "teacher.model=<folder whose config needs its own modeling.py>", remote_code),
+    ("NaN/inf loss", "teacher.train.lr=1e30", nonfinite_loss),
+    ("no disk space while checkpointing", "every file over 64 KB fails (RLIMIT_FSIZE)", disk_full),
+    ("SIGKILL during distillation", "kill -9 at distillation epoch 2, step 5; then --resume", killed_and_resumed),
+]
+
+
+def render(doc: dict[str, Any]) -> str:
+    lines = [
+        "# Reliability: every fault and bad input, through the `distill` command line",
+        "",
+        f"Command: `{doc['command']}` ({doc['seconds']} s). Each case ran `python -m distill run ...` in a fresh "
+        "process on tiny recipes. *Half-written*: temporary files left anywhere under the output folder. "
+        "*Lines*: lines on stderr (1 = the one-line error, no traceback).",
+        "",
+        "| case | input | exit code | lines | what the user saw | half-written | afterwards |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for case in doc["cases"]:
+        after = case.get("then", "")
+        if "resumed_ok" in case:
+            after += ", run complete" if case["resumed_ok"] else ", NOT complete"
+        if "same_metrics_as_uninterrupted" in case:
+            same = case["same_metrics_as_uninterrupted"]
+            after += ", metrics identical to an uninterrupted run" if same else ", metrics DIFFER"
+        message = case["message"].replace("|", "\\|")
+        lines.append(
+            f"| {case['case']} | {case['input']} | {case['exit_code']} | {case['stderr_lines']} | `{message}` | "
+            f"{', '.join(case['half_written']) or 'none'} | {after or '-'} |"
+        )
+    lines += [
+        "",
+        "Not a case here, by design: recipes name losses, stages and export variants from fixed registries, "
+        "never a Python import path, so there is no import-path allow-list to bypass; recipes are read with "
+        "`yaml.safe_load`; `trust_remote_code` is off unless a recipe sets `teacher.trust_remote_code: true`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="benchmarks/results/reliability", help="output path without extension")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    cases = []
+    for name, given, case in CASES:
+        with tempfile.TemporaryDirectory() as tmp:
+            print(f"-- {name}", flush=True)
+            cases.append({"case": name, "input": given, **case(Path(tmp))})
+    doc = {"command": command_line("benchmarks.reliability", argv), "cases": cases}
+    doc["seconds"] = round(time.perf_counter() - started, 1)
+    write_results(args.out, doc, render(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,94 @@
+"""Resumable training state: what `distill.train.fit` needs to continue a killed run exactly.
+
+One folder, replaced atomically (distill.io.atomic_directory), so a kill while it is written leaves the
+previous state whole:
+
+- `model.safetensors`, `best.safetensors`, `extra.safetensors`: the weights now, the best epoch's, and a
+  loss's learned projections (safetensors: loading them runs no code);
+- `optimizer.pt`: optimizer and scheduler state and the RNG states, saved with `torch.save` and read back
+  with `torch.load(weights_only=True)`, which accepts only tensors and plain containers, never code;
+- `state.json`: epoch, step within it, the epoch losses so far, and the best dev score and epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, load_model, save_file, save_model
+
+from distill.io import atomic_directory
+
+STATE_FILE = "state.json"
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where `fit` keeps its resume state and how often (in optimizer steps) it writes it."""
+
+    directory: Path
+    every_steps: int = 50
+
+    def exists(self) -> bool:
+        return (self.directory / STATE_FILE).is_file()
+
+    def save(
+        self, model: torch.nn.Module, extra: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer,
+        scheduler: Any, generator: torch.Generator | None, result: Any, best_state: dict[str, torch.Tensor] | None,
+        epoch: int, step: int, running: list[float],
+    ) -> None:  # fmt: skip
+        def write(tmp: Path) -> None:
+            save_model(model, str(tmp / "model.safetensors"))  # save_model handles tied weights
+            if best_state is not None:
+                save_file({k: v.contiguous() for k, v in best_state.items()}, str(tmp / "best.safetensors"))
+            save_file({str(i): p.detach().contiguous() for i, p in enumerate(extra)}, str(tmp / "extra.safetensors"))
+            torch.save(
+                {
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "torch_rng": torch.get_rng_state(),
+                    "generator": generator.get_state() if generator is not None else None,
+                },
+                tmp / "optimizer.pt",
+            )
+            state = {
+                "epoch": epoch,
+                "step": step,
+                "running": running,
+                "best_dev_score": result.best_dev_score,
+                "best_epoch": result.best_epoch,
+                "history": result.history,
+            }
+            (tmp / STATE_FILE).write_text(json.dumps(state))
+
+        atomic_directory(self.directory, write)
+
+    def load(
+        self, model: torch.nn.Module, extra: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer,
+        scheduler: Any, generator: torch.Generator | None, result: Any,
+    ) -> tuple[int, int, list[float], dict[str, torch.Tensor] | None]:  # fmt: skip
+        """Restore everything in place; returns (epoch, step within it, epoch losses so far, best weights)."""
+        state = json.loads((self.directory / STATE_FILE).read_text())
+        load_model(model, str(self.directory / "model.safetensors"))
+        stored = load_file(str(self.directory / "extra.safetensors"))
+        with torch.no_grad():
+            for i, param in enumerate(extra):
+                param.copy_(stored[str(i)])
+        bundle = torch.load(self.directory / "optimizer.pt", weights_only=True)
+        optimizer.load_state_dict(bundle["optimizer"])
+        scheduler.load_state_dict(bundle["scheduler"])
+        torch.set_rng_state(bundle["torch_rng"])
+        if generator is not None and bundle["generator"] is not None:
+            generator.set_state(bundle["generator"])
+        best_path = self.directory / "best.safetensors"
+        best_state = load_file(str(best_path)) if best_path.is_file() else None
+        result.best_dev_score, result.best_epoch = state["best_dev_score"], state["best_epoch"]
+        result.history = state["history"]
+        return state["epoch"], state["step"], state["running"], best_state
+
+    def clear(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)

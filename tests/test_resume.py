@@ -1,0 +1,123 @@
+"""Resume: a run killed with SIGKILL at a random training step, then `distill run --resume`, ends with the
+same metrics as a run never stopped; finished stages are restored, not redone."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from distill.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "recipes" / "quickstart.yaml"
+TINY = [
+    "data.languages=[eng_Latn, hau_Latn]",
+    "data.max_train_per_language=48",
+    "data.max_eval_per_language=12",
+    "teacher.scratch.vocab_size=300",
+    "teacher.scratch.hidden_size=32",
+    "teacher.scratch.num_heads=2",
+    "teacher.scratch.intermediate_size=64",
+    "teacher.train.epochs=3",
+    "teacher.train.batch_size=8",
+    "distill.train.epochs=3",
+    "distill.train.batch_size=8",
+    "checkpoint_every=1",
+    "stages=[teacher, distill]",
+]
+# threads fixed, so the killed-and-resumed run and the uninterrupted one add up floats in the same order
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def distill_run(out: Path, data: Path, *extra: str, stdout: int = subprocess.DEVNULL) -> subprocess.Popen:
+    command = [sys.executable, "-m", "distill", "run", str(RECIPE), f"output_dir={out}", f"data.path={data}", *TINY]
+    return subprocess.Popen([*command, *extra], env=ENV, stdout=stdout, stderr=subprocess.PIPE, text=True)
+
+
+def run_directory(out: Path) -> Path:
+    (directory,) = [p for p in (out / "quickstart").iterdir() if p.name != "latest"]
+    return directory
+
+
+def kill_after_step(process: subprocess.Popen, state: Path, step: int, timeout: float = 300) -> None:
+    """SIGKILL `process` as soon as the resume state in `state` has passed optimizer step `step`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"the run ended before it was killed: {process.stderr.read()}"
+        try:
+            saved = json.loads((state / "state.json").read_text())
+        except (OSError, ValueError):  # not written yet, or being swapped in
+            saved = None
+        if saved is not None and saved["epoch"] * 1000 + saved["step"] >= step:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            return
+        time.sleep(0.005)
+    process.kill()
+    pytest.fail(f"no resume state past step {step} in {state} within {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, sib200_path) -> dict:
+    out = tmp_path_factory.mktemp("whole")
+    process = distill_run(out, sib200_path)
+    assert process.wait() == 0, process.stderr.read()
+    return json.loads((run_directory(out) / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("stage, checkpoint", [("teacher", "teacher"), ("distill", "student")])
+def test_run_killed_at_a_random_step_resumes_to_the_same_metrics(
+    stage, checkpoint, uninterrupted, tmp_path, sib200_path
+):
+    rng = random.Random()
+    epoch, step = rng.randrange(3), rng.randrange(1, 12)  # 96 sentences in batches of 8: 12 steps an epoch
+    process = distill_run(tmp_path, sib200_path)
+    state = None
+    deadline = time.monotonic() + 300
+    while state is None and time.monotonic() < deadline:  # the run directory appears once the data is read
+        if (tmp_path / "quickstart").is_dir() and any(p.name != "latest" for p in (tmp_path / "quickstart").iterdir()):
+            state = run_directory(tmp_path) / "checkpoints" / f".resume-{checkpoint}"
+        time.sleep(0.01)
+    kill_after_step(process, state, epoch * 1000 + step)
+    directory = run_directory(tmp_path)
+    assert not (directory / "metrics.json").exists()
+    progress = directory / "progress.json"
+    finished = json.loads(progress.read_text())["completed"] if progress.exists() else []
+    assert finished == ([] if stage == "teacher" else ["teacher"])
+
+    saved = json.loads((state / "state.json").read_text())  # the last resume point the killed run wrote
+    resumed = distill_run(tmp_path, sib200_path, "--resume", str(directory), stdout=subprocess.PIPE)
+    out, err = resumed.communicate()
+    assert resumed.returncode == 0, err
+    desc = {"teacher": "teacher", "distill": "distill"}[stage]
+    assert f"{desc}: resuming at epoch {saved['epoch'] + 1}, step {saved['step']}" in out  # not from scratch
+    if stage == "distill":
+        assert "finished stages ['teacher'] are kept" in out and "== stage teacher" not in out
+    metrics = json.loads((directory / "metrics.json").read_text())
+    assert metrics["languages"] == uninterrupted["languages"]
+    assert metrics["training"] == uninterrupted["training"]
+    assert not (directory / "checkpoints" / f".resume-{checkpoint}").exists()  # removed once trained
+
+
+def test_resume_refuses_a_changed_recipe_and_a_finished_run(tmp_path, sib200_path, capsys):
+    args = ["run", str(RECIPE), f"output_dir={tmp_path}", f"data.path={sib200_path}", *TINY, "stages=[teacher]"]
+    assert main(args) == 0
+    directory = run_directory(tmp_path)
+    assert main([*args, "--resume", str(directory)]) == 2
+    assert "has finished; nothing to resume" in capsys.readouterr().err
+    progress = json.loads((directory / "progress.json").read_text())
+    (directory / "progress.json").write_text(json.dumps({**progress, "finished": False}))
+    assert main([*args, "teacher.train.epochs=4", "--resume", str(directory)]) == 2
+    err = capsys.readouterr().err
+    assert "the recipe differs from" in err and "at 'teacher.train.epochs' (3 there, 4 now)" in err
+    # unchanged recipe: every stage is finished, so nothing is redone and the report is written again
+    assert main([*args, "--resume", str(directory)]) == 0
+    assert "finished stages ['teacher'] are kept" in capsys.readouterr().out
