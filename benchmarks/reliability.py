@@ -66,7 +66,7 @@ def outcome(result: subprocess.CompletedProcess, out: Path, **extra: Any) -> dic
     return {
         "exit_code": result.returncode,
         "message": lines[-1] if lines else "",
-        "stderr_lines": len(lines),
+        "traceback": "Traceback (most recent call last)" in result.stderr,
         "files_written": sum(1 for p in out.rglob("*") if p.is_file()) if out.exists() else 0,
         "half_written": torn(out),
         **extra,
@@ -218,7 +218,7 @@ def killed_and_resumed(tmp: Path) -> dict[str, Any]:
         "message": f"killed at distillation epoch {state['epoch'] + 1}, step {state['step']}"
         if state
         else "not killed",
-        "stderr_lines": 0,
+        "traceback": False,
         "files_written": sum(1 for p in directory.rglob("*") if p.is_file()),
         "half_written": [],
         "then": f"`--resume`: exit code {resumed.returncode}",
@@ -234,7 +234,7 @@ CASES: list[tuple[str, str, Callable[[Path], dict[str, Any]]]] = [
     ("unknown language code", "data.languages=[eng_Latn, hau_Latm]", override("data.languages=[eng_Latn, hau_Latm]")),
     ("missing data path", "data.path=/nonexistent/sib-200", override("data.path=/nonexistent/sib-200")),
     ("missing model dir", "teacher.model=/nonexistent/model", override("teacher.model=/nonexistent/model")),
-    ("tokenizer/model vocabulary mismatch", "a 40-piece tokenizer beside a 10-row embedding", vocabulary_mismatch),
+    ("tokenizer/model vocabulary mismatch", "a trained tokenizer beside a 10-row embedding", vocabulary_mismatch),
     ("label not in the label set", "one hau_Latn train row labelled 'cooking'", unknown_label),
     ("empty language split", "hau_Latn/test.tsv with its header only", empty_split),
     ("output dir is a file", "output_dir=<a file>", output_dir_is_a_file),
@@ -252,9 +252,9 @@ def render(doc: dict[str, Any]) -> str:
         "",
         f"Command: `{doc['command']}` ({doc['seconds']} s). Each case ran `python -m distill run ...` in a fresh "
         "process on tiny recipes. *Half-written*: temporary files left anywhere under the output folder. "
-        "*Lines*: lines on stderr (1 = the one-line error, no traceback).",
+        "*Traceback*: whether stderr held a Python traceback (it should only ever hold the one-line error).",
         "",
-        "| case | input | exit code | lines | what the user saw | half-written | afterwards |",
+        "| case | input | exit code | traceback | what the user saw | half-written | afterwards |",
         "|---|---|---|---|---|---|---|",
     ]
     for case in doc["cases"]:
@@ -266,7 +266,8 @@ def render(doc: dict[str, Any]) -> str:
             after += ", metrics identical to an uninterrupted run" if same else ", metrics DIFFER"
         message = case["message"].replace("|", "\\|")
         lines.append(
-            f"| {case['case']} | {case['input']} | {case['exit_code']} | {case['stderr_lines']} | `{message}` | "
+            f"| {case['case']} | {case['input']} | {case['exit_code']} | {'yes' if case['traceback'] else 'no'} | "
+            f"`{message}` | "
             f"{', '.join(case['half_written']) or 'none'} | {after or '-'} |"
         )
     lines += [

@@ -91,6 +91,10 @@ def _read_labels(path: Path) -> list[str]:
 def _load_local_language(folder: Path) -> dict[str, datasets.Dataset]:
     # SIB-200 TSVs are written by pandas with default quoting; the csv builder reads them right.
     files = {split: str(folder / f"{split}.tsv") for split in SPLITS}
+    for path in files.values():  # the csv builder fails on a header-only file with a message naming neither
+        with open(path, encoding="utf-8") as f:
+            if sum(1 for line in f if line.strip()) < 2:
+                raise DistillError(f"empty split: {path} has no rows")
     loaded = datasets.load_dataset("csv", data_files=files, delimiter="\t", keep_default_na=False)
     for split in SPLITS:
         missing = {"category", "text"} - set(loaded[split].column_names)

@@ -85,15 +85,21 @@ def load_pretrained(name: str, labels: list[str], *, task: str = "sequence", tru
         raise DistillError(f"cannot load teacher {name!r}: {str(exc).splitlines()[0]}") from exc
     existing = [config.id2label[i] for i in sorted(config.id2label)] if config.id2label else []
     is_task_classifier = existing == labels and any(a.endswith(SUFFIXES[task]) for a in config.architectures or [])
-    model = AUTO_CLASSES[task].from_pretrained(
-        name,
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={n: i for i, n in enumerate(labels)},
-        attn_implementation=ATTN_IMPLEMENTATION,
-        use_safetensors=True,
-        trust_remote_code=trust_remote_code,
-    )
+    try:
+        model = AUTO_CLASSES[task].from_pretrained(
+            name,
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={n: i for i, n in enumerate(labels)},
+            attn_implementation=ATTN_IMPLEMENTATION,
+            use_safetensors=True,
+            trust_remote_code=trust_remote_code,
+            # a classifier for other labels gets a fresh head; only the head can differ, as every other
+            # shape comes from the checkpoint's own config
+            ignore_mismatched_sizes=not is_task_classifier,
+        )
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise DistillError(f"cannot load teacher {name!r}: {str(exc).splitlines()[0]}") from exc
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         raise DistillError(
             f"tokenizer of {name!r} has {len(tokenizer)} tokens but the model's embedding "

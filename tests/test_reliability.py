@@ -167,3 +167,32 @@ def test_sigkill_while_an_artifact_is_written_leaves_a_whole_old_or_new_version(
         lines = set(texts[0].splitlines())
         assert len(lines) == 1 and len(texts[0]) == len(next(iter(lines))) * 500_000 + 500_000  # whole, one version
         assert all(t == texts[0] for t in texts)  # a folder's files all come from the same version
+
+
+def test_a_tokenizer_larger_than_the_models_embedding_is_named(tmp_path, capsys, sib200_path):
+    from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
+
+    from distill.tokenizer import train_unigram_tokenizer
+
+    folder = tmp_path / "mismatched"
+    config = XLMRobertaConfig(vocab_size=10, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                              intermediate_size=32)  # fmt: skip
+    XLMRobertaForSequenceClassification(config).save_pretrained(folder)  # 2 labels: SIB's 7 get a fresh head
+    train_unigram_tokenizer(["a small corpus of words"] * 20 + ["and more text"] * 20, 40).save_pretrained(folder)
+    args = [f"data.path={sib200_path}", f"teacher.model={folder}", f"output_dir={tmp_path / 'runs'}"]
+    assert main(["run", str(REPO / "recipes" / "quickstart.yaml"), *args]) == 2
+    assert "but the model's embedding only 10" in capsys.readouterr().err
+
+
+def test_an_empty_language_split_is_named(tmp_path, capsys, sib200_path):
+    root = tmp_path / "sib"
+    for lang in ("eng_Latn", "hau_Latn"):
+        (root / lang).mkdir(parents=True)
+        for f in (sib200_path / "data" / lang).iterdir():
+            (root / lang / f.name).write_bytes(f.read_bytes())
+    test = root / "hau_Latn" / "test.tsv"
+    test.write_text(test.read_text().splitlines()[0] + "\n")
+    args = [f"data.path={root}", "data.languages=[eng_Latn, hau_Latn]", f"output_dir={tmp_path / 'runs'}"]
+    assert main(["run", str(REPO / "recipes" / "quickstart.yaml"), *args]) == 2
+    assert f"empty split: {test} has no rows" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # found before anything was written

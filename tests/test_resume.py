@@ -26,13 +26,25 @@ TINY = [
     "teacher.scratch.hidden_size=32",
     "teacher.scratch.num_heads=2",
     "teacher.scratch.intermediate_size=64",
+    "adapt.train.epochs=2",
+    "adapt.train.batch_size=16",
     "teacher.train.epochs=3",
     "teacher.train.batch_size=8",
     "distill.train.epochs=3",
     "distill.train.batch_size=8",
+    "prune.recover.epochs=2",
+    "prune.recover.batch_size=8",
     "checkpoint_every=1",
-    "stages=[teacher, distill]",
+    "stages=[adapt, teacher, distill, prune]",
 ]
+# stage -> (the checkpoint its training writes, its progress name, epochs, steps an epoch); 96 train
+# sentences in batches of 8 (adapt: of 16, labels unused)
+STAGES = {
+    "adapt": ("adapted", "adapt", 2, 6),
+    "teacher": ("teacher", "teacher", 3, 12),
+    "distill": ("student", "distill", 3, 12),
+    "prune": ("student_pruned", "recover", 2, 12),
+}
 # threads fixed, so the killed-and-resumed run and the uninterrupted one add up floats in the same order
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
@@ -73,12 +85,11 @@ def uninterrupted(tmp_path_factory, sib200_path) -> dict:
     return json.loads((run_directory(out) / "metrics.json").read_text())
 
 
-@pytest.mark.parametrize("stage, checkpoint", [("teacher", "teacher"), ("distill", "student")])
-def test_run_killed_at_a_random_step_resumes_to_the_same_metrics(
-    stage, checkpoint, uninterrupted, tmp_path, sib200_path
-):
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_run_killed_at_a_random_step_resumes_to_the_same_metrics(stage, uninterrupted, tmp_path, sib200_path):
+    checkpoint, desc, epochs, steps = STAGES[stage]
     rng = random.Random()
-    epoch, step = rng.randrange(3), rng.randrange(1, 12)  # 96 sentences in batches of 8: 12 steps an epoch
+    epoch, step = rng.randrange(epochs), rng.randrange(1, steps)
     process = distill_run(tmp_path, sib200_path)
     state = None
     deadline = time.monotonic() + 300
@@ -91,33 +102,41 @@ def test_run_killed_at_a_random_step_resumes_to_the_same_metrics(
     assert not (directory / "metrics.json").exists()
     progress = directory / "progress.json"
     finished = json.loads(progress.read_text())["completed"] if progress.exists() else []
-    assert finished == ([] if stage == "teacher" else ["teacher"])
+    assert finished == list(STAGES)[: list(STAGES).index(stage)]
 
     saved = json.loads((state / "state.json").read_text())  # the last resume point the killed run wrote
     resumed = distill_run(tmp_path, sib200_path, "--resume", str(directory), stdout=subprocess.PIPE)
     out, err = resumed.communicate()
     assert resumed.returncode == 0, err
-    desc = {"teacher": "teacher", "distill": "distill"}[stage]
     assert f"{desc}: resuming at epoch {saved['epoch'] + 1}, step {saved['step']}" in out  # not from scratch
-    if stage == "distill":
-        assert "finished stages ['teacher'] are kept" in out and "== stage teacher" not in out
+    assert f"finished stages {finished or 'none'} are kept" in out
+    assert not any(f"== stage {name}\n" in out for name in finished)  # finished stages are not redone
     metrics = json.loads((directory / "metrics.json").read_text())
     assert metrics["languages"] == uninterrupted["languages"]
     assert metrics["training"] == uninterrupted["training"]
+    assert metrics["adapt"]["history"] == uninterrupted["adapt"]["history"]
     assert not (directory / "checkpoints" / f".resume-{checkpoint}").exists()  # removed once trained
 
 
 def test_resume_refuses_a_changed_recipe_and_a_finished_run(tmp_path, sib200_path, capsys):
-    args = ["run", str(RECIPE), f"output_dir={tmp_path}", f"data.path={sib200_path}", *TINY, "stages=[teacher]"]
+    args = [
+        "run",
+        str(RECIPE),
+        f"output_dir={tmp_path}",
+        f"data.path={sib200_path}",
+        *TINY,
+        "stages=[teacher]",
+        "teacher.train.epochs=1",
+    ]
     assert main(args) == 0
     directory = run_directory(tmp_path)
     assert main([*args, "--resume", str(directory)]) == 2
     assert "has finished; nothing to resume" in capsys.readouterr().err
     progress = json.loads((directory / "progress.json").read_text())
     (directory / "progress.json").write_text(json.dumps({**progress, "finished": False}))
-    assert main([*args, "teacher.train.epochs=4", "--resume", str(directory)]) == 2
+    assert main([*args, "teacher.train.epochs=2", "--resume", str(directory)]) == 2
     err = capsys.readouterr().err
-    assert "the recipe differs from" in err and "at 'teacher.train.epochs' (3 there, 4 now)" in err
+    assert "the recipe differs from" in err and "at 'teacher.train.epochs' (1 there, 2 now)" in err
     # unchanged recipe: every stage is finished, so nothing is redone and the report is written again
     assert main([*args, "--resume", str(directory)]) == 0
     assert "finished stages ['teacher'] are kept" in capsys.readouterr().out
