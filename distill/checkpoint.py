@@ -27,6 +27,17 @@ STATE_FILE = "state.json"
 
 
 @dataclass(frozen=True)
+class Trainables:
+    """The objects `fit` trains and steps: all a resume point restores besides the loop's own counters."""
+
+    model: torch.nn.Module
+    extra: list[torch.nn.Parameter]  # a loss's learned projections
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    generator: torch.Generator | None  # a training step's own RNG (masked-LM masking), if it has one
+
+
+@dataclass(frozen=True)
 class ResumePoint:
     """Where `fit` keeps its resume state and how often (in optimizer steps) it writes it."""
 
@@ -37,21 +48,23 @@ class ResumePoint:
         return (self.directory / STATE_FILE).is_file()
 
     def save(
-        self, model: torch.nn.Module, extra: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer,
-        scheduler: Any, generator: torch.Generator | None, result: Any, best_state: dict[str, torch.Tensor] | None,
-        epoch: int, step: int, running: list[float],
+        self, parts: Trainables, result: Any, best_state: dict[str, torch.Tensor] | None, epoch: int, step: int,
+        running: list[float],
     ) -> None:  # fmt: skip
+        """Write the state after `step` optimizer steps of (0-based) `epoch`; `result` is fit's FitResult."""
+
         def write(tmp: Path) -> None:
-            save_model(model, str(tmp / "model.safetensors"))  # save_model handles tied weights
+            save_model(parts.model, str(tmp / "model.safetensors"))  # save_model handles tied weights
             if best_state is not None:
                 save_file({k: v.contiguous() for k, v in best_state.items()}, str(tmp / "best.safetensors"))
-            save_file({str(i): p.detach().contiguous() for i, p in enumerate(extra)}, str(tmp / "extra.safetensors"))
+            extra = {str(i): p.detach().contiguous() for i, p in enumerate(parts.extra)}
+            save_file(extra, str(tmp / "extra.safetensors"))
             torch.save(
                 {
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
+                    "optimizer": parts.optimizer.state_dict(),
+                    "scheduler": parts.scheduler.state_dict(),
                     "torch_rng": torch.get_rng_state(),
-                    "generator": generator.get_state() if generator is not None else None,
+                    "generator": parts.generator.get_state() if parts.generator is not None else None,
                 },
                 tmp / "optimizer.pt",
             )
@@ -62,32 +75,30 @@ class ResumePoint:
                 "best_dev_score": result.best_dev_score,
                 "best_epoch": result.best_epoch,
                 "history": result.history,
+                "skipped_batches": result.skipped_batches,
             }
             (tmp / STATE_FILE).write_text(json.dumps(state))
 
         atomic_directory(self.directory, write)
 
-    def load(
-        self, model: torch.nn.Module, extra: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer,
-        scheduler: Any, generator: torch.Generator | None, result: Any,
-    ) -> tuple[int, int, list[float], dict[str, torch.Tensor] | None]:  # fmt: skip
-        """Restore everything in place; returns (epoch, step within it, epoch losses so far, best weights)."""
+    def load(self, parts: Trainables, result: Any) -> tuple[int, int, list[float], dict[str, torch.Tensor] | None]:
+        """Restore `parts` and `result` in place; returns (epoch, step within it, epoch losses so far, best weights)."""
         state = json.loads((self.directory / STATE_FILE).read_text())
-        load_model(model, str(self.directory / "model.safetensors"))
+        load_model(parts.model, str(self.directory / "model.safetensors"))
         stored = load_file(str(self.directory / "extra.safetensors"))
         with torch.no_grad():
-            for i, param in enumerate(extra):
+            for i, param in enumerate(parts.extra):
                 param.copy_(stored[str(i)])
         bundle = torch.load(self.directory / "optimizer.pt", weights_only=True)
-        optimizer.load_state_dict(bundle["optimizer"])
-        scheduler.load_state_dict(bundle["scheduler"])
+        parts.optimizer.load_state_dict(bundle["optimizer"])
+        parts.scheduler.load_state_dict(bundle["scheduler"])
         torch.set_rng_state(bundle["torch_rng"])
-        if generator is not None and bundle["generator"] is not None:
-            generator.set_state(bundle["generator"])
+        if parts.generator is not None and bundle["generator"] is not None:
+            parts.generator.set_state(bundle["generator"])
         best_path = self.directory / "best.safetensors"
         best_state = load_file(str(best_path)) if best_path.is_file() else None
         result.best_dev_score, result.best_epoch = state["best_dev_score"], state["best_epoch"]
-        result.history = state["history"]
+        result.history, result.skipped_batches = state["history"], state["skipped_batches"]
         return state["epoch"], state["step"], state["running"], best_state
 
     def clear(self) -> None:

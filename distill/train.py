@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from distill.checkpoint import ResumePoint
+from distill.checkpoint import ResumePoint, Trainables
 from distill.config import TrainConfig
 from distill.data import Encoded, collate, gold_labels, iterate_batches, length_batches, predicted_labels
 from distill.errors import DistillError
@@ -93,18 +93,18 @@ def fit(
 
     result = FitResult(best_dev_score=-math.inf, best_epoch=-1)
     best_state = None
-    extra = list(extra_parameters or [])
-    generator = getattr(step_loss, "generator", None)  # a step's own RNG (masked-LM masking) is state too
+    # a step's own RNG (masked-LM masking) is training state too
+    trainables = Trainables(
+        model, list(extra_parameters or []), optimizer, scheduler, getattr(step_loss, "generator", None)
+    )
     start_epoch, start_step, running = 0, 0, []
     if resume is not None and resume.exists():
-        start_epoch, start_step, running, best_state = resume.load(
-            model, extra, optimizer, scheduler, generator, result
-        )
+        start_epoch, start_step, running, best_state = resume.load(trainables, result)
         tqdm.write(f"{desc}: resuming at epoch {start_epoch + 1}, step {start_step} (from {resume.directory})")
 
     def save(epoch: int, step: int) -> None:
         if resume is not None:
-            resume.save(model, extra, optimizer, scheduler, generator, result, best_state, epoch, step, running)
+            resume.save(trainables, result, best_state, epoch, step, running)
 
     for epoch in range(start_epoch, cfg.epochs):
         model.train()

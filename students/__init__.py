@@ -2,11 +2,14 @@
 
 from students.layers import pick_layers, student_from_teacher
 from students.prune import PruneConfig, PruneSummary, prune, prune_with_summary
+from students.transfer import TransferConfig, TransferReport, transfer_to_xlmr
 from students.width import WidthPlan, plan_width, shrink_width, shrink_width_with_plan, student_from_config
 
 __all__ = [
     "PruneConfig",
     "PruneSummary",
+    "TransferConfig",
+    "TransferReport",
     "WidthPlan",
     "pick_layers",
     "plan_width",
@@ -16,4 +19,5 @@ __all__ = [
     "shrink_width_with_plan",
     "student_from_config",
     "student_from_teacher",
+    "transfer_to_xlmr",
 ]
