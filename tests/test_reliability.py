@@ -134,12 +134,26 @@ WRITER = textwrap.dedent(
     from distill.io import atomic_directory, atomic_write_text
 
     kind, target = sys.argv[1], Path(sys.argv[2])
+    if kind == "checkpoint":  # a model + tokenizer folder, every weight equal to the version number
+        import torch
+        from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
+        from distill.io import save_pretrained_atomic
+        from distill.tokenizer import train_unigram_tokenizer
+
+        model = XLMRobertaForSequenceClassification(XLMRobertaConfig(
+            vocab_size=300, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128))
+        tokenizer = train_unigram_tokenizer(["some words to train a small tokenizer on"] * 50, 60)
     version = 0
-    while True:  # rewrite the artifact forever, each version 4 MB, until killed
+    while True:  # rewrite the artifact forever, until killed
         version += 1
-        text = (str(version) + "\\n") * 500_000
+        text = (str(version) + "\\n") * 500_000  # 4 MB a version
         if kind == "file":
             atomic_write_text(target, text)
+        elif kind == "checkpoint":
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.fill_(version)
+            save_pretrained_atomic(model, tokenizer, target)
         else:
             def write(tmp, text=text):
                 (tmp / "a.txt").write_text(text)
@@ -150,11 +164,26 @@ WRITER = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("kind", ["file", "directory"])
+@pytest.mark.parametrize("kind", ["file", "directory", "checkpoint"])
 def test_sigkill_while_an_artifact_is_written_leaves_a_whole_old_or_new_version(kind, tmp_path):
     """metrics.json, report.md, plots and cards are written by atomic_file; checkpoints, tokenizers and ONNX
     folders by atomic_directory: kill each at random moments and read back a whole version every time."""
     target = tmp_path / ("artifact.txt" if kind == "file" else "artifact")
+    if kind == "checkpoint":
+        for _ in range(3):
+            process = subprocess.Popen([sys.executable, "-c", WRITER, kind, str(target)], env=ENV,
+                                       stdout=subprocess.PIPE, text=True)  # fmt: skip
+            assert process.stdout.readline().strip() == "1"
+            time.sleep(random.uniform(0.0, 0.5))
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+            model = AutoModelForSequenceClassification.from_pretrained(target)
+            values = {float(v) for p in model.parameters() for v in p.detach().unique()}
+            assert len(values) == 1  # every weight from one version: a whole checkpoint, not a mix
+            assert AutoTokenizer.from_pretrained(target).pad_token_id == 1
+        return
     for _ in range(5):
         process = subprocess.Popen([sys.executable, "-c", WRITER, kind, str(target)], env=ENV,
                                    stdout=subprocess.PIPE, text=True)  # fmt: skip
