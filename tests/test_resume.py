@@ -140,3 +140,35 @@ def test_resume_refuses_a_changed_recipe_and_a_finished_run(tmp_path, sib200_pat
     # unchanged recipe: every stage is finished, so nothing is redone and the report is written again
     assert main([*args, "--resume", str(directory)]) == 0
     assert "finished stages ['teacher'] are kept" in capsys.readouterr().out
+
+
+def test_resume_after_trim_restores_the_trimmed_student_and_its_tokenizer(tmp_path, sib200_path, capsys):
+    """A run stopped after stage trim (progress rolled back to that point) resumes into export with the
+    trimmed student and tokenizer restored from their checkpoint, and ends with the same scores."""
+    args = ["run", str(RECIPE), f"output_dir={tmp_path}", f"data.path={sib200_path}", *TINY,
+            "stages=[teacher, distill, trim, export]", "trim.min_freq=2", "export.variants=[int8-dynamic]"]  # fmt: skip
+    assert main(args) == 0
+    directory = run_directory(tmp_path)
+    whole = json.loads((directory / "metrics.json").read_text())
+    progress = json.loads((directory / "progress.json").read_text())
+    assert progress["completed"] == ["teacher", "distill", "trim", "export"]
+    # what the run had written when trim had just finished: export's folders and the report came later
+    import shutil
+
+    shutil.rmtree(directory / "onnx")
+    (directory / "metrics.json").unlink()
+    rolled_back = {**progress, "finished": False, "completed": ["teacher", "distill", "trim"]}
+    rolled_back["onnx_dirs"] = {}
+    rolled_back["metrics"] = {k: v for k, v in progress["metrics"].items() if k != "export"}
+    rolled_back["predictions"] = {k: v for k, v in progress["predictions"].items() if "onnx" not in k}
+    (directory / "progress.json").write_text(json.dumps(rolled_back))
+    capsys.readouterr()
+    assert main([*args, "--resume", str(directory)]) == 0
+    out = capsys.readouterr().out
+    assert "finished stages ['teacher', 'distill', 'trim'] are kept" in out and "== stage export" in out
+    resumed = json.loads((directory / "metrics.json").read_text())
+    assert resumed["languages"] == whole["languages"]
+    assert resumed["trim"] == whole["trim"]
+    variant = "int8-dynamic"
+    exported, before = resumed["export"]["variants"][variant], whole["export"]["variants"][variant]
+    assert exported["label_agreement"] == before["label_agreement"]
