@@ -31,14 +31,20 @@ DATA_ROOT = Path(os.environ.get("POLYDISTILL_DATA", Path(__file__).resolve().par
 POS_LANGUAGES = ["wol_Latn", "mlt_Latn", "fao_Latn", "afr_Latn", "uig_Arab", "eng_Latn", "yor_Latn"]
 
 
+def char_ngram_vectorizer() -> Any:
+    """The TF-IDF of every baseline here: character 2-5-grams within word boundaries, sublinear counts."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    return TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), min_df=2, sublinear_tf=True)
+
+
 def sib200_tfidf(root: Path, seed: int = 0) -> dict[str, Any]:
     """Test accuracy per language of char-n-gram TF-IDF + logistic regression trained on all languages."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
     data = load_task_data(DataConfig(path=str(root), languages=list(ALL_SIB200_LANGUAGES)))
     train = [(t, y) for ds in data.splits["train"].values() for t, y in zip(ds["text"], ds["label"], strict=True)]
-    vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), min_df=2, sublinear_tf=True)
+    vectorizer = char_ngram_vectorizer()
     features = vectorizer.fit_transform([t for t, _ in train])
     classifier = LogisticRegression(C=10.0, max_iter=2000, random_state=seed)
     classifier.fit(features, [y for _, y in train])

@@ -36,6 +36,7 @@ from transformers import AutoModel, AutoTokenizer
 from distill.config import EmbedRecipe, recipe_to_dict
 from distill.data import Encoded, load_task_data
 from distill.errors import DistillError, first_line
+from distill.features import mean_pool
 from distill.io import atomic_directory, atomic_write_json, atomic_write_text
 from distill.losses import WeightedLoss
 from distill.models import ATTN_IMPLEMENTATION, refuse_pickle
@@ -79,12 +80,6 @@ def load_parallel(recipe: EmbedRecipe) -> ParallelData:
     return ParallelData(ids=ids, texts=texts, labels=labels, label_names=data.labels)
 
 
-def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Mean of the real tokens' vectors (sentence-transformers' mean pooling): [B, T, H] -> [B, H]."""
-    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
-
-
 @torch.no_grad()
 def embed(
     model: torch.nn.Module, tokenizer: Any, texts: list[str], max_length: int, batch_size: int = 64
@@ -119,9 +114,9 @@ def both_directions(source: torch.Tensor, target: torch.Tensor) -> dict[str, flo
 
 def tfidf_retrieval(data: ParallelData, source: str, split: str = "test") -> dict[str, dict[str, float]]:
     """The baseline: char-n-gram TF-IDF vectors (fitted on every language's train text), cosine retrieval."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
+    from benchmarks.baselines import char_ngram_vectorizer
 
-    vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), min_df=2, sublinear_tf=True)
+    vectorizer = char_ngram_vectorizer()
     vectorizer.fit([t for texts in data.texts["train"].values() for t in texts])
     src = torch.tensor(vectorizer.transform(data.texts[split][source]).toarray())
     return {

@@ -120,7 +120,11 @@ def forward_features(
     if "qkv" in want:
         features["qkv"] = tuple((captured[i, 0], captured[i, 1], captured[i, 2]) for i in range(len(layers)))
     if "pooled" in want:
-        last = outputs.hidden_states[-1]
-        mask = attention_mask.to(last.dtype).unsqueeze(-1)
-        features["pooled"] = (last * mask).sum(1) / mask.sum(1).clamp_min(1)
+        features["pooled"] = mean_pool(outputs.hidden_states[-1], attention_mask)
     return features
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean of the real tokens' vectors (sentence-transformers' mean pooling): [B, T, H] -> [B, H]."""
+    mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1)

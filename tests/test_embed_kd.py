@@ -13,8 +13,9 @@ from transformers import AutoModel, AutoTokenizer, BertModel, XLMRobertaTokenize
 
 from distill.cli import main
 from distill.config import DataConfig, EmbedRecipe, load_any_recipe, resolve_package_path
-from distill.embed import embed, load_parallel, mean_pool, retrieval_accuracy
+from distill.embed import embed, load_parallel, retrieval_accuracy
 from distill.errors import DistillError, RecipeError
+from distill.features import mean_pool
 from students.transfer import TransferConfig, transfer_to_xlmr
 
 REPO = Path(__file__).resolve().parents[1]
