@@ -173,6 +173,9 @@ def _has_tokenizer(path: Path) -> bool:
 
 
 def hf_source(path: Path, label: str, role: str, accuracy: dict[str, float] | None = None) -> Source:
+    from distill.models import refuse_pickle
+
+    refuse_pickle(path, "bench")  # before any timing starts, like every other loader
     return Source(
         label, role, "hf", _read_config(path), path=path, accuracy=accuracy or {},
         tokenizer_dir=path if _has_tokenizer(path) else None,

@@ -88,6 +88,8 @@ def test_pickle_only_checkpoint_is_refused_with_the_conversion_command(tmp_path,
     assert "has only pickle weights (pytorch_model.bin), which polydistill does not load" in err
     assert "save_pretrained" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+    assert main(["bench", str(tmp_path / "pickled")]) == 2
+    assert "bench: " in (err := capsys.readouterr().err) and "has only pickle weights" in err
     recipe = str(REPO / "recipes" / "quickstart.yaml")
     args = [f"data.path={sib200_path}", f"teacher.model={tmp_path / 'pickled'}", f"output_dir={tmp_path / 'runs'}"]
     assert main(["run", recipe, *args]) == 2
