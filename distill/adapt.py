@@ -17,6 +17,7 @@ from transformers import AutoModelForMaskedLM, PreTrainedModel
 
 from distill.data import IGNORE_INDEX, Encoded, encode, iterate_batches
 from distill.errors import DistillError
+from distill.train import WHOLE_BATCH
 
 
 def mask_tokens(
@@ -94,13 +95,16 @@ class MLMStep:
         self.vocab_size, self.prob = vocab_size, prob
         self.generator = torch.Generator().manual_seed(seed)
 
-    def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]):
+    def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], share: dict[str, float]):
+        """The masked-token mean of this batch, weighted by its share of the global batch's real tokens (the
+        masked count is random, so a split batch's loss is an unbiased estimate of the whole one's, not equal)."""
         inputs, labels = mask_tokens(
-            batch["input_ids"], batch["attention_mask"], special_ids=self.special_ids, mask_id=self.mask_id,
+            batch["input_ids"].cpu(), batch["attention_mask"].cpu(), special_ids=self.special_ids, mask_id=self.mask_id,
             vocab_size=self.vocab_size, prob=self.prob, generator=self.generator,
         )  # fmt: skip
-        loss = model(input_ids=inputs, attention_mask=batch["attention_mask"], labels=labels).loss
-        return loss, {"mlm": float(loss.detach())}
+        device = batch["input_ids"].device
+        loss = model(input_ids=inputs.to(device), attention_mask=batch["attention_mask"], labels=labels.to(device)).loss
+        return loss * share["tokens"], {"mlm": float(loss.detach())}
 
 
 def dev_mlm_loss(
@@ -113,7 +117,8 @@ def dev_mlm_loss(
         was_training = model.training
         model.eval()
         with torch.no_grad():
-            values = [float(step(model, batch)[0]) for batch in iterate_batches(dev, 64, pad_id, shuffle=False)]
+            batches = iterate_batches(dev, 64, pad_id, shuffle=False)
+            values = [float(step(model, batch, WHOLE_BATCH)[0]) for batch in batches]
         model.train(was_training)
         return float(np.mean(values))
 

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
+from distill.distributed import is_main
 from distill.io import atomic_directory
 
 STATE_FILE = "state.json"
@@ -102,4 +103,5 @@ class ResumePoint:
         return state["epoch"], state["step"], state["running"], best_state
 
     def clear(self) -> None:
-        shutil.rmtree(self.directory, ignore_errors=True)
+        if is_main():  # rank 0 owns the run directory (distill.io)
+            shutil.rmtree(self.directory, ignore_errors=True)

@@ -7,6 +7,7 @@ real bug still shows its traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="RUN_DIR",
         help="continue a stopped run of this recipe: RUN_DIR, or the newest unfinished one when omitted",
     )
+    run.add_argument(
+        "--nproc",
+        type=int,
+        metavar="N",
+        help="data-parallel over N processes on this machine: runs torchrun --standalone --nproc_per_node N "
+        "-m distill run ... (one per GPU; gloo processes on a CPU-only machine)",
+    )
 
     validate = sub.add_parser("validate", help="check a recipe (and its data paths) without running it")
     validate.add_argument("recipe")
@@ -45,7 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except DistillError as exc:
-        print(f"distill: error: {exc}", file=sys.stderr)
+        from distill.distributed import world
+
+        place = world()
+        rank = f" (rank {place.rank} of {place.size})" if place.size > 1 else ""
+        print(f"distill: error{rank}: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("distill: interrupted", file=sys.stderr)
@@ -76,14 +88,45 @@ def _dispatch(args: argparse.Namespace) -> int:
     if isinstance(recipe, EmbedRecipe):
         if args.resume:
             raise DistillError("--resume is for distillation recipes; an embedding-kd run starts again")
+        if args.nproc or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise DistillError("embedding-kd recipes run in one process; drop --nproc / torchrun")
         from distill.embed import run_embedding_kd
 
         run_embedding_kd(recipe)
         return 0
+    if args.nproc is not None:
+        return launch(args)  # the recipe is valid: start the processes
+    from distill.distributed import join_from_env, leave
     from distill.pipeline import run_recipe
 
-    run_recipe(recipe, resume=args.resume)
+    place = join_from_env()
+    try:
+        run_recipe(recipe, resume=args.resume, say=print if place.main else _quiet)
+    finally:
+        leave()
     return 0
+
+
+def _quiet(_line: str) -> None:
+    """`say` on ranks other than 0 of a data-parallel run: rank 0 speaks for the run."""
+
+
+def launch(args: argparse.Namespace) -> int:
+    """`distill run --nproc N`: become `torchrun --standalone --nproc_per_node N -m distill run ...` (same
+    recipe, overrides and --resume). On a CPU each process gets cores / N threads unless OMP_NUM_THREADS is set."""
+    if args.nproc < 1:
+        raise DistillError(f"--nproc must be at least 1, got {args.nproc}")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise DistillError("--nproc inside torchrun: use one or the other")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}"]
+    command += ["-m", "distill", "run", args.recipe, *args.overrides]
+    if args.resume:
+        command += ["--resume", args.resume]
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.nproc)))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, command)
+    return 0  # not reached: execv replaces this process
 
 
 def add_trim_vocab_parser(subparsers: Any) -> argparse.ArgumentParser:

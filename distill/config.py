@@ -78,6 +78,11 @@ class TrainConfig:
     warmup_ratio: float = 0.1
     max_grad_norm: float = 1.0
     skip_nonfinite: int = 0  # batches with a NaN/inf loss or gradient to skip (counted) before the run stops
+    # batch_size is the global batch of one optimizer step: split over the processes of a data-parallel run,
+    # then into grad_accum_steps micro-batches each, whose gradients add up to the whole batch's
+    grad_accum_steps: int = 1
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast matmuls to bfloat16 (AMX CPUs, GPUs)
+    dropout: float | None = None  # every dropout while training; null keeps the model's own (0.1 for XLM-R)
 
 
 @dataclass(frozen=True)
@@ -495,10 +500,9 @@ def _check_semantics(recipe: Recipe) -> None:
     scratch = teacher.scratch
     if scratch.hidden_size % scratch.num_heads:
         raise RecipeError("'teacher.scratch.hidden_size' must be divisible by 'num_heads'")
-    for key in ("epochs", "batch_size"):
-        for section in ("teacher", "agnostic", "distill"):
-            if getattr(getattr(recipe, section).train, key) < 1:
-                raise RecipeError(f"'{section}.train.{key}' must be at least 1")
+    for section in ("teacher", "agnostic", "distill"):
+        check_train(getattr(recipe, section).train, f"{section}.train")
+    check_train(recipe.prune.recover, "prune.recover")
     check_loss_specs(recipe.distill.losses, "distill.losses")
     _check_adapt(recipe)
     variants = recipe.export.variants
@@ -523,11 +527,17 @@ def _check_semantics(recipe: Recipe) -> None:
             raise RecipeError(f"'trim.{key}' {rest}") from None
 
 
+def check_train(cfg: TrainConfig, where: str) -> None:
+    for key in ("epochs", "batch_size", "grad_accum_steps"):
+        if getattr(cfg, key) < 1:
+            raise RecipeError(f"'{where}.{key}' must be at least 1, got {getattr(cfg, key)}")
+    if cfg.dropout is not None and not 0.0 <= cfg.dropout < 1.0:
+        raise RecipeError(f"'{where}.dropout' must be in [0, 1), got {cfg.dropout}")
+
+
 def _check_adapt(recipe: Recipe) -> None:
     adapt = recipe.adapt
-    for key in ("epochs", "batch_size"):
-        if getattr(adapt.train, key) < 1:
-            raise RecipeError(f"'adapt.train.{key}' must be at least 1")
+    check_train(adapt.train, "adapt.train")
     if not 0.0 < adapt.mask_prob < 1.0:
         raise RecipeError(f"'adapt.mask_prob' must be in (0, 1), got {adapt.mask_prob}")
     if "adapt" not in recipe.stages:
@@ -558,9 +568,7 @@ def _check_embed_semantics(recipe: EmbedRecipe) -> None:
         raise RecipeError(f"'teacher' must be a local sentence-encoder folder (no hub access): {recipe.teacher}")
     if recipe.student.vocab_size < 100:
         raise RecipeError(f"'student.vocab_size' must be at least 100, got {recipe.student.vocab_size}")
-    for key in ("epochs", "batch_size"):
-        if getattr(recipe.train, key) < 1:
-            raise RecipeError(f"'train.{key}' must be at least 1")
+    check_train(recipe.train, "train")
     from distill.losses import check_loss_specs, needs
 
     check_loss_specs(recipe.losses, "losses")

@@ -167,10 +167,10 @@ def distill_embeddings(
     train = Encoded(input_ids=tokenizer(rows, truncation=True, max_length=max_length)["input_ids"], labels=row_target)
     loss = WeightedLoss(recipe.losses)
 
-    def step(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    def step(model: torch.nn.Module, batch: dict[str, torch.Tensor], share: dict[str, float]):
         hidden = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
         pooled = mean_pool(hidden, batch["attention_mask"])
-        return loss(student_pooled=pooled, teacher_pooled=targets[batch["labels"]])
+        return loss(share=share, student_pooled=pooled, teacher_pooled=targets[batch["labels"].cpu()].to(pooled.device))
 
     def dev_retrieval(model: torch.nn.Module) -> float:
         embeddings = {lang: embed(model, tokenizer, texts, max_length) for lang, texts in data.texts["dev"].items()}

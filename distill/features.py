@@ -67,20 +67,24 @@ def forward_features(
     - "qkv": tuple of per-layer (query, key, value) projections [B, T, width], before the head split,
       captured by forward hooks that are removed again before returning;
     - "pooled": mean of the last layer's output over the real (mask 1) positions, [B, H].
+
+    `model` may be wrapped in DistributedDataParallel: the forward goes through the wrapper (which
+    all-reduces the gradients), the checks and hooks look at the model inside it.
     """
+    core = getattr(model, "module", model)  # DistributedDataParallel keeps the model as .module
     unknown = set(want) - set(FEATURES)
     if unknown:
         raise ValueError(f"unknown features {sorted(unknown)}; known: {', '.join(FEATURES)}")
-    if "logits" in want and model.base_model is model:
-        raise ValueError(f"{type(model).__name__} has no head, so it has no logits")
+    if "logits" in want and core.base_model is core:
+        raise ValueError(f"{type(core).__name__} has no head, so it has no logits")
     if "attentions" in want:
-        implementation = model.config._attn_implementation
+        implementation = core.config._attn_implementation
         if implementation != "eager":
             raise ValueError(
-                f"attention maps need eager attention, but {type(model).__name__} uses {implementation!r}; "
+                f"attention maps need eager attention, but {type(core).__name__} uses {implementation!r}; "
                 "load it with attn_implementation='eager'"
             )
-        if model.training and any(p > 0 for p in _attention_dropouts(model)):
+        if core.training and any(p > 0 for p in _attention_dropouts(core)):
             raise ValueError(
                 "attention maps of a model in training mode come after attention dropout and are not "
                 "distributions; set attention_probs_dropout_prob=0 for a model whose attentions are distilled"
@@ -94,7 +98,7 @@ def forward_features(
 
         return hook
 
-    layers = qkv_projections(model) if "qkv" in want else []
+    layers = qkv_projections(core) if "qkv" in want else []
     handles = []
     try:
         for i, projections in enumerate(layers):

@@ -1,4 +1,8 @@
-"""Atomic writes: a kill at any moment leaves the old artifact or the new one, never a torn one."""
+"""Atomic writes: a kill at any moment leaves the old artifact or the new one, never a torn one.
+
+In a data-parallel run (distill.distributed) only rank 0 writes: on the other ranks `atomic_file` and
+`atomic_directory` return without calling their writer, so every artifact has one author.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from distill.distributed import is_main
 
 
 def _umask() -> int:
@@ -27,6 +33,8 @@ def atomic_file(path: str | Path, write: Callable[[Path], None]) -> Path:
     (matplotlib's savefig) still work.
     """
     path = Path(path)
+    if not is_main():
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
     os.close(fd)
@@ -56,6 +64,8 @@ def atomic_directory(path: str | Path, write: Callable[[Path], None]) -> Path:
     If `write` raises, the temporary folder is removed and `path` is left as it was.
     """
     path = Path(path)
+    if not is_main():
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     os.chmod(tmp, 0o777 & ~_umask())

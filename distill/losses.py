@@ -11,6 +11,10 @@ training loop knowing their signatures:
 - `student_pooled`, `teacher_pooled` [B, H] sentence embeddings;
 - `attention_mask` [B, T] (1 = real token, 0 = padding).
 
+Its class attribute `unit` says what it averages over (`distill.train.UNITS`: sentences, real tokens or
+rows of logits), so a batch split over processes or micro-batches can weight each piece by its share of
+the whole batch and add up to the same loss (`WeightedLoss(..., share=)`).
+
 The per-layer sequences arrive already aligned pair by pair (see `map_layers` and `aligned`);
 per-layer losses average over the pairs. `needs(specs)` tells the training step which of these a
 recipe reads, so it computes (and captures) nothing else.
@@ -87,6 +91,7 @@ class LogitKL(nn.Module):
     """
 
     inputs = ("student_logits", "teacher_logits")
+    unit = "logits"
 
     def __init__(self, temperature: float = 1.0) -> None:
         super().__init__()
@@ -106,6 +111,7 @@ class CrossEntropy(nn.Module):
     """Plain cross-entropy of the student against the gold labels."""
 
     inputs = ("student_logits", "labels")
+    unit = "logits"
 
     def forward(self, student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(student_logits, labels)
@@ -119,6 +125,7 @@ class LogitMSE(nn.Module):
     """
 
     inputs = ("student_logits", "teacher_logits")
+    unit = "logits"
 
     def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
         return F.mse_loss(student_logits.float(), teacher_logits.float())
@@ -134,6 +141,7 @@ class HiddenMSE(nn.Module):
     """
 
     inputs = ("student_hidden", "teacher_hidden", "attention_mask")
+    unit = "tokens"
 
     def __init__(self, *, student_hidden_size: int | None = None, teacher_hidden_size: int | None = None) -> None:
         super().__init__()
@@ -166,6 +174,7 @@ class AttentionKL(nn.Module):
     """
 
     inputs = ("student_attentions", "teacher_attentions", "attention_mask")
+    unit = "tokens"
 
     def forward(
         self,
@@ -199,6 +208,7 @@ class MiniLMRelations(nn.Module):
     """
 
     inputs = ("student_qkv", "teacher_qkv", "attention_mask")
+    unit = "tokens"
 
     def __init__(self, relation_heads: int = 4) -> None:
         super().__init__()
@@ -246,6 +256,7 @@ class PooledCosine(nn.Module):
     """
 
     inputs = ("student_pooled", "teacher_pooled")
+    unit = "rows"
 
     def __init__(self, *, student_hidden_size: int | None = None, teacher_hidden_size: int | None = None) -> None:
         super().__init__()
@@ -266,6 +277,7 @@ class PooledMSE(nn.Module):
     """
 
     inputs = ("student_pooled", "teacher_pooled")
+    unit = "rows"
 
     def forward(self, student_pooled: torch.Tensor, teacher_pooled: torch.Tensor) -> torch.Tensor:
         _same_width(student_pooled, teacher_pooled, "pooled_mse")
@@ -279,9 +291,12 @@ class PooledContrastive(nn.Module):
     rows' teacher embeddings in the batch, as in the in-batch softmax over translation pairs of LaBSE (Feng et
     al. 2022), but with the teacher's embeddings as the anchors. Rows whose teacher embedding is the same
     vector (translations of one source sentence in one batch) are not counted as each other's negatives.
+    A batch split over processes or micro-batches draws its negatives from each piece only, so this term
+    alone is not the same as one whole batch's (sentence-transformers' default behaves the same way).
     """
 
     inputs = ("student_pooled", "teacher_pooled")
+    unit = "rows"
 
     def __init__(self, *, temperature: float = 0.05) -> None:
         super().__init__()
@@ -418,12 +433,14 @@ class WeightedLoss(nn.Module):
             terms[name] = LOSSES[name](**kwargs)
         self.terms = nn.ModuleDict(terms)
 
-    def forward(self, **tensors: Any) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(self, share: dict[str, float] | None = None, **tensors: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        """The weighted sum of the terms; with `share` (unit -> this batch's part of the global batch, see
+        `distill.train.fit`) each term's mean is scaled by its unit's share. The terms are returned unscaled."""
         total: torch.Tensor | None = None
         parts = {}
         for name, term in self.terms.items():
             value = term(*(_usable(tensors[key]) for key in term.inputs))
-            weighted = self.weights[name] * value
+            weighted = self.weights[name] * value * (1.0 if share is None else share[term.unit])
             total = weighted if total is None else total + weighted
             parts[name] = float(value.detach())
         assert total is not None  # check_loss_specs guarantees at least one term

@@ -48,17 +48,20 @@ from distill.data import (
     predicted_labels,
     read_corpus,
 )
+from distill.distributed import from_main, main_first, world
 from distill.errors import DistillError
 from distill.io import atomic_write_json, atomic_write_text, save_pretrained_atomic
 from distill.losses import WeightedLoss
 from distill.metrics import accuracy, macro_f1
 from distill.models import build_scratch_teacher, count_parameters, load_pretrained
 from distill.tokenizer import train_unigram_tokenizer
-from distill.train import dev_accuracy, fit, predict_logits
+from distill.train import WHOLE_BATCH, dev_accuracy, fit, predict_logits
 
 TEACHER, STUDENT, STUDENT_PRUNED = "teacher", "student", "student_pruned"
 STUDENT_TRIMMED = "student_trimmed"  # the student after vocabulary trimming (stage trim)
 STUDENT_AGNOSTIC = "student_agnostic"  # checkpoint after task-agnostic distillation (not scored)
+# the stages every rank of a data-parallel run takes part in; the later ones (trim, export, bench) run on rank 0
+TRAINING_STAGES = ("adapt", "teacher", "agnostic", "distill", "prune")
 
 
 @dataclass
@@ -147,14 +150,16 @@ def run_recipe(recipe: Recipe, *, say: Callable[[str], None] = print, resume: st
     """
     data = load_data(recipe.data)  # data errors surface before anything is written
     base = output_base(recipe.output_dir, recipe.name)
+    place = world()  # in a data-parallel run rank 0 picks the directory and alone writes to it (distill.io)
     if resume is None:
-        directory = new_run_directory(base, datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S"))
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        directory = from_main(new_run_directory(base, stamp) if place.main else None)
         run = Run(recipe=recipe, directory=directory, data=data)
         atomic_write_text(directory / "recipe.yaml", yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
         completed: list[str] = []
         timings: dict[str, float] = {}
     else:
-        directory = resumable_run(base, resume)
+        directory = from_main(resumable_run(base, resume) if place.main else None)
         check_same_recipe(recipe, directory)
         run = Run(recipe=recipe, directory=directory, data=data)
         completed, timings = restore_progress(run, say)
@@ -162,6 +167,8 @@ def run_recipe(recipe: Recipe, *, say: Callable[[str], None] = print, resume: st
     for name in recipe.stages:
         if name in completed:
             continue
+        if not place.main and name not in TRAINING_STAGES:  # scoring, export, bench, report: rank 0's alone
+            return directory
         say(f"== stage {name}")
         torch.manual_seed(recipe.seed)  # each stage starts from the same RNG state, resumed or not
         t0 = time.perf_counter()
@@ -738,7 +745,8 @@ class _DistillStep:
         layers = sorted({t for _, t in self.pairs}) if self.cached & {"hidden", "qkv"} else []
         spec = CacheSpec(features=tuple(sorted(self.cached)), layers=tuple(layers))
         root = Path(self.run.recipe.output_dir) / ".teacher-cache"
-        return teacher_cache(self.teacher, data, spec, root, pad_id=self.run.pad_id)
+        with main_first():  # rank 0 computes and writes the cache; the other ranks then read it
+            return teacher_cache(self.teacher, data, spec, root, pad_id=self.run.pad_id)
 
     def on(self, data: Encoded) -> _DistillStep:
         """The same step (same loss module and projections) reading the teacher cache of `data`."""
@@ -746,16 +754,16 @@ class _DistillStep:
         other.cache = self._cache_for(data)
         return other
 
-    def __call__(self, student: torch.nn.Module, batch: dict[str, torch.Tensor]):
+    def __call__(self, student: torch.nn.Module, batch: dict[str, torch.Tensor], share: dict[str, float]):
         from distill.features import forward_features
         from distill.losses import aligned
 
         ids, mask = batch["input_ids"], batch["attention_mask"]
         own = forward_features(student, ids, mask, self.student_wants)
-        theirs = self.cache.batch(batch["index"], ids.shape[1]) if self.cache is not None else {}
+        theirs = _to(self.cache.batch(batch["index"].cpu(), ids.shape[1]), ids.device) if self.cache is not None else {}
         if self.live:
             with torch.no_grad():
-                self.teacher.eval()
+                self.teacher.eval().to(ids.device)
                 theirs |= forward_features(self.teacher, ids, mask, self.live)
         tensors: dict[str, Any] = {"attention_mask": mask}
         for kind in ("hidden", "attentions", "qkv"):
@@ -772,7 +780,18 @@ class _DistillStep:
                 if teacher_logits is not None:
                     teacher_logits = teacher_logits[keep]
             tensors |= {"student_logits": logits, "labels": labels, "teacher_logits": teacher_logits}
-        return self.loss(**tensors)
+        return self.loss(share=share, **tensors)
+
+
+def _to(features: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Cached teacher features (CPU tensors, or tuples of them) on `device`."""
+
+    def move(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return value.to(device)
+        return type(value)(move(v) for v in value) if isinstance(value, list | tuple) else value
+
+    return {k: move(v) for k, v in features.items()}
 
 
 def _distill_step(run: Run, losses: dict[str, dict[str, Any]], layer_map: str | list[int], say) -> _DistillStep:
@@ -791,7 +810,8 @@ def _negative_dev_loss(step: _DistillStep, dev: Encoded, pad_id: int) -> Callabl
     def evaluate(student: torch.nn.Module) -> float:
         student.eval()
         with torch.no_grad():
-            values = [float(step(student, batch)[0]) for batch in iterate_batches(dev, 64, pad_id, shuffle=False)]
+            batches = iterate_batches(dev, 64, pad_id, shuffle=False)
+            values = [float(step(student, batch, WHOLE_BATCH)[0]) for batch in batches]
         student.train()
         return -float(np.mean(values))
 
@@ -983,11 +1003,11 @@ assert tuple(STAGE_FUNCTIONS) == STAGES, "distill.config.STAGES lists the stages
 # helpers
 
 
-def _cross_entropy_step(model: torch.nn.Module, batch: dict[str, torch.Tensor]):
+def _cross_entropy_step(model: torch.nn.Module, batch: dict[str, torch.Tensor], share: dict[str, float]):
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     # [B, labels] or, for a token task, [B, T, labels] with IGNORE_INDEX (cross_entropy's default) unscored
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["labels"].reshape(-1))
-    return loss, {"cross_entropy": float(loss.detach())}
+    return loss * share["logits"], {"cross_entropy": float(loss.detach())}
 
 
 def _encode_all(run: Run, tokenizer: Any, say: Callable[[str], None]) -> dict[str, dict[str, Encoded]]:

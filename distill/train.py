@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,12 +13,20 @@ from tqdm.auto import tqdm
 
 from distill.checkpoint import ResumePoint, Trainables
 from distill.config import TrainConfig
-from distill.data import Encoded, collate, gold_labels, iterate_batches, length_batches, predicted_labels
+from distill.data import IGNORE_INDEX, Encoded, collate, gold_labels, length_batches, predicted_labels
+from distill.distributed import World, average_gradients, sum_over_ranks, world
 from distill.errors import DistillError
 from distill.metrics import accuracy
 
-# (model, batch) -> (loss to minimise, {term name: value} for the progress bar and the report)
-StepLoss = Callable[[torch.nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]]
+# (model, batch, share) -> (loss to minimise, {term name: value} for the progress bar and the report).
+# `share` says what part of the global batch this (micro-)batch is, per unit a loss averages over (UNITS):
+# a step multiplies each mean by its unit's share, so the shares' losses add up to the global batch's mean.
+StepLoss = Callable[[torch.nn.Module, dict[str, torch.Tensor], dict[str, float]], tuple[torch.Tensor, dict[str, float]]]
+
+# What a loss term averages over: sentences ("rows"), real tokens ("tokens": the attention mask's ones), or
+# rows of logits ("logits": sentences for a sentence task, scored words for a token task).
+UNITS = ("rows", "tokens", "logits")
+WHOLE_BATCH = dict.fromkeys(UNITS, 1.0)  # the share of a batch that is the whole global batch
 
 
 @dataclass
@@ -45,6 +54,46 @@ class NonFiniteLoss(DistillError):
         )
 
 
+def units(data: Encoded, indices: list[int]) -> dict[str, int]:
+    """How many of each unit (UNITS) the examples `indices` of `data` hold."""
+    tokens = sum(len(data.input_ids[i]) for i in indices)
+    if data.per_token:
+        scored = sum(1 for i in indices for y in data.labels[i] if y != IGNORE_INDEX)
+    else:
+        scored = len(indices)
+    return {"rows": len(indices), "tokens": tokens, "logits": scored}
+
+
+def shard(
+    data: Encoded, indices: list[int], place: World, micro_batches: int
+) -> list[tuple[list[int], dict[str, float]]]:
+    """This rank's micro-batches of the global batch `indices`, each with its share of the global batch.
+
+    Rank r takes every size-th example from the r-th (the batch is sorted by length, so ranks get alike
+    lengths), then splits them into `micro_batches` the same way. A piece left empty (a batch smaller
+    than ranks x micro-batches) is replaced by one example with share 0: every rank must still run a
+    forward and backward, because DDP's gradient all-reduce needs all of them.
+    """
+    total = units(data, indices)
+    mine = indices[place.rank :: place.size]
+    pieces = []
+    for m in range(micro_batches):
+        piece = mine[m::micro_batches]
+        if piece:
+            share = {u: n / max(1, total[u]) for u, n in units(data, piece).items()}
+            pieces.append((piece, share))
+        else:
+            pieces.append((indices[:1], dict.fromkeys(UNITS, 0.0)))
+    return pieces
+
+
+def set_dropout(model: torch.nn.Module, p: float) -> None:
+    """Set every dropout of `model` to `p` (the saved config keeps its own values: inference has none)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = p
+
+
 def fit(
     model: torch.nn.Module,
     train: Encoded,
@@ -65,12 +114,29 @@ def fit(
     model holds the best epoch's weights, not the last one's. `extra_parameters` are trained too
     (a loss's learned projections) but are not part of the model.
 
+    Each optimizer step sees one global batch of `cfg.batch_size` examples. In a data-parallel run
+    (distill.distributed) every rank takes its shard of it and DistributedDataParallel averages the
+    gradients; with `cfg.grad_accum_steps` > 1 each shard is cut further into micro-batches whose
+    gradients add up before the step. Each piece's loss is weighted by its share of the global batch,
+    so 1 process or N, with or without accumulation, take the same step (up to float rounding).
+
     With `resume`, the whole training state (weights, optimizer, scheduler, RNG, epoch and step, best
     epoch so far) is written to `resume.directory` every `resume.every_steps` steps and after each epoch,
     and a state found there is continued from: a run killed at any moment and restarted gives the same
-    model as one never stopped. The folder is removed when training ends.
+    model as one never stopped, with the same or another number of processes. The folder is removed when
+    training ends.
     """
+    place = world()
     torch.manual_seed(seed)
+    if cfg.dropout is not None:
+        set_dropout(model, cfg.dropout)
+    model.to(place.device)
+    for param in extra_parameters or []:
+        param.data = param.data.to(place.device)
+    # DDP averages the gradients over ranks during backward; unused parameters (a head a loss never reads)
+    # are allowed. The unwrapped `model` is evaluated and saved: its weights are the same on every rank.
+    trained = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if place.size > 1 else model
+    lengths = [len(x) for x in train.input_ids]
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     decay, no_decay = [], []
@@ -90,6 +156,11 @@ def fit(
             else max(0.0, (total_steps - step) / max(1, total_steps - warmup))
         ),
     )
+    # bf16 autocast: matmuls in bfloat16 (AMX on recent Xeons, tensor cores on GPUs), weights and the
+    # optimizer in float32; bf16 keeps float32's range, so no loss scaling is needed
+    autocast = torch.autocast(
+        device_type=torch.device(place.device).type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"
+    )
 
     result = FitResult(best_dev_score=-math.inf, best_epoch=-1)
     best_state = None
@@ -100,7 +171,8 @@ def fit(
     start_epoch, start_step, running = 0, 0, []
     if resume is not None and resume.exists():
         start_epoch, start_step, running, best_state = resume.load(trainables, result)
-        tqdm.write(f"{desc}: resuming at epoch {start_epoch + 1}, step {start_step} (from {resume.directory})")
+        if place.main:
+            tqdm.write(f"{desc}: resuming at epoch {start_epoch + 1}, step {start_step} (from {resume.directory})")
 
     def save(epoch: int, step: int) -> None:
         if resume is not None:
@@ -109,19 +181,30 @@ def fit(
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         # a different but reproducible batch order each epoch
-        batches = iterate_batches(train, cfg.batch_size, pad_id, shuffle=True, seed=seed * 1000 + epoch)
+        order = length_batches(lengths, cfg.batch_size, shuffle=True, seed=seed * 1000 + epoch)
         skip = start_step if epoch == start_epoch else 0
         if skip == 0:
             running = []
-        bar = tqdm(batches, total=steps_per_epoch, desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", leave=False)
-        for step, batch in enumerate(bar):
+        bar = tqdm(order, desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not place.main)
+        for step, indices in enumerate(bar):
             if step < skip:  # done before the run was stopped: the same batches in the same order
                 continue
-            loss, parts = step_loss(model, batch)
             optimizer.zero_grad(set_to_none=True)
-            problem = None if torch.isfinite(loss) else f"loss {float(loss.detach())}"
+            pieces = shard(train, indices, place, cfg.grad_accum_steps)
+            contribution = torch.zeros((), device=place.device)
+            for m, (piece, share) in enumerate(pieces):
+                batch = {k: v.to(place.device) for k, v in collate(train, piece, pad_id).items()}
+                # DDP all-reduces during the last piece's backward only; the others just accumulate
+                last = m == len(pieces) - 1
+                with trained.no_sync() if place.size > 1 and not last else contextlib.nullcontext():
+                    with autocast:
+                        loss, parts = step_loss(trained, batch, share)
+                    (loss * place.size).backward()  # DDP averages over ranks; the shares already sum to 1
+                contribution += loss.detach().float()
+            average_gradients(list(extra_parameters or []))
+            batch_loss = float(sum_over_ranks(contribution))  # the global batch's loss, the same on every rank
+            problem = None if math.isfinite(batch_loss) else f"loss {batch_loss}"
             if problem is None:
-                loss.backward()
                 norm = torch.nn.utils.clip_grad_norm_(
                     [p for group in optimizer.param_groups for p in group["params"]], cfg.max_grad_norm
                 )
@@ -131,17 +214,19 @@ def fit(
                     raise NonFiniteLoss(desc, problem, epoch + 1, step + 1, parts, resume, cfg.skip_nonfinite)
                 result.skipped_batches += 1
                 optimizer.zero_grad(set_to_none=True)
-                tqdm.write(f"{desc}: skipped batch {step + 1} of epoch {epoch + 1}: non-finite {problem}")
+                if place.main:
+                    tqdm.write(f"{desc}: skipped batch {step + 1} of epoch {epoch + 1}: non-finite {problem}")
                 continue
             optimizer.step()
             scheduler.step()
-            running.append(float(loss.detach()))
+            running.append(batch_loss)
             bar.set_postfix(loss=f"{np.mean(running[-20:]):.3f}")
             if resume is not None and (step + 1) % resume.every_steps == 0 and step + 1 < steps_per_epoch:
                 save(epoch, step + 1)
         score = evaluate(model)
         result.history.append({"epoch": epoch + 1, "train_loss": float(np.mean(running)), "dev_score": score})
-        tqdm.write(f"{desc} epoch {epoch + 1}: train loss {np.mean(running):.4f}, dev score {score:.4f}")
+        if place.main:
+            tqdm.write(f"{desc} epoch {epoch + 1}: train loss {np.mean(running):.4f}, dev score {score:.4f}")
         if score > result.best_dev_score:
             result.best_dev_score, result.best_epoch = score, epoch + 1
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -149,6 +234,9 @@ def fit(
         save(epoch + 1, 0)
     model.load_state_dict(best_state)
     model.eval()
+    model.to("cpu")  # later stages (scoring, export) work on the CPU
+    for param in extra_parameters or []:
+        param.data = param.data.to("cpu")
     if resume is not None:
         resume.clear()
     return result
@@ -174,7 +262,9 @@ def predict_logits(
     lengths = [len(x) for x in data.input_ids]
     for indices in length_batches(lengths, batch_size, shuffle=False):
         batch = collate(data, indices, pad_id)
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float().numpy()
+        device = next(model.parameters()).device
+        ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+        logits = model(input_ids=ids, attention_mask=mask).logits.float().cpu().numpy()
         if data.per_token:
             for row, i in enumerate(indices):
                 out[i] = logits[row, : lengths[i]]

@@ -13,6 +13,7 @@ from distill.adapt import IGNORE_INDEX, MLMStep, copy_encoder, mask_tokens, mask
 from distill.cli import main
 from distill.config import load_recipe
 from distill.errors import RecipeError
+from distill.train import WHOLE_BATCH
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "recipes" / "quickstart.yaml"
@@ -76,12 +77,12 @@ def test_masked_lm_shares_the_encoder_and_a_few_steps_lower_the_loss(tiny_teache
 
     def loss_on_fixed_masks() -> float:
         with torch.no_grad():
-            return float(MLMStep(tiny_tokenizer, len(tiny_tokenizer), 0.15, seed=1)(mlm, batch)[0])
+            return float(MLMStep(tiny_tokenizer, len(tiny_tokenizer), 0.15, seed=1)(mlm, batch, WHOLE_BATCH)[0])
 
     before = loss_on_fixed_masks()
     step = MLMStep(tiny_tokenizer, len(tiny_tokenizer), 0.15, seed=0)
     for _ in range(15):
-        loss, _ = step(mlm, batch)
+        loss, _ = step(mlm, batch, WHOLE_BATCH)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -1,0 +1,108 @@
+"""Data-parallel runs with torch.distributed: who this process is, and the few collectives the pipeline needs.
+
+`torchrun --nproc_per_node N -m distill run RECIPE` (or `distill run --nproc N RECIPE`, which execs torchrun)
+starts N copies of the same run. Each joins the process group (`join_from_env`: NCCL on GPUs, gloo on CPU)
+and runs every training stage on its shard of each global batch (`distill.train.fit` wraps the model in
+DistributedDataParallel); only rank 0 writes files (`distill.io` writes nothing on other ranks) and prints.
+Nothing here communicates by itself: it is torch.distributed's process group, queried where needed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place in the run: rank `rank` of `size`, on device `device`."""
+
+    rank: int = 0
+    size: int = 1
+    device: str = "cpu"
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def world() -> World:
+    """The process group this process belongs to (rank 0 of 1 when there is none)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return World()
+    return World(rank=dist.get_rank(), size=dist.get_world_size(), device=_device())
+
+
+def _device() -> str:
+    if torch.cuda.is_available():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    return "cpu"
+
+
+def is_main() -> bool:
+    return world().main
+
+
+def join_from_env() -> World:
+    """Join the process group torchrun describes in the environment (WORLD_SIZE > 1), once; else rank 0 of 1."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or (dist.is_available() and dist.is_initialized()):
+        return world()
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group(backend)
+    return world()
+
+
+def leave() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if world().size > 1:
+        dist.barrier()
+
+
+def from_main(value: object) -> object:
+    """Rank 0's `value` on every rank (e.g. the run directory rank 0 created)."""
+    if world().size == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def sum_over_ranks(value: torch.Tensor) -> torch.Tensor:
+    """The sum of `value` over all ranks (a copy; `value` itself is unchanged)."""
+    total = value.detach().clone()
+    if world().size > 1:
+        dist.all_reduce(total)
+    return total
+
+
+def average_gradients(parameters: list[torch.nn.Parameter]) -> None:
+    """Average the gradients of parameters DDP does not own (a loss's learned projections) over ranks."""
+    size = world().size
+    if size == 1:
+        return
+    for param in parameters:
+        if param.grad is not None:
+            dist.all_reduce(param.grad)
+            param.grad /= size
+
+
+@contextmanager
+def main_first() -> Iterator[None]:
+    """Rank 0 runs the block first (e.g. computes and writes the teacher cache); the others then run it
+    (and find the result on disk)."""
+    if not is_main():
+        barrier()
+    yield
+    if is_main():
+        barrier()

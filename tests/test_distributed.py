@@ -1,0 +1,200 @@
+"""Data-parallel runs: `distill run --nproc 2` (torchrun, 2 gloo processes on the CPU) trains the same teacher and
+student as one process with the same global batch and seed, resumes after SIGKILL with 2 processes or 1 to the same
+result, and only rank 0 writes and prints. Gradient accumulation takes the same steps as whole batches.
+
+Why the learning rate is 2e-4 here: Adam turns the float-rounding noise of a gradient whose true value is zero
+(a key bias: softmax ignores it) into updates of about lr x noise / eps, so two runs that add floats in another
+order drift apart by roughly that much per step. At 2e-4 the measured drift is ~1e-6 after 54 steps, at 1e-3
+~1e-5; the tolerance of the claim (1e-5) is kept with a 10x margin.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from distill.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "recipes" / "quickstart.yaml"
+# 96 train sentences in global batches of 7: 14 steps an epoch, the last one 5 sentences (3 + 2 over 2 ranks)
+TINY = [
+    "data.languages=[eng_Latn, hau_Latn]",
+    "data.max_train_per_language=48",
+    "data.max_eval_per_language=12",
+    "teacher.scratch.vocab_size=300",
+    "teacher.scratch.hidden_size=32",
+    "teacher.scratch.num_heads=2",
+    "teacher.scratch.intermediate_size=64",
+    "teacher.train.epochs=2",
+    "teacher.train.batch_size=7",
+    "teacher.train.lr=2e-4",
+    "teacher.train.dropout=0",  # dropout masks come from each process's own RNG
+    "distill.train.epochs=2",
+    "distill.train.batch_size=7",
+    "distill.train.lr=2e-4",
+    "distill.train.dropout=0",
+    "student.num_layers=2",
+    # a per-sentence term (KL, CE) and a per-token one (relations): each piece is weighted by its own unit
+    "distill.losses={logit_kl: {weight: 1.0, temperature: 2.0}, cross_entropy: {weight: 0.5}, "
+    "minilm_relations: {weight: 1.0, relation_heads: 2}}",
+    "checkpoint_every=1",
+    "stages=[teacher, distill]",
+]
+STEPS = 14
+TOLERANCE = 1e-5
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def distill_run(out: Path, data: Path, *extra: str, nproc: int | None = None) -> subprocess.Popen:
+    launch = ["--nproc", str(nproc)] if nproc else []
+    command = [sys.executable, "-m", "distill", "run", *launch, str(RECIPE), f"output_dir={out}", f"data.path={data}"]
+    return subprocess.Popen(
+        [*command, *TINY, *extra], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def finished(process: subprocess.Popen) -> str:
+    out, err = process.communicate(timeout=600)
+    assert process.returncode == 0, err[-3000:]
+    return out
+
+
+def run_directory(out: Path) -> Path:
+    (directory,) = [p for p in (out / "quickstart").iterdir() if p.name != "latest"]
+    return directory
+
+
+def max_difference(a: Path, b: Path, checkpoint: str) -> float:
+    x = load_file(str(a / "checkpoints" / checkpoint / "model.safetensors"))
+    y = load_file(str(b / "checkpoints" / checkpoint / "model.safetensors"))
+    assert x.keys() == y.keys()
+    return max(float((x[k] - y[k]).abs().max()) for k in x)
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    for checkpoint in ("teacher", "student"):
+        assert max_difference(a, b, checkpoint) <= TOLERANCE, checkpoint
+    ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (a, b))
+    assert ma["languages"] == mb["languages"]
+    for stage, history in ma["training"].items():
+        other = mb["training"][stage]["history"]
+        assert [h["dev_score"] for h in history["history"]] == [h["dev_score"] for h in other]
+        assert [h["train_loss"] for h in history["history"]] == pytest.approx([h["train_loss"] for h in other])
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory, sib200_path) -> Path:
+    out = tmp_path_factory.mktemp("one")
+    finished(distill_run(out, sib200_path))
+    return run_directory(out)
+
+
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory, sib200_path) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("two")
+    stdout = finished(distill_run(out, sib200_path, nproc=2))
+    return run_directory(out), stdout
+
+
+def test_two_gloo_processes_train_the_same_teacher_and_student_as_one_process(one_process, two_processes):
+    directory, _ = two_processes
+    assert_same_run(one_process, directory)
+
+
+def test_only_rank_0_prints_and_writes(two_processes):
+    directory, stdout = two_processes
+    assert stdout.count("== stage teacher\n") == 1 and stdout.count("== stage distill\n") == 1
+    assert stdout.count("run directory:") == 1
+    # one run directory, no temporary leftovers from a second writer
+    assert [p.name for p in directory.parent.iterdir() if p.name != "latest"] == [directory.name]
+    leftovers = [p for p in directory.rglob("*") if ".tmp" in p.name or p.name.startswith(".resume-")]
+    assert leftovers == []
+
+
+def test_gradient_accumulation_takes_the_same_steps_as_whole_batches(one_process, tmp_path, sib200_path):
+    extra = ["teacher.train.grad_accum_steps=2", "distill.train.grad_accum_steps=3"]
+    finished(distill_run(tmp_path, sib200_path, *extra))
+    assert_same_run(one_process, run_directory(tmp_path))
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and every process below it (torchrun starts its workers in their own sessions)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(todo.pop())
+        todo += children.get(tree[-1], [])
+    return tree
+
+
+def kill_all(process: subprocess.Popen) -> None:
+    """SIGKILL the launcher and every worker at once, as a power cut would."""
+    for pid in process_tree(process.pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    process.communicate()
+
+
+def kill_during(process: subprocess.Popen, out: Path, checkpoint: str, epoch: int, step: int) -> Path:
+    """SIGKILL every process of the run once the resume state of `checkpoint` has passed (epoch, step)."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"the run ended before it was killed: {process.stderr.read()[-2000:]}"
+        base = out / "quickstart"
+        runs = [p for p in base.iterdir() if p.name != "latest"] if base.is_dir() else []
+        try:
+            saved = json.loads((runs[0] / "checkpoints" / f".resume-{checkpoint}" / "state.json").read_text())
+        except (IndexError, OSError, ValueError):  # not written yet, or being swapped in
+            saved = None
+        if saved is not None and saved["epoch"] * 1000 + saved["step"] >= epoch * 1000 + step:
+            kill_all(process)
+            return runs[0]
+        time.sleep(0.005)
+    kill_all(process)
+    pytest.fail(f"no resume state of {checkpoint} past epoch {epoch} step {step} within 300 s")
+
+
+@pytest.mark.parametrize(
+    ("checkpoint", "resume_nproc"),
+    [("student", 2), ("teacher", None)],
+    ids=["killed-in-distill-resumed-with-2", "killed-in-teacher-resumed-with-1"],
+)
+def test_two_process_run_killed_at_a_random_step_resumes_to_the_same_result(
+    checkpoint, resume_nproc, two_processes, tmp_path, sib200_path
+):
+    # distill is the last stage: kill it in its first epoch, so the run cannot finish first
+    epoch, step = random.randrange(2 if checkpoint == "teacher" else 1), random.randrange(1, STEPS)
+    directory = kill_during(distill_run(tmp_path, sib200_path, nproc=2), tmp_path, checkpoint, epoch, step)
+    assert not (directory / "metrics.json").exists()
+    saved = json.loads((directory / "checkpoints" / f".resume-{checkpoint}" / "state.json").read_text())
+    stdout = finished(distill_run(tmp_path, sib200_path, "--resume", str(directory), nproc=resume_nproc))
+    desc = {"student": "distill", "teacher": "teacher"}[checkpoint]
+    assert f"{desc}: resuming at epoch {saved['epoch'] + 1}, step {saved['step']}" in stdout  # not from scratch
+    assert_same_run(two_processes[0], directory)
+
+
+def test_nproc_refuses_bad_counts_and_embedding_recipes(tmp_path, sib200_path, capsys):
+    assert main(["run", "--nproc", "0", str(RECIPE), f"output_dir={tmp_path}", f"data.path={sib200_path}"]) == 2
+    assert "--nproc must be at least 1, got 0" in capsys.readouterr().err
+    embed = REPO / "recipes" / "sib200-embedding-kd.yaml"
+    assert main(["run", "--nproc", "2", str(embed), f"output_dir={tmp_path}", f"data.path={sib200_path}"]) == 2
+    assert "embedding-kd recipes run in one process" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
