@@ -135,6 +135,10 @@ class AgnosticConfig:
         default_factory=lambda: {"minilm_relations": {"weight": 1.0, "relation_heads": 2}}
     )
     layer_map: str | list[int] = "last"
+    # plain-text files (one sentence a line) streamed instead of the recipe's training text (distill.stream):
+    # a corpus of any size, read through a shuffle buffer of `shuffle_buffer` sentences; the teacher runs live
+    corpus: list[str] = field(default_factory=list, metadata={"path": True})
+    shuffle_buffer: int = 10_000
 
 
 @dataclass(frozen=True)
@@ -486,6 +490,11 @@ def _check_semantics(recipe: Recipe) -> None:
                 + suggest(layer_map, ("uniform", "last"))
             )
     check_loss_specs(recipe.agnostic.losses, "agnostic.losses")
+    for i, path in enumerate(recipe.agnostic.corpus):
+        if not Path(path).is_file():
+            raise RecipeError(f"'agnostic.corpus[{i}]' is not a file: {path}")
+    if recipe.agnostic.shuffle_buffer < 1:
+        raise RecipeError(f"'agnostic.shuffle_buffer' must be at least 1, got {recipe.agnostic.shuffle_buffer}")
     from distill.losses import needs
 
     task_inputs = needs(recipe.agnostic.losses) & {"labels", "student_logits", "teacher_logits"}

@@ -54,6 +54,7 @@ from distill.io import atomic_write_json, atomic_write_text, save_pretrained_ato
 from distill.losses import WeightedLoss
 from distill.metrics import accuracy, macro_f1
 from distill.models import build_scratch_teacher, count_parameters, load_pretrained
+from distill.stream import TextStream
 from distill.tokenizer import train_unigram_tokenizer
 from distill.train import WHOLE_BATCH, dev_accuracy, fit, predict_logits
 
@@ -500,10 +501,20 @@ def adapt_model(
 
 def stage_agnostic(run: Run, say: Callable[[str], None]) -> None:
     """Task-agnostic distillation: the new student imitates the teacher's internals (hidden states,
-    attention relations) on the training text of every language, labels unused."""
+    attention relations) on the training text of every language, labels unused, or on the text files of
+    `agnostic.corpus`, streamed (distill.stream)."""
+    from distill.stream import TextStream
+
     cfg = run.recipe.agnostic
     run.student = _build_student(run, say)
-    _train_student(run, STUDENT_AGNOSTIC, cfg.train, cfg.losses, cfg.layer_map, say, scored=False)
+    stream = None
+    if cfg.corpus:
+        stream = TextStream(
+            list(cfg.corpus), run.tokenizer, cfg.train.batch_size, run.recipe.data.max_length,
+            shuffle_buffer=cfg.shuffle_buffer, seed=run.recipe.seed,
+        )  # fmt: skip
+        say(f"streaming {stream.sentences:,} sentences from {len(cfg.corpus)} corpus file(s), teacher run live")
+    _train_student(run, STUDENT_AGNOSTIC, cfg.train, cfg.losses, cfg.layer_map, say, scored=False, stream=stream)
 
 
 def stage_distill(run: Run, say: Callable[[str], None]) -> None:
@@ -676,16 +687,18 @@ def _train_student(
     say: Callable[[str], None],
     *,
     scored: bool = True,
+    stream: TextStream | None = None,
 ) -> None:
     """Distil `run.student` from the teacher with the weighted `losses`; keep the best dev checkpoint
     as `name`. Scored students are evaluated on the test sets; the agnostic one (no labels) is not,
-    and its best epoch is the one with the lowest dev loss."""
-    step = _distill_step(run, losses, layer_map, say)
-    train, dev = run.joined("train"), run.joined("dev")
+    and its best epoch is the one with the lowest dev loss. With `stream`, the student learns from that
+    streamed text (the teacher's features computed live) instead of the recipe's training split."""
+    step = _distill_step(run, losses, layer_map, say, streamed=stream is not None)
+    dev = run.joined("dev")
     evaluate = dev_accuracy(dev, run.pad_id) if scored else _negative_dev_loss(step.on(dev), dev, run.pad_id)
     result = fit(
         run.student,
-        train,
+        stream if stream is not None else run.joined("train"),
         step,
         train_cfg,
         evaluate=evaluate,
@@ -712,7 +725,10 @@ class _DistillStep:
     dropout, so they never change. Attention maps and pooled embeddings are computed per batch.
     """
 
-    def __init__(self, run: Run, losses: dict[str, dict[str, Any]], layer_map: str | list[int], data: Encoded):
+    def __init__(
+        self, run: Run, losses: dict[str, dict[str, Any]], layer_map: str | list[int], data: Encoded | None
+    ) -> None:
+        """`data`: the training examples whose teacher features are cached; None (streamed text): all live."""
         from distill.features import features_for
         from distill.losses import map_layers, needs
 
@@ -726,7 +742,7 @@ class _DistillStep:
         self.student_wants = features_for(needed, "student")
         teacher_wants = features_for(needed, "teacher")
         self.pairs = map_layers(student.config.num_hidden_layers, teacher.config.num_hidden_layers, layer_map)
-        self.cached = teacher_wants & {"logits", "hidden", "qkv"}
+        self.cached = teacher_wants & {"logits", "hidden", "qkv"} if data is not None else set()
         self.live = teacher_wants - self.cached
         self.teacher = teacher
         self.run = run
@@ -794,9 +810,12 @@ def _to(features: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: move(v) for k, v in features.items()}
 
 
-def _distill_step(run: Run, losses: dict[str, dict[str, Any]], layer_map: str | list[int], say) -> _DistillStep:
-    train = run.joined("train")
-    say(f"teacher outputs for {len(train)} training examples: cached on disk once (reused while unchanged)")
+def _distill_step(
+    run: Run, losses: dict[str, dict[str, Any]], layer_map: str | list[int], say, *, streamed: bool = False
+) -> _DistillStep:
+    train = None if streamed else run.joined("train")
+    if train is not None:
+        say(f"teacher outputs for {len(train)} training examples: cached on disk once (reused while unchanged)")
     try:
         return _DistillStep(run, losses, layer_map, train)
     except ValueError as exc:  # e.g. a relation head count that does not divide a width

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,6 +18,7 @@ from distill.data import IGNORE_INDEX, Encoded, collate, gold_labels, length_bat
 from distill.distributed import World, average_gradients, sum_over_ranks, world
 from distill.errors import DistillError
 from distill.metrics import accuracy
+from distill.stream import TextStream
 
 # (model, batch, share) -> (loss to minimise, {term name: value} for the progress bar and the report).
 # `share` says what part of the global batch this (micro-)batch is, per unit a loss averages over (UNITS):
@@ -96,7 +98,7 @@ def set_dropout(model: torch.nn.Module, p: float) -> None:
 
 def fit(
     model: torch.nn.Module,
-    train: Encoded,
+    train: Encoded | TextStream,
     step_loss: StepLoss,
     cfg: TrainConfig,
     *,
@@ -113,6 +115,9 @@ def fit(
     `on_best` is called (to write a checkpoint) whenever the dev score improves; at the end the
     model holds the best epoch's weights, not the last one's. `extra_parameters` are trained too
     (a loss's learned projections) but are not part of the model.
+
+    `train` is held in memory (Encoded: length-bucketed batches, reshuffled each epoch) or streamed
+    (distill.stream.TextStream: batches in the stream's shuffled order). The progress bar shows tokens/s.
 
     Each optimizer step sees one global batch of `cfg.batch_size` examples. In a data-parallel run
     (distill.distributed) every rank takes its shard of it and DistributedDataParallel averages the
@@ -136,8 +141,16 @@ def fit(
     # DDP averages the gradients over ranks during backward; unused parameters (a head a loss never reads)
     # are allowed. The unwrapped `model` is evaluated and saved: its weights are the same on every rank.
     trained = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if place.size > 1 else model
-    lengths = [len(x) for x in train.input_ids]
-    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    if isinstance(train, Encoded):
+        lengths = [len(x) for x in train.input_ids]
+        steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+
+        def epoch_batches(epoch: int, skip: int) -> Iterator[tuple[Encoded, list[int]]]:
+            # a different but reproducible batch order each epoch
+            order = length_batches(lengths, cfg.batch_size, shuffle=True, seed=seed * 1000 + epoch)
+            return ((train, indices) for indices in order[skip:])
+    else:
+        steps_per_epoch, epoch_batches = train.steps_per_epoch, train.batches
     total_steps = steps_per_epoch * cfg.epochs
     decay, no_decay = [], []
     for param in [*model.parameters(), *(extra_parameters or [])]:
@@ -180,20 +193,21 @@ def fit(
 
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
-        # a different but reproducible batch order each epoch
-        order = length_batches(lengths, cfg.batch_size, shuffle=True, seed=seed * 1000 + epoch)
-        skip = start_step if epoch == start_epoch else 0
+        skip = start_step if epoch == start_epoch else 0  # batches done before the run was stopped
         if skip == 0:
             running = []
-        bar = tqdm(order, desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not place.main)
-        for step, indices in enumerate(bar):
-            if step < skip:  # done before the run was stopped: the same batches in the same order
-                continue
+        bar = tqdm(
+            epoch_batches(epoch, skip), total=steps_per_epoch, initial=skip,
+            desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not place.main,
+        )  # fmt: skip
+        started, tokens = time.perf_counter(), 0
+        for step, (data, indices) in enumerate(bar, start=skip):
             optimizer.zero_grad(set_to_none=True)
-            pieces = shard(train, indices, place, cfg.grad_accum_steps)
+            pieces = shard(data, indices, place, cfg.grad_accum_steps)
             contribution = torch.zeros((), device=place.device)
+            tokens += sum(len(data.input_ids[i]) for i in indices)
             for m, (piece, share) in enumerate(pieces):
-                batch = {k: v.to(place.device) for k, v in collate(train, piece, pad_id).items()}
+                batch = {k: v.to(place.device) for k, v in collate(data, piece, pad_id).items()}
                 # DDP all-reduces during the last piece's backward only; the others just accumulate
                 last = m == len(pieces) - 1
                 with trained.no_sync() if place.size > 1 and not last else contextlib.nullcontext():
@@ -220,13 +234,17 @@ def fit(
             optimizer.step()
             scheduler.step()
             running.append(batch_loss)
-            bar.set_postfix(loss=f"{np.mean(running[-20:]):.3f}")
+            bar.set_postfix(
+                loss=f"{np.mean(running[-20:]):.3f}", tokens_per_s=f"{tokens / (time.perf_counter() - started):.0f}"
+            )
             if resume is not None and (step + 1) % resume.every_steps == 0 and step + 1 < steps_per_epoch:
                 save(epoch, step + 1)
         score = evaluate(model)
         result.history.append({"epoch": epoch + 1, "train_loss": float(np.mean(running)), "dev_score": score})
         if place.main:
-            tqdm.write(f"{desc} epoch {epoch + 1}: train loss {np.mean(running):.4f}, dev score {score:.4f}")
+            speed = tokens / max(1e-9, time.perf_counter() - started)
+            summary = f"train loss {np.mean(running):.4f}, dev score {score:.4f} ({speed:.0f} tokens/s)"
+            tqdm.write(f"{desc} epoch {epoch + 1}: {summary}")
         if score > result.best_dev_score:
             result.best_dev_score, result.best_epoch = score, epoch + 1
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}

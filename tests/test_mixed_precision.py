@@ -1,0 +1,58 @@
+"""train.precision: bf16 autocasts the training step's matmuls to bfloat16 (AMX on this CPU, tensor cores on GPUs)
+while the weights and the optimizer stay float32; it trains like float32 does."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
+
+from distill.config import TrainConfig
+from distill.data import Encoded
+from distill.train import fit
+
+
+def tiny_classifier() -> torch.nn.Module:
+    torch.manual_seed(0)
+    config = XLMRobertaConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                              intermediate_size=64, max_position_embeddings=40, num_labels=3)  # fmt: skip
+    return XLMRobertaForSequenceClassification(config)
+
+
+# label = which of three token ranges the sentence's middle tokens come from: learnable in a few epochs
+DATA = Encoded(
+    input_ids=[[0, *[5 + 15 * (i % 3) + (i * j) % 10 for j in range(2 + i % 5)], 2] for i in range(60)],
+    labels=[i % 3 for i in range(60)],
+)
+
+
+def cross_entropy(model, batch, share):
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    return torch.nn.functional.cross_entropy(logits.float(), batch["labels"]) * share["logits"], {}
+
+
+def train(precision: str, seen: list[torch.dtype] | None = None) -> tuple[torch.nn.Module, list[float]]:
+    model = tiny_classifier()
+    if seen is not None:
+        model.classifier.dense.register_forward_hook(lambda m, a, out: seen.append(out.dtype) if m.training else None)
+    cfg = TrainConfig(epochs=8, batch_size=10, lr=3e-3, warmup_ratio=0.0, dropout=0.0, precision=precision)
+    result = fit(model, DATA, cross_entropy, cfg, evaluate=lambda m: 0.0, on_best=lambda m: None, pad_id=1,
+                 seed=0, desc=precision)  # fmt: skip
+    return model, [h["train_loss"] for h in result.history]
+
+
+def test_bf16_runs_the_matmuls_in_bfloat16_and_keeps_float32_weights():
+    seen: list[torch.dtype] = []
+    model, losses = train("bf16", seen)
+    assert seen and set(seen) == {torch.bfloat16}
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert all(math.isfinite(x) for x in losses)
+
+
+def test_bf16_learns_like_float32():
+    _, fp32 = train("fp32")
+    _, bf16 = train("bf16")
+    assert fp32[-1] < 0.6 * fp32[0] and bf16[-1] < 0.6 * bf16[0]  # both learn (1.11 -> 0.56 measured)
+    assert bf16 == pytest.approx(fp32, abs=0.01)  # epoch by epoch within 0.01 (0.001 measured)
