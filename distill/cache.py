@@ -89,6 +89,15 @@ def _stack(values: Any, longest: int) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
+def _to_cpu(features: dict[str, Any]) -> dict[str, Any]:
+    def move(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return value.float().cpu()
+        return type(value)(move(v) for v in value) if isinstance(value, list | tuple) else value
+
+    return {k: move(v) for k, v in features.items()}
+
+
 def teacher_cache(
     teacher: torch.nn.Module, data: Encoded, spec: CacheSpec, root: str | Path, *, pad_id: int, batch_size: int = 64
 ) -> TeacherCache:
@@ -108,11 +117,13 @@ def teacher_cache(
     def rows() -> Iterator[dict[str, Any]]:
         was_training = teacher.training
         teacher.eval()
+        device = next(teacher.parameters()).device  # the teacher runs where it is (a GPU, if it was put there)
         try:
             for indices in length_batches(lengths, batch_size, shuffle=False):
                 batch = collate(data, indices, pad_id)
                 with torch.no_grad():
-                    out = forward_features(teacher, batch["input_ids"], batch["attention_mask"], want)
+                    ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+                    out = _to_cpu(forward_features(teacher, ids, mask, want))
                 for row, i in enumerate(indices):
                     n = lengths[i]
                     example: dict[str, Any] = {"index": i}

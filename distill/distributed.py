@@ -10,17 +10,22 @@ Nothing here communicates by itself: it is torch.distributed's process group, qu
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.distributed as dist
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported lazily: `distill.io` asks `is_main()` from command-line paths that must not load torch
 
 
 @dataclass(frozen=True)
 class World:
-    """This process's place in the run: rank `rank` of `size`, on device `device`."""
+    """This process's place in the run: rank `rank` of `size`, training on `device` (its GPU when the machine has
+    GPUs, `cuda:LOCAL_RANK`; else the CPU)."""
 
     rank: int = 0
     size: int = 1
@@ -31,14 +36,25 @@ class World:
         return self.rank == 0
 
 
+def _dist() -> Any:
+    """torch.distributed if torch has been imported and a process group is up; else None."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is None or not (dist.is_available() and dist.is_initialized()):
+        return None
+    return dist
+
+
 def world() -> World:
     """The process group this process belongs to (rank 0 of 1 when there is none)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return World()
+    dist = _dist()
+    if dist is None:
+        return World(device=_device() if "torch" in sys.modules else "cpu")
     return World(rank=dist.get_rank(), size=dist.get_world_size(), device=_device())
 
 
 def _device() -> str:
+    import torch
+
     if torch.cuda.is_available():
         return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     return "cpu"
@@ -50,7 +66,10 @@ def is_main() -> bool:
 
 def join_from_env() -> World:
     """Join the process group torchrun describes in the environment (WORLD_SIZE > 1), once; else rank 0 of 1."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or (dist.is_available() and dist.is_initialized()):
+    import torch
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or _dist() is not None:
         return world()
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":
@@ -60,18 +79,21 @@ def join_from_env() -> World:
 
 
 def leave() -> None:
-    if dist.is_available() and dist.is_initialized():
+    dist = _dist()
+    if dist is not None:
         dist.destroy_process_group()
 
 
 def barrier() -> None:
-    if world().size > 1:
+    dist = _dist()
+    if dist is not None and dist.get_world_size() > 1:
         dist.barrier()
 
 
 def from_main(value: object) -> object:
     """Rank 0's `value` on every rank (e.g. the run directory rank 0 created)."""
-    if world().size == 1:
+    dist = _dist()
+    if dist is None or dist.get_world_size() == 1:
         return value
     box = [value]
     dist.broadcast_object_list(box, src=0)
@@ -81,14 +103,16 @@ def from_main(value: object) -> object:
 def sum_over_ranks(value: torch.Tensor) -> torch.Tensor:
     """The sum of `value` over all ranks (a copy; `value` itself is unchanged)."""
     total = value.detach().clone()
-    if world().size > 1:
+    dist = _dist()
+    if dist is not None and dist.get_world_size() > 1:
         dist.all_reduce(total)
     return total
 
 
 def average_gradients(parameters: list[torch.nn.Parameter]) -> None:
     """Average the gradients of parameters DDP does not own (a loss's learned projections) over ranks."""
-    size = world().size
+    dist = _dist()
+    size = dist.get_world_size() if dist is not None else 1
     if size == 1:
         return
     for param in parameters:

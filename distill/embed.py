@@ -93,8 +93,9 @@ def embed(
             [texts[i] for i in order[start : start + batch_size]],
             padding=True, truncation=True, max_length=max_length, return_tensors="pt",
         )  # fmt: skip
-        hidden = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-        chunks.append(mean_pool(hidden, batch["attention_mask"]))
+        device = next(model.parameters()).device
+        ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+        chunks.append(mean_pool(model(input_ids=ids, attention_mask=mask).last_hidden_state, mask).cpu())
     out = torch.empty((len(texts), chunks[0].shape[-1]))
     out[torch.as_tensor(order)] = torch.cat(chunks).float()
     return out

@@ -709,6 +709,7 @@ def _train_student(
         extra_parameters=list(step.loss.parameters()),
         resume=resume_point(run, name),
     )
+    run.teacher.to("cpu")  # if its live features ran on a GPU
     run.metrics.setdefault("training", {})[name] = vars(result)
     run.student_checkpoint = name
     if scored:
@@ -762,7 +763,10 @@ class _DistillStep:
         spec = CacheSpec(features=tuple(sorted(self.cached)), layers=tuple(layers))
         root = Path(self.run.recipe.output_dir) / ".teacher-cache"
         with main_first():  # rank 0 computes and writes the cache; the other ranks then read it
-            return teacher_cache(self.teacher, data, spec, root, pad_id=self.run.pad_id)
+            try:  # on this process's GPU when there is one; the teacher goes back to the CPU after
+                return teacher_cache(self.teacher.to(world().device), data, spec, root, pad_id=self.run.pad_id)
+            finally:
+                self.teacher.to("cpu")
 
     def on(self, data: Encoded) -> _DistillStep:
         """The same step (same loss module and projections) reading the teacher cache of `data`."""
