@@ -1124,6 +1124,9 @@ def environment() -> dict[str, Any]:
         "transformers": transformers.__version__,
         "onnxruntime": onnxruntime.__version__,
         "platform": platform.platform(),
+        # training processes (distill run --nproc / torchrun) and where each trained
+        "processes": world().size,
+        "device": world().device,
     }
 
 
