@@ -117,7 +117,8 @@ def dev_mlm_loss(
         was_training = model.training
         model.eval()
         with torch.no_grad():
-            batches = iterate_batches(dev, 64, pad_id, shuffle=False)
+            device = next(model.parameters()).device
+            batches = ({k: v.to(device) for k, v in b.items()} for b in iterate_batches(dev, 64, pad_id, shuffle=False))
             values = [float(step(model, batch, WHOLE_BATCH)[0]) for batch in batches]
         model.train(was_training)
         return float(np.mean(values))

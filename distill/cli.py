@@ -53,10 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except DistillError as exc:
-        from distill.distributed import world
-
-        place = world()
-        rank = f" (rank {place.rank} of {place.size})" if place.size > 1 else ""
+        size = int(os.environ.get("WORLD_SIZE", "1"))  # the process group may be gone already: ask torchrun's env
+        rank = f" (rank {os.environ.get('RANK', '0')} of {size})" if size > 1 else ""
         print(f"distill: error{rank}: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
@@ -118,6 +116,11 @@ def launch(args: argparse.Namespace) -> int:
         raise DistillError(f"--nproc must be at least 1, got {args.nproc}")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise DistillError("--nproc inside torchrun: use one or the other")
+    import torch
+
+    gpus = torch.cuda.device_count()
+    if gpus and args.nproc > gpus:
+        raise DistillError(f"--nproc {args.nproc}: this machine has {gpus} GPU(s); run one process per GPU")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}"]
     command += ["-m", "distill", "run", args.recipe, *args.overrides]
     if args.resume:

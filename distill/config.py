@@ -512,6 +512,16 @@ def _check_semantics(recipe: Recipe) -> None:
     for section in ("teacher", "agnostic", "distill"):
         check_train(getattr(recipe, section).train, f"{section}.train")
     check_train(recipe.prune.recover, "prune.recover")
+    for where, train, losses in (
+        ("distill.train", recipe.distill.train, recipe.distill.losses),
+        ("prune.recover", recipe.prune.recover, recipe.distill.losses),
+        ("agnostic.train", recipe.agnostic.train, recipe.agnostic.losses),
+    ):
+        if train.dropout and "student_attentions" in needs(losses):
+            raise RecipeError(
+                f"'{where}.dropout' must be 0 or null with attention_kl: attention maps after dropout are not "
+                "distributions"
+            )
     check_loss_specs(recipe.distill.losses, "distill.losses")
     _check_adapt(recipe)
     variants = recipe.export.variants

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -74,7 +75,9 @@ def join_from_env() -> World:
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    dist.init_process_group(backend)
+    # rank 0 alone writes the teacher cache or scores dev sets while the others wait: give it hours, not
+    # the default 10 (NCCL) or 30 (gloo) minutes
+    dist.init_process_group(backend, timeout=timedelta(hours=6))
     return world()
 
 

@@ -809,6 +809,8 @@ def _to(features: dict[str, Any], device: torch.device) -> dict[str, Any]:
     def move(value: Any) -> Any:
         if isinstance(value, torch.Tensor):
             return value.to(device)
+        if isinstance(value, dict):  # per-layer hidden states / q, k, v
+            return {k: move(v) for k, v in value.items()}
         return type(value)(move(v) for v in value) if isinstance(value, list | tuple) else value
 
     return {k: move(v) for k, v in features.items()}
@@ -833,7 +835,8 @@ def _negative_dev_loss(step: _DistillStep, dev: Encoded, pad_id: int) -> Callabl
     def evaluate(student: torch.nn.Module) -> float:
         student.eval()
         with torch.no_grad():
-            batches = iterate_batches(dev, 64, pad_id, shuffle=False)
+            device = next(student.parameters()).device
+            batches = ({k: v.to(device) for k, v in b.items()} for b in iterate_batches(dev, 64, pad_id, shuffle=False))
             values = [float(step(student, batch, WHOLE_BATCH)[0]) for batch in batches]
         student.train()
         return -float(np.mean(values))

@@ -4,7 +4,7 @@
 IterableDataset: lines are read as they are needed), shuffles them through a bounded buffer with a seed per
 epoch, and hands `distill.train.fit` one global batch at a time, tokenised only then. Nothing holds more than
 the shuffle buffer and one batch. An epoch is one pass over the files; its number of batches comes from one
-counting pass at the start (constant memory), so the learning-rate schedule knows its length.
+counting pass over the same stream at the start (constant memory), so the learning-rate schedule knows its length.
 """
 
 from __future__ import annotations
@@ -17,16 +17,6 @@ from typing import Any
 
 from distill.data import Encoded
 from distill.errors import DistillError
-
-
-def count_sentences(files: list[str]) -> int:
-    """Non-empty lines of `files`, read in chunks (the stream skips empty lines too)."""
-    total = 0
-    for name in files:
-        with open(name, "rb") as f:
-            for line in f:
-                total += bool(line.strip())
-    return total
 
 
 @dataclass
@@ -44,7 +34,10 @@ class TextStream:
         for name in self.files:
             if not Path(name).is_file():
                 raise DistillError(f"corpus file {name} not found")
-        self.sentences = count_sentences(self.files)
+        try:  # one pass over the same stream the epochs read, so the count is theirs
+            self.sentences = sum(1 for _ in self._lines())
+        except UnicodeDecodeError as exc:
+            raise DistillError(f"the corpus {', '.join(self.files)} is not UTF-8 text: {exc}") from exc
         if self.sentences == 0:
             raise DistillError(f"the corpus {', '.join(self.files)} has no text (only empty lines)")
 
@@ -55,11 +48,7 @@ class TextStream:
     def batches(self, epoch: int, skip: int = 0) -> Iterator[tuple[Encoded, list[int]]]:
         """Epoch `epoch`'s global batches as (encoded batch, its row indices), after the first `skip` (read past,
         not tokenised: a resumed run continues with the batch it stopped at)."""
-        import datasets
-
-        stream = datasets.load_dataset("text", data_files=self.files, split="train", streaming=True)
-        stream = stream.filter(lambda row: bool(row["text"].strip()))
-        stream = stream.shuffle(seed=self.seed * 1000 + epoch, buffer_size=self.shuffle_buffer)
+        stream = self._lines().shuffle(seed=self.seed * 1000 + epoch, buffer_size=self.shuffle_buffer)
         batch: list[str] = []
         done = 0
         for row in stream:
@@ -71,6 +60,13 @@ class TextStream:
                 batch = []
         if batch and done >= skip:
             yield self._encode(batch)
+
+    def _lines(self) -> Any:
+        """The files' non-empty lines as a `datasets` IterableDataset (read lazily, never all at once)."""
+        import datasets
+
+        stream = datasets.load_dataset("text", data_files=self.files, split="train", streaming=True)
+        return stream.filter(lambda row: bool(row["text"].strip()))
 
     def _encode(self, texts: list[str]) -> tuple[Encoded, list[int]]:
         ids = self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]

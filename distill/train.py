@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from distill.checkpoint import ResumePoint, Trainables
 from distill.config import TrainConfig
 from distill.data import IGNORE_INDEX, Encoded, collate, gold_labels, length_batches, predicted_labels
-from distill.distributed import World, average_gradients, sum_over_ranks, world
+from distill.distributed import World, average_gradients, from_main, sum_over_ranks, world
 from distill.errors import DistillError
 from distill.metrics import accuracy
 from distill.stream import TextStream
@@ -89,11 +89,25 @@ def shard(
     return pieces
 
 
-def set_dropout(model: torch.nn.Module, p: float) -> None:
-    """Set every dropout of `model` to `p` (the saved config keeps its own values: inference has none)."""
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = p
+@contextlib.contextmanager
+def dropout_set_to(model: torch.nn.Module, p: float | None) -> Iterator[None]:
+    """Every dropout of `model` at `p` inside the block (None: unchanged), the model's own values after it."""
+    dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    before = [m.p for m in dropouts]
+    try:
+        for module in dropouts:
+            module.p = before[dropouts.index(module)] if p is None else p
+        yield
+    finally:
+        for module, value in zip(dropouts, before, strict=True):
+            module.p = value
+
+
+def step_seed(seed: int, epoch: int, step: int, rank: int) -> int:
+    """The RNG seed of one optimizer step on one rank (dropout masks, masked-LM masks). Seeding every step
+    makes a resumed run draw what an uninterrupted one draws, needs no RNG state per rank, and gives each
+    rank its own masks."""
+    return ((seed * 1_000 + epoch) * 1_000_003 + step) * 1_024 + rank
 
 
 def fit(
@@ -128,13 +142,31 @@ def fit(
     With `resume`, the whole training state (weights, optimizer, scheduler, RNG, epoch and step, best
     epoch so far) is written to `resume.directory` every `resume.every_steps` steps and after each epoch,
     and a state found there is continued from: a run killed at any moment and restarted gives the same
-    model as one never stopped, with the same or another number of processes. The folder is removed when
-    training ends.
+    model as one never stopped. The folder is removed when training ends. Dropout and masking draw from an
+    RNG seeded per step and rank (`step_seed`), so no RNG state per rank is needed; a run resumed with
+    another number of processes continues the same training exactly when nothing is random (dropout 0).
+
+    `cfg.dropout` (not None) sets every dropout of the model while it trains; its own values return after.
     """
+    with dropout_set_to(model, cfg.dropout):
+        return _fit(model, train, step_loss, cfg, evaluate, on_best, pad_id, seed, desc, extra_parameters, resume)
+
+
+def _fit(
+    model: torch.nn.Module,
+    train: Encoded | TextStream,
+    step_loss: StepLoss,
+    cfg: TrainConfig,
+    evaluate: Callable[[torch.nn.Module], float],
+    on_best: Callable[[torch.nn.Module], None],
+    pad_id: int,
+    seed: int,
+    desc: str,
+    extra_parameters: list[torch.nn.Parameter] | None,
+    resume: ResumePoint | None,
+) -> FitResult:
     place = world()
     torch.manual_seed(seed)
-    if cfg.dropout is not None:
-        set_dropout(model, cfg.dropout)
     model.to(place.device)
     for param in extra_parameters or []:
         param.data = param.data.to(place.device)
@@ -203,6 +235,9 @@ def fit(
         started, tokens = time.perf_counter(), 0
         for step, (data, indices) in enumerate(bar, start=skip):
             optimizer.zero_grad(set_to_none=True)
+            torch.manual_seed(step_seed(seed, epoch, step, place.rank))
+            if trainables.generator is not None:
+                trainables.generator.manual_seed(step_seed(seed, epoch, step, place.rank) + 512)
             pieces = shard(data, indices, place, cfg.grad_accum_steps)
             contribution = torch.zeros((), device=place.device)
             tokens += sum(len(data.input_ids[i]) for i in indices)
@@ -239,7 +274,8 @@ def fit(
             )
             if resume is not None and (step + 1) % resume.every_steps == 0 and step + 1 < steps_per_epoch:
                 save(epoch, step + 1)
-        score = evaluate(model)
+        # rank 0 scores and tells the others, so every rank keeps the same best epoch
+        score = float(from_main(evaluate(model) if place.main else None))
         result.history.append({"epoch": epoch + 1, "train_loss": float(np.mean(running)), "dev_score": score})
         if place.main:
             speed = tokens / max(1e-9, time.perf_counter() - started)

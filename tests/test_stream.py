@@ -76,6 +76,9 @@ def test_missing_and_empty_corpora_are_named(tmp_path):
     (tmp_path / "blank.txt").write_text("\n \n")
     with pytest.raises(DistillError, match="has no text"):
         TextStream([str(tmp_path / "blank.txt")], Words(), batch_size=4, max_length=8)
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait\n".encode("latin-1"))
+    with pytest.raises(DistillError, match="latin1.txt is not UTF-8 text"):
+        TextStream([str(tmp_path / "latin1.txt")], Words(), batch_size=4, max_length=8)
 
 
 def test_agnostic_stage_streams_a_corpus_file_and_reports_tokens_per_second(tmp_path, sib200_path, capsys):

@@ -1,9 +1,11 @@
-"""train.precision: bf16 autocasts the training step's matmuls to bfloat16 (AMX on this CPU, tensor cores on GPUs)
-while the weights and the optimizer stay float32; it trains like float32 does."""
+"""Training options: train.precision bf16 autocasts the step's matmuls to bfloat16 (AMX on this CPU, tensor cores
+on GPUs) while weights and optimizer stay float32, and trains like float32; train.dropout holds only while training;
+each step's random draws are seeded per (seed, epoch, step, rank)."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,7 +13,9 @@ from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
 
 from distill.config import TrainConfig
 from distill.data import Encoded
-from distill.train import fit
+from distill.train import fit, step_seed
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny_classifier() -> torch.nn.Module:
@@ -56,3 +60,30 @@ def test_bf16_learns_like_float32():
     _, bf16 = train("bf16")
     assert fp32[-1] < 0.6 * fp32[0] and bf16[-1] < 0.6 * bf16[0]  # both learn (1.11 -> 0.56 measured)
     assert bf16 == pytest.approx(fp32, abs=0.01)  # epoch by epoch within 0.01 (0.001 measured)
+
+
+def test_train_dropout_holds_only_while_training():
+    model = tiny_classifier()
+    seen: list[float] = []
+    model.classifier.dense.register_forward_hook(lambda m, a, out: seen.append(model.classifier.dropout.p))
+    cfg = TrainConfig(epochs=1, batch_size=30, dropout=0.0)
+    fit(model, DATA, cross_entropy, cfg, evaluate=lambda m: 0.0, on_best=lambda m: None, pad_id=1, seed=0,
+        desc="dropout")  # fmt: skip
+    assert seen and set(seen) == {0.0}
+    assert {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)} == {0.1}  # the model's own again
+
+
+def test_dropout_with_attention_distillation_is_refused():
+    from distill.config import load_recipe
+    from distill.errors import RecipeError
+
+    recipe = REPO / "recipes" / "quickstart.yaml"
+    with pytest.raises(RecipeError, match="'distill.train.dropout' must be 0 or null with attention_kl"):
+        load_recipe(recipe, ["distill.losses={attention_kl: {weight: 1.0}}", "distill.train.dropout=0.1"])
+    load_recipe(recipe, ["distill.losses={attention_kl: {weight: 1.0}}", "distill.train.dropout=0"])
+
+
+def test_each_step_and_rank_draws_from_its_own_seed():
+    seeds = {step_seed(0, epoch, step, rank) for epoch in range(3) for step in range(50) for rank in range(8)}
+    assert len(seeds) == 3 * 50 * 8
+    assert step_seed(7, 2, 5, 1) == step_seed(7, 2, 5, 1) < 2**63
