@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         "--nproc",
         type=int,
         metavar="N",
-        help="data-parallel over N processes on this machine: runs torchrun --standalone --nproc_per_node N "
-        "-m distill run ... (one per GPU; gloo processes on a CPU-only machine)",
+        help="data-parallel over N processes on this machine, as torchrun --standalone --nproc_per_node N "
+        "-m distill run ... would (one per GPU; gloo processes on a CPU-only machine)",
     )
 
     validate = sub.add_parser("validate", help="check a recipe (and its data paths) without running it")
@@ -110,26 +110,44 @@ def _quiet(_line: str) -> None:
 
 
 def launch(args: argparse.Namespace) -> int:
-    """`distill run --nproc N`: become `torchrun --standalone --nproc_per_node N -m distill run ...` (same
-    recipe, overrides and --resume). On a CPU each process gets cores / N threads unless OMP_NUM_THREADS is set."""
+    """`distill run --nproc N`: what `torchrun --standalone --nproc_per_node N -m distill run ...` does (same recipe,
+    overrides and --resume), through torch's own elastic launcher. A worker's error is its one line (every rank
+    prints it) and its exit code, without the launcher's traceback. On a CPU each process gets cores / N threads
+    unless OMP_NUM_THREADS is set."""
+    import logging
+    import uuid
+
+    import torch
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
     if args.nproc < 1:
         raise DistillError(f"--nproc must be at least 1, got {args.nproc}")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise DistillError("--nproc inside torchrun: use one or the other")
-    import torch
-
     gpus = torch.cuda.device_count()
     if gpus and args.nproc > gpus:
         raise DistillError(f"--nproc {args.nproc}: this machine has {gpus} GPU(s); run one process per GPU")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}"]
-    command += ["-m", "distill", "run", args.recipe, *args.overrides]
-    if args.resume:
-        command += ["--resume", args.resume]
+    command = [
+        "-m",
+        "distill",
+        "run",
+        args.recipe,
+        *args.overrides,
+        *(["--resume", args.resume] if args.resume else []),
+    ]
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.nproc)))
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execv(sys.executable, command)
-    return 0  # not reached: execv replaces this process
+    config = LaunchConfig(
+        min_nodes=1, max_nodes=1, nproc_per_node=args.nproc, run_id=str(uuid.uuid4()), rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0", max_restarts=0,
+    )  # fmt: skip
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # the workers speak for themselves
+    try:
+        elastic_launch(config, entrypoint=sys.executable)(*command)
+    except ChildFailedError as exc:
+        codes = [failure.exitcode for failure in exc.failures.values()]
+        return next((code for code in codes if code > 0), EXIT_USER_ERROR if not codes else 1)
+    return 0
 
 
 def add_trim_vocab_parser(subparsers: Any) -> argparse.ArgumentParser:

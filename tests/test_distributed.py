@@ -198,3 +198,15 @@ def test_nproc_refuses_bad_counts_and_embedding_recipes(tmp_path, sib200_path, c
     assert main(["run", "--nproc", "2", str(embed), f"output_dir={tmp_path}", f"data.path={sib200_path}"]) == 2
     assert "embedding-kd recipes run in one process" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_a_worker_error_is_one_line_per_rank_and_exit_code_2(tmp_path, sib200_path):
+    in_the_way = tmp_path / "a-file"
+    in_the_way.write_text("")
+    process = distill_run(in_the_way, sib200_path, nproc=2)
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 2
+    lines = err.strip().splitlines()
+    assert sorted(line.split(":")[1] for line in lines) == [" error (rank 0 of 2)", " error (rank 1 of 2)"]
+    assert all("exists and is not a directory ('output_dir')" in line for line in lines)
+    assert "Traceback" not in err
