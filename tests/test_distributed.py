@@ -210,3 +210,17 @@ def test_a_worker_error_is_one_line_per_rank_and_exit_code_2(tmp_path, sib200_pa
     assert sorted(line.split(":")[1] for line in lines) == [" error (rank 0 of 2)", " error (rank 1 of 2)"]
     assert all("exists and is not a directory ('output_dir')" in line for line in lines)
     assert "Traceback" not in err
+
+
+def test_two_process_run_with_dropout_resumes_to_the_same_weights(tmp_path_factory, sib200_path):
+    """With dropout on, each rank draws its own masks from a seed per (step, rank): a killed 2-process run
+    resumed with 2 processes draws what the uninterrupted one drew."""
+    dropout = ["teacher.train.dropout=0.1", "distill.train.dropout=0.1"]
+    whole = tmp_path_factory.mktemp("dropout-whole")
+    finished(distill_run(whole, sib200_path, *dropout, nproc=2))
+    out = tmp_path_factory.mktemp("dropout-killed")
+    directory = kill_during(
+        distill_run(out, sib200_path, *dropout, nproc=2), out, "student", 0, random.randrange(1, STEPS)
+    )
+    finished(distill_run(out, sib200_path, *dropout, "--resume", str(directory), nproc=2))
+    assert_same_run(run_directory(whole), directory)
