@@ -104,9 +104,9 @@ def dropout_set_to(model: torch.nn.Module, p: float | None) -> Iterator[None]:
 
 
 def step_seed(seed: int, epoch: int, step: int, rank: int) -> int:
-    """The RNG seed of one optimizer step on one rank (dropout masks, masked-LM masks). Seeding every step
-    makes a resumed run draw what an uninterrupted one draws, needs no RNG state per rank, and gives each
-    rank its own masks."""
+    """The RNG seed of one optimizer step on one rank of a data-parallel run (dropout masks, masked-LM masks).
+    Seeding every step makes a resumed run draw what an uninterrupted one draws without saving every rank's
+    RNG state, and gives each rank its own masks."""
     return ((seed * 1_000 + epoch) * 1_000_003 + step) * 1_024 + rank
 
 
@@ -142,9 +142,11 @@ def fit(
     With `resume`, the whole training state (weights, optimizer, scheduler, RNG, epoch and step, best
     epoch so far) is written to `resume.directory` every `resume.every_steps` steps and after each epoch,
     and a state found there is continued from: a run killed at any moment and restarted gives the same
-    model as one never stopped. The folder is removed when training ends. Dropout and masking draw from an
-    RNG seeded per step and rank (`step_seed`), so no RNG state per rank is needed; a run resumed with
-    another number of processes continues the same training exactly when nothing is random (dropout 0).
+    model as one never stopped. The folder is removed when training ends. One process draws dropout and
+    masking from one RNG stream, saved in the resume point (so runs made before data parallelism existed
+    reproduce); in a data-parallel run each rank reseeds every step (`step_seed`), so no RNG state per rank
+    is needed. A run resumed with another number of processes continues the same training exactly when
+    nothing is random (dropout 0).
 
     `cfg.dropout` (not None) sets every dropout of the model while it trains; its own values return after.
     """
@@ -235,9 +237,10 @@ def _fit(
         started, tokens = time.perf_counter(), 0
         for step, (data, indices) in enumerate(bar, start=skip):
             optimizer.zero_grad(set_to_none=True)
-            torch.manual_seed(step_seed(seed, epoch, step, place.rank))
-            if trainables.generator is not None:
-                trainables.generator.manual_seed(step_seed(seed, epoch, step, place.rank) + 512)
+            if place.size > 1:  # each rank its own draws, reproducible without per-rank RNG state (step_seed)
+                torch.manual_seed(step_seed(seed, epoch, step, place.rank))
+                if trainables.generator is not None:
+                    trainables.generator.manual_seed(step_seed(seed, epoch, step, place.rank) + 512)
             pieces = shard(data, indices, place, cfg.grad_accum_steps)
             contribution = torch.zeros((), device=place.device)
             tokens += sum(len(data.input_ids[i]) for i in indices)

@@ -1,6 +1,6 @@
 """Training options: train.precision bf16 autocasts the step's matmuls to bfloat16 (AMX on this CPU, tensor cores
 on GPUs) while weights and optimizer stay float32, and trains like float32; train.dropout holds only while training;
-each step's random draws are seeded per (seed, epoch, step, rank)."""
+in a data-parallel run each step's random draws are seeded per (seed, epoch, step, rank)."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def test_dropout_with_attention_distillation_is_refused():
     load_recipe(recipe, ["distill.losses={attention_kl: {weight: 1.0}}", "distill.train.dropout=0"])
 
 
-def test_each_step_and_rank_draws_from_its_own_seed():
+def test_each_step_and_rank_of_a_data_parallel_run_draws_from_its_own_seed():
     seeds = {step_seed(0, epoch, step, rank) for epoch in range(3) for step in range(50) for rank in range(8)}
     assert len(seeds) == 3 * 50 * 8
     assert step_seed(7, 2, 5, 1) == step_seed(7, 2, 5, 1) < 2**63
