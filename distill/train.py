@@ -7,6 +7,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -89,18 +90,19 @@ def shard(
     return pieces
 
 
-@contextlib.contextmanager
-def dropout_set_to(model: torch.nn.Module, p: float | None) -> Iterator[None]:
-    """Every dropout of `model` at `p` inside the block (None: unchanged), the model's own values after it."""
+def set_dropout(model: torch.nn.Module, p: float | None) -> list[float]:
+    """Set every dropout of `model` to `p` (None: leave them); returns their values before, for `restore_dropout`."""
     dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
     before = [m.p for m in dropouts]
-    try:
-        for module in dropouts:
-            module.p = before[dropouts.index(module)] if p is None else p
-        yield
-    finally:
-        for module, value in zip(dropouts, before, strict=True):
-            module.p = value
+    for module in dropouts if p is not None else []:
+        module.p = p
+    return before
+
+
+def restore_dropout(model: torch.nn.Module, before: list[float]) -> None:
+    dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    for module, value in zip(dropouts, before, strict=True):
+        module.p = value
 
 
 def step_seed(seed: int, epoch: int, step: int, rank: int) -> int:
@@ -150,23 +152,6 @@ def fit(
 
     `cfg.dropout` (not None) sets every dropout of the model while it trains; its own values return after.
     """
-    with dropout_set_to(model, cfg.dropout):
-        return _fit(model, train, step_loss, cfg, evaluate, on_best, pad_id, seed, desc, extra_parameters, resume)
-
-
-def _fit(
-    model: torch.nn.Module,
-    train: Encoded | TextStream,
-    step_loss: StepLoss,
-    cfg: TrainConfig,
-    evaluate: Callable[[torch.nn.Module], float],
-    on_best: Callable[[torch.nn.Module], None],
-    pad_id: int,
-    seed: int,
-    desc: str,
-    extra_parameters: list[torch.nn.Parameter] | None,
-    resume: ResumePoint | None,
-) -> FitResult:
     place = world()
     torch.manual_seed(seed)
     model.to(place.device)
@@ -225,78 +210,92 @@ def _fit(
         if resume is not None:
             resume.save(trainables, result, best_state, epoch, step, running)
 
-    for epoch in range(start_epoch, cfg.epochs):
-        model.train()
-        skip = start_step if epoch == start_epoch else 0  # batches done before the run was stopped
-        if skip == 0:
-            running = []
-        bar = tqdm(
-            epoch_batches(epoch, skip), total=steps_per_epoch, initial=skip,
-            desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not place.main,
-        )  # fmt: skip
-        started, tokens = time.perf_counter(), 0
-        for step, (data, indices) in enumerate(bar, start=skip):
-            optimizer.zero_grad(set_to_none=True)
-            if place.size > 1:  # each rank its own draws, reproducible without per-rank RNG state (step_seed)
-                torch.manual_seed(step_seed(seed, epoch, step, place.rank))
-                if trainables.generator is not None:
-                    trainables.generator.manual_seed(step_seed(seed, epoch, step, place.rank) + 512)
-            pieces = shard(data, indices, place, cfg.grad_accum_steps)
-            contribution = torch.zeros((), device=place.device)
-            tokens += sum(len(data.input_ids[i]) for i in indices)
-            for m, (piece, share) in enumerate(pieces):
-                batch = {k: v.to(place.device) for k, v in collate(data, piece, pad_id).items()}
-                # DDP all-reduces during the last piece's backward only; the others just accumulate
-                last = m == len(pieces) - 1
-                with trained.no_sync() if place.size > 1 and not last else contextlib.nullcontext():
-                    with autocast:
-                        loss, parts = step_loss(trained, batch, share)
-                    (loss * place.size).backward()  # DDP averages over ranks; the shares already sum to 1
-                contribution += loss.detach().float()
-            average_gradients(list(extra_parameters or []))
-            batch_loss = float(sum_over_ranks(contribution))  # the global batch's loss, the same on every rank
-            problem = None if math.isfinite(batch_loss) else f"loss {batch_loss}"
-            if problem is None:
-                norm = torch.nn.utils.clip_grad_norm_(
-                    [p for group in optimizer.param_groups for p in group["params"]], cfg.max_grad_norm
-                )
-                problem = None if torch.isfinite(norm) else f"gradient norm {float(norm)}"
-            if problem is not None:  # a NaN/inf update would poison every weight: skip it or stop here
-                if result.skipped_batches >= cfg.skip_nonfinite:
-                    raise NonFiniteLoss(desc, problem, epoch + 1, step + 1, parts, resume, cfg.skip_nonfinite)
-                result.skipped_batches += 1
+    dropouts = set_dropout(model, cfg.dropout)
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            model.train()
+            skip = start_step if epoch == start_epoch else 0  # batches done before the run was stopped
+            if skip == 0:
+                running = []
+            bar = tqdm(
+                epoch_batches(epoch, skip), total=steps_per_epoch, initial=skip,
+                desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not place.main,
+            )  # fmt: skip
+            started, tokens = time.perf_counter(), 0
+            for step, (data, indices) in enumerate(bar, start=skip):
                 optimizer.zero_grad(set_to_none=True)
-                if place.main:
-                    tqdm.write(f"{desc}: skipped batch {step + 1} of epoch {epoch + 1}: non-finite {problem}")
-                continue
-            optimizer.step()
-            scheduler.step()
-            running.append(batch_loss)
-            bar.set_postfix(
-                loss=f"{np.mean(running[-20:]):.3f}", tokens_per_s=f"{tokens / (time.perf_counter() - started):.0f}"
-            )
-            if resume is not None and (step + 1) % resume.every_steps == 0 and step + 1 < steps_per_epoch:
-                save(epoch, step + 1)
-        # rank 0 scores and tells the others, so every rank keeps the same best epoch
-        score = float(from_main(evaluate(model) if place.main else None))
-        result.history.append({"epoch": epoch + 1, "train_loss": float(np.mean(running)), "dev_score": score})
-        if place.main:
-            speed = tokens / max(1e-9, time.perf_counter() - started)
-            summary = f"train loss {np.mean(running):.4f}, dev score {score:.4f} ({speed:.0f} tokens/s)"
-            tqdm.write(f"{desc} epoch {epoch + 1}: {summary}")
-        if score > result.best_dev_score:
-            result.best_dev_score, result.best_epoch = score, epoch + 1
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            on_best(model)
-        save(epoch + 1, 0)
-    model.load_state_dict(best_state)
-    model.eval()
-    model.to("cpu")  # later stages (scoring, export) work on the CPU
-    for param in extra_parameters or []:
-        param.data = param.data.to("cpu")
-    if resume is not None:
-        resume.clear()
+                if place.size > 1:  # each rank its own draws, reproducible without per-rank RNG state (step_seed)
+                    torch.manual_seed(step_seed(seed, epoch, step, place.rank))
+                    if trainables.generator is not None:
+                        trainables.generator.manual_seed(step_seed(seed, epoch, step, place.rank) + 512)
+                pieces = shard(data, indices, place, cfg.grad_accum_steps)
+                tokens += sum(len(data.input_ids[i]) for i in indices)
+                contribution, parts = backward(trained, step_loss, data, pieces, pad_id, place, autocast)
+                average_gradients(list(extra_parameters or []))
+                batch_loss = float(sum_over_ranks(contribution))  # the global batch's loss, the same on every rank
+                problem = None if math.isfinite(batch_loss) else f"loss {batch_loss}"
+                if problem is None:
+                    norm = torch.nn.utils.clip_grad_norm_(
+                        [p for group in optimizer.param_groups for p in group["params"]], cfg.max_grad_norm
+                    )
+                    problem = None if torch.isfinite(norm) else f"gradient norm {float(norm)}"
+                if problem is not None:  # a NaN/inf update would poison every weight: skip it or stop here
+                    if result.skipped_batches >= cfg.skip_nonfinite:
+                        raise NonFiniteLoss(desc, problem, epoch + 1, step + 1, parts, resume, cfg.skip_nonfinite)
+                    result.skipped_batches += 1
+                    optimizer.zero_grad(set_to_none=True)
+                    if place.main:
+                        tqdm.write(f"{desc}: skipped batch {step + 1} of epoch {epoch + 1}: non-finite {problem}")
+                    continue
+                optimizer.step()
+                scheduler.step()
+                running.append(batch_loss)
+                bar.set_postfix(
+                    loss=f"{np.mean(running[-20:]):.3f}", tokens_per_s=f"{tokens / (time.perf_counter() - started):.0f}"
+                )
+                if resume is not None and (step + 1) % resume.every_steps == 0 and step + 1 < steps_per_epoch:
+                    save(epoch, step + 1)
+            # rank 0 scores and tells the others, so every rank keeps the same best epoch
+            score = float(from_main(evaluate(model) if place.main else None))
+            result.history.append({"epoch": epoch + 1, "train_loss": float(np.mean(running)), "dev_score": score})
+            if place.main:
+                speed = tokens / max(1e-9, time.perf_counter() - started)
+                summary = f"train loss {np.mean(running):.4f}, dev score {score:.4f} ({speed:.0f} tokens/s)"
+                tqdm.write(f"{desc} epoch {epoch + 1}: {summary}")
+            if score > result.best_dev_score:
+                result.best_dev_score, result.best_epoch = score, epoch + 1
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                on_best(model)
+            save(epoch + 1, 0)
+        model.load_state_dict(best_state)
+        model.eval()
+        model.to("cpu")  # later stages (scoring, export) work on the CPU
+        for param in extra_parameters or []:
+            param.data = param.data.to("cpu")
+        if resume is not None:
+            resume.clear()
+    finally:
+        restore_dropout(model, dropouts)
     return result
+
+
+def backward(
+    trained: torch.nn.Module, step_loss: StepLoss, data: Encoded, pieces: list[tuple[list[int], dict[str, float]]],
+    pad_id: int, place: World, autocast: Any,
+) -> tuple[torch.Tensor, dict[str, float]]:  # fmt: skip
+    """Forward and backward this rank's pieces of one global batch (see `shard`); returns this rank's part of
+    the batch's loss and the last piece's loss terms. The gradients add up in `.grad`."""
+    contribution = torch.zeros((), device=place.device)
+    for m, (piece, share) in enumerate(pieces):
+        batch = {k: v.to(place.device) for k, v in collate(data, piece, pad_id).items()}
+        # DDP all-reduces during the last piece's backward only; the others just accumulate
+        last = m == len(pieces) - 1
+        with trained.no_sync() if place.size > 1 and not last else contextlib.nullcontext():
+            with autocast:
+                loss, parts = step_loss(trained, batch, share)
+            (loss * place.size).backward()  # DDP averages over ranks; the shares already sum to 1
+        contribution += loss.detach().float()
+    return contribution, parts
 
 
 def dev_accuracy(dev: Encoded, pad_id: int) -> Callable[[torch.nn.Module], float]:
