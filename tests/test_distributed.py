@@ -25,16 +25,9 @@ from safetensors.torch import load_file
 from distill.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
-RECIPE = REPO / "recipes" / "quickstart.yaml"
+RECIPE = REPO / "recipes" / "tiny.yaml"  # two languages, 96 train sentences, a 4 x 32 teacher
 # 96 train sentences in global batches of 7: 14 steps an epoch, the last one 5 sentences (3 + 2 over 2 ranks)
 TINY = [
-    "data.languages=[eng_Latn, hau_Latn]",
-    "data.max_train_per_language=48",
-    "data.max_eval_per_language=12",
-    "teacher.scratch.vocab_size=300",
-    "teacher.scratch.hidden_size=32",
-    "teacher.scratch.num_heads=2",
-    "teacher.scratch.intermediate_size=64",
     "teacher.train.epochs=2",
     "teacher.train.batch_size=7",
     "teacher.train.lr=2e-4",
@@ -70,7 +63,7 @@ def finished(process: subprocess.Popen) -> str:
 
 
 def run_directory(out: Path) -> Path:
-    (directory,) = [p for p in (out / "quickstart").iterdir() if p.name != "latest"]
+    (directory,) = [p for p in (out / "tiny").iterdir() if p.name != "latest"]
     return directory
 
 
@@ -158,7 +151,7 @@ def kill_during(process: subprocess.Popen, out: Path, checkpoint: str, epoch: in
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         assert process.poll() is None, f"the run ended before it was killed: {process.stderr.read()[-2000:]}"
-        base = out / "quickstart"
+        base = out / "tiny"
         runs = [p for p in base.iterdir() if p.name != "latest"] if base.is_dir() else []
         try:
             saved = json.loads((runs[0] / "checkpoints" / f".resume-{checkpoint}" / "state.json").read_text())

@@ -17,15 +17,8 @@ import pytest
 from distill.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
-RECIPE = REPO / "recipes" / "quickstart.yaml"
+RECIPE = REPO / "recipes" / "tiny.yaml"  # two languages, 96 train sentences, a 4 x 32 teacher
 TINY = [
-    "data.languages=[eng_Latn, hau_Latn]",
-    "data.max_train_per_language=48",
-    "data.max_eval_per_language=12",
-    "teacher.scratch.vocab_size=300",
-    "teacher.scratch.hidden_size=32",
-    "teacher.scratch.num_heads=2",
-    "teacher.scratch.intermediate_size=64",
     "adapt.train.epochs=2",
     "adapt.train.batch_size=16",
     "teacher.train.epochs=3",
@@ -55,7 +48,7 @@ def distill_run(out: Path, data: Path, *extra: str, stdout: int = subprocess.DEV
 
 
 def run_directory(out: Path) -> Path:
-    (directory,) = [p for p in (out / "quickstart").iterdir() if p.name != "latest"]
+    (directory,) = [p for p in (out / "tiny").iterdir() if p.name != "latest"]
     return directory
 
 
@@ -94,7 +87,7 @@ def test_run_killed_at_a_random_step_resumes_to_the_same_metrics(stage, uninterr
     state = None
     deadline = time.monotonic() + 300
     while state is None and time.monotonic() < deadline:  # the run directory appears once the data is read
-        if (tmp_path / "quickstart").is_dir() and any(p.name != "latest" for p in (tmp_path / "quickstart").iterdir()):
+        if (tmp_path / "tiny").is_dir() and any(p.name != "latest" for p in (tmp_path / "tiny").iterdir()):
             state = run_directory(tmp_path) / "checkpoints" / f".resume-{checkpoint}"
         time.sleep(0.01)
     kill_after_step(process, state, epoch * 1000 + step)
