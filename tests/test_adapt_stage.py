@@ -17,14 +17,11 @@ from distill.train import WHOLE_BATCH
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "recipes" / "quickstart.yaml"
+TINY_RECIPE = REPO / "recipes" / "tiny.yaml"  # a 4 x 32 scratch teacher with a 300-piece vocabulary
 TINY = [
     "data.languages=[eng_Latn, hau_Latn]",
     "data.max_train_per_language=32",
     "data.max_eval_per_language=8",
-    "teacher.scratch.vocab_size=300",
-    "teacher.scratch.hidden_size=32",
-    "teacher.scratch.num_heads=2",
-    "teacher.scratch.intermediate_size=64",
     "teacher.train.epochs=1",
     "student.num_layers=2",
     "distill.train.epochs=1",
@@ -102,10 +99,10 @@ def test_masked_lm_reuses_a_pretrained_checkpoints_lm_head(tiny_teacher, tmp_pat
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, sib200_path) -> Path:
     out = tmp_path_factory.mktemp("runs")
-    code = main(["run", str(QUICKSTART), f"output_dir={out}", f"data.path={sib200_path}", *TINY,
+    code = main(["run", str(TINY_RECIPE), f"output_dir={out}", f"data.path={sib200_path}", *TINY,
                  "stages=[adapt, teacher, distill]"])  # fmt: skip
     assert code == 0
-    return (out / "quickstart" / "latest").resolve()
+    return (out / "tiny" / "latest").resolve()
 
 
 def test_adapt_teacher_records_mlm_loss_per_epoch_and_lowers_dev_loss(run_dir):
@@ -147,10 +144,10 @@ def test_teacher_stage_receives_the_adapted_encoder(tmp_path, sib200_path, monke
         return original(model, *args, desc=desc, **kwargs)
 
     monkeypatch.setattr(pipeline, "fit", spy)
-    code = main(["run", str(QUICKSTART), f"output_dir={tmp_path}", f"data.path={sib200_path}", *TINY,
+    code = main(["run", str(TINY_RECIPE), f"output_dir={tmp_path}", f"data.path={sib200_path}", *TINY,
                  "adapt.train.epochs=1", "stages=[adapt, teacher]"])  # fmt: skip
     assert code == 0
-    run_dir = (tmp_path / "quickstart" / "latest").resolve()
+    run_dir = (tmp_path / "tiny" / "latest").resolve()
     adapted = load_file(run_dir / "checkpoints" / "adapted" / "model.safetensors")
     assert torch.equal(seen["query"], adapted["roberta.encoder.layer.0.attention.self.query.weight"])
 
@@ -158,11 +155,11 @@ def test_teacher_stage_receives_the_adapted_encoder(tmp_path, sib200_path, monke
 def test_adapt_student_runs_when_the_student_is_built(tmp_path, sib200_path, capsys):
     corpus = tmp_path / "hau.txt"
     corpus.write_text("Ina kwana?\n\nLafiya lau.\n", encoding="utf-8")
-    code = main(["run", str(QUICKSTART), f"output_dir={tmp_path / 'runs'}", f"data.path={sib200_path}", *TINY,
+    code = main(["run", str(TINY_RECIPE), f"output_dir={tmp_path / 'runs'}", f"data.path={sib200_path}", *TINY,
                  "adapt.target=student", "adapt.train.epochs=1", f"adapt.corpus=[{corpus}]",
                  "stages=[adapt, teacher, distill]"])  # fmt: skip
     assert code == 0
-    run_dir = (tmp_path / "runs" / "quickstart" / "latest").resolve()
+    run_dir = (tmp_path / "runs" / "tiny" / "latest").resolve()
     adapt = json.loads((run_dir / "metrics.json").read_text())["adapt"]
     assert adapt["target"] == "student" and adapt["sentences"] == 64 + 2
     mlm = AutoModelForMaskedLM.from_pretrained(run_dir / "checkpoints" / "adapted")

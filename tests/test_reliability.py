@@ -100,17 +100,13 @@ TINY_RUN = [
     "data.languages=[eng_Latn]",
     "data.max_train_per_language=32",
     "data.max_eval_per_language=8",
-    "teacher.scratch.vocab_size=300",
-    "teacher.scratch.hidden_size=32",
-    "teacher.scratch.num_heads=2",
-    "teacher.scratch.intermediate_size=64",
     "teacher.train.epochs=1",
     "stages=[teacher]",
 ]
 
 
 def test_disk_full_while_checkpointing_is_one_line_and_leaves_a_resumable_run(tmp_path, sib200_path):
-    command = [sys.executable, "-m", "distill", "run", str(REPO / "recipes" / "quickstart.yaml"),
+    command = [sys.executable, "-m", "distill", "run", str(REPO / "recipes" / "tiny.yaml"),
                f"output_dir={tmp_path}", f"data.path={sib200_path}", *TINY_RUN]  # fmt: skip
 
     def small_files() -> None:  # any file over 64 KB fails with EFBIG, as on a full disk (Python ignores SIGXFSZ)
@@ -120,7 +116,7 @@ def test_disk_full_while_checkpointing_is_one_line_and_leaves_a_resumable_run(tm
     assert full.returncode == 2, full.stderr
     (line,) = full.stderr.strip().splitlines()[-1:]
     assert line.startswith("distill: error: stage 'teacher' could not write ") and "File too large" in line
-    (directory,) = [p for p in (tmp_path / "quickstart").iterdir() if p.name != "latest"]
+    (directory,) = [p for p in (tmp_path / "tiny").iterdir() if p.name != "latest"]
     assert not any(p.name.endswith(".tmp") for p in directory.rglob("*")), "a half-written temporary was left"
     assert not (directory / "checkpoints" / "teacher").exists()
     resumed = subprocess.run([*command, "--resume", str(directory)], env=ENV, capture_output=True, text=True)
