@@ -128,6 +128,19 @@ def forward_features(
     return features
 
 
+class WantedFeatures(nn.Module):
+    """`model` whose forward returns only `forward_features(model, ..., want)`: wrapped in DistributedDataParallel,
+    the parameters that none of those features reach (a head whose logits no loss reads) count as unused
+    instead of leaving DDP waiting for their gradients."""
+
+    def __init__(self, model: nn.Module, want: set[str]) -> None:
+        super().__init__()
+        self.model, self.want = model, set(want)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, Any]:
+        return forward_features(self.model, input_ids, attention_mask, self.want)
+
+
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Mean of the real tokens' vectors (sentence-transformers' mean pooling): [B, T, H] -> [B, H]."""
     mask = attention_mask.to(hidden.dtype).unsqueeze(-1)

@@ -768,6 +768,12 @@ class _DistillStep:
             finally:
                 self.teacher.to("cpu")
 
+    def ddp_module(self, student: torch.nn.Module) -> torch.nn.Module:
+        """What `fit` wraps in DDP: the student returning only the features the losses read."""
+        from distill.features import WantedFeatures
+
+        return WantedFeatures(student, self.student_wants)
+
     def on(self, data: Encoded) -> _DistillStep:
         """The same step (same loss module and projections) reading the teacher cache of `data`."""
         other = copy.copy(self)
@@ -779,7 +785,10 @@ class _DistillStep:
         from distill.losses import aligned
 
         ids, mask = batch["input_ids"], batch["attention_mask"]
-        own = forward_features(student, ids, mask, self.student_wants)
+        if isinstance(student, torch.nn.parallel.DistributedDataParallel):  # wraps ddp_module(student)
+            own = student(ids, mask)
+        else:
+            own = forward_features(student, ids, mask, self.student_wants)
         theirs = _to(self.cache.batch(batch["index"].cpu(), ids.shape[1]), ids.device) if self.cache is not None else {}
         if self.live:
             with torch.no_grad():

@@ -157,9 +157,15 @@ def fit(
     model.to(place.device)
     for param in extra_parameters or []:
         param.data = param.data.to(place.device)
-    # DDP averages the gradients over ranks during backward; unused parameters (a head a loss never reads)
-    # are allowed. The unwrapped `model` is evaluated and saved: its weights are the same on every rank.
-    trained = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if place.size > 1 else model
+    # DDP averages the gradients over ranks during backward. It waits for a gradient of every parameter its
+    # forward's outputs reach, so a step whose loss reads only some outputs (hidden states, q/k/v, not the
+    # head's logits) wraps the model in a module returning just those (`ddp_module`); parameters nothing
+    # reaches are allowed. The unwrapped `model` is evaluated and saved: its weights are the same on every rank.
+    trained = model
+    if place.size > 1:
+        wrap = getattr(step_loss, "ddp_module", None)
+        module = wrap(model) if wrap is not None else model
+        trained = torch.nn.parallel.DistributedDataParallel(module, find_unused_parameters=True)
     if isinstance(train, Encoded):
         lengths = [len(x) for x in train.input_ids]
         steps_per_epoch = math.ceil(len(train) / cfg.batch_size)

@@ -217,3 +217,19 @@ def test_two_process_run_with_dropout_resumes_to_the_same_weights(tmp_path_facto
     )
     finished(distill_run(out, sib200_path, *dropout, "--resume", str(directory), nproc=2))
     assert_same_run(run_directory(whole), directory)
+
+
+def test_two_processes_distil_task_agnostically_from_a_streamed_corpus_with_accumulation(tmp_path, sib200_path):
+    """The agnostic loss reads q/k/v only, never the head's logits: DDP must not wait for the head's gradients."""
+    corpus = tmp_path / "hau.txt"
+    rows = (sib200_path / "data" / "hau_Latn" / "train.tsv").read_text(encoding="utf-8").splitlines()[1:101]
+    corpus.write_text("\n".join(row.split("\t")[-1] for row in rows) + "\n", encoding="utf-8")
+    extra = [
+        f"agnostic.corpus=[{corpus}]", "agnostic.train.epochs=1", "agnostic.train.batch_size=16",
+        "agnostic.train.grad_accum_steps=3", "distill.train.epochs=1", "stages=[teacher, agnostic, distill]",
+    ]  # fmt: skip
+    stdout = finished(distill_run(tmp_path / "out", sib200_path, *extra, nproc=2))
+    assert "streaming 100 sentences from 1 corpus file(s)" in stdout
+    directory = run_directory(tmp_path / "out")
+    assert (directory / "checkpoints" / "student_agnostic" / "model.safetensors").is_file()
+    assert (directory / "metrics.json").is_file()
