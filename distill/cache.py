@@ -89,20 +89,11 @@ def _stack(values: Any, longest: int) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-def _to_cpu(features: dict[str, Any]) -> dict[str, Any]:
-    def move(value: Any) -> Any:
-        if isinstance(value, torch.Tensor):
-            return value.float().cpu()
-        return type(value)(move(v) for v in value) if isinstance(value, list | tuple) else value
-
-    return {k: move(v) for k, v in features.items()}
-
-
 def teacher_cache(
     teacher: torch.nn.Module, data: Encoded, spec: CacheSpec, root: str | Path, *, pad_id: int, batch_size: int = 64
 ) -> TeacherCache:
     """Load the cache of (teacher, data, spec) under `root`, or compute and write it first."""
-    from distill.features import forward_features
+    from distill.features import features_to, forward_features
 
     unknown = set(spec.features) - set(CACHEABLE)
     if unknown:
@@ -123,7 +114,7 @@ def teacher_cache(
                 batch = collate(data, indices, pad_id)
                 with torch.no_grad():
                     ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-                    out = _to_cpu(forward_features(teacher, ids, mask, want))
+                    out = features_to(forward_features(teacher, ids, mask, want), "cpu")
                 for row, i in enumerate(indices):
                     n = lengths[i]
                     example: dict[str, Any] = {"index": i}

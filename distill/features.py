@@ -67,24 +67,20 @@ def forward_features(
     - "qkv": tuple of per-layer (query, key, value) projections [B, T, width], before the head split,
       captured by forward hooks that are removed again before returning;
     - "pooled": mean of the last layer's output over the real (mask 1) positions, [B, H].
-
-    `model` may be wrapped in DistributedDataParallel: the forward goes through the wrapper (which
-    all-reduces the gradients), the checks and hooks look at the model inside it.
     """
-    core = getattr(model, "module", model)  # DistributedDataParallel keeps the model as .module
     unknown = set(want) - set(FEATURES)
     if unknown:
         raise ValueError(f"unknown features {sorted(unknown)}; known: {', '.join(FEATURES)}")
-    if "logits" in want and core.base_model is core:
-        raise ValueError(f"{type(core).__name__} has no head, so it has no logits")
+    if "logits" in want and model.base_model is model:
+        raise ValueError(f"{type(model).__name__} has no head, so it has no logits")
     if "attentions" in want:
-        implementation = core.config._attn_implementation
+        implementation = model.config._attn_implementation
         if implementation != "eager":
             raise ValueError(
-                f"attention maps need eager attention, but {type(core).__name__} uses {implementation!r}; "
+                f"attention maps need eager attention, but {type(model).__name__} uses {implementation!r}; "
                 "load it with attn_implementation='eager'"
             )
-        if core.training and any(p > 0 for p in _attention_dropouts(core)):
+        if model.training and any(p > 0 for p in _attention_dropouts(model)):
             raise ValueError(
                 "attention maps of a model in training mode come after attention dropout and are not "
                 "distributions; set attention_probs_dropout_prob=0 for a model whose attentions are distilled"
@@ -98,7 +94,7 @@ def forward_features(
 
         return hook
 
-    layers = qkv_projections(core) if "qkv" in want else []
+    layers = qkv_projections(model) if "qkv" in want else []
     handles = []
     try:
         for i, projections in enumerate(layers):
@@ -126,6 +122,20 @@ def forward_features(
     if "pooled" in want:
         features["pooled"] = mean_pool(outputs.hidden_states[-1], attention_mask)
     return features
+
+
+def features_to(features: dict[str, Any], device: torch.device | str) -> dict[str, Any]:
+    """`features` (tensors, tuples or per-layer dicts of them, as `forward_features` and the teacher cache give
+    them) with every tensor on `device`."""
+
+    def move(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return value.to(device)
+        if isinstance(value, dict):
+            return {k: move(v) for k, v in value.items()}
+        return type(value)(move(v) for v in value) if isinstance(value, list | tuple) else value
+
+    return {k: move(v) for k, v in features.items()}
 
 
 class WantedFeatures(nn.Module):

@@ -781,7 +781,7 @@ class _DistillStep:
         return other
 
     def __call__(self, student: torch.nn.Module, batch: dict[str, torch.Tensor], share: dict[str, float]):
-        from distill.features import forward_features
+        from distill.features import features_to, forward_features
         from distill.losses import aligned
 
         ids, mask = batch["input_ids"], batch["attention_mask"]
@@ -789,7 +789,9 @@ class _DistillStep:
             own = student(ids, mask)
         else:
             own = forward_features(student, ids, mask, self.student_wants)
-        theirs = _to(self.cache.batch(batch["index"].cpu(), ids.shape[1]), ids.device) if self.cache is not None else {}
+        theirs = {}
+        if self.cache is not None:
+            theirs = features_to(self.cache.batch(batch["index"].cpu(), ids.shape[1]), ids.device)
         if self.live:
             with torch.no_grad():
                 self.teacher.eval().to(ids.device)
@@ -810,19 +812,6 @@ class _DistillStep:
                     teacher_logits = teacher_logits[keep]
             tensors |= {"student_logits": logits, "labels": labels, "teacher_logits": teacher_logits}
         return self.loss(share=share, **tensors)
-
-
-def _to(features: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """Cached teacher features (CPU tensors, or tuples of them) on `device`."""
-
-    def move(value: Any) -> Any:
-        if isinstance(value, torch.Tensor):
-            return value.to(device)
-        if isinstance(value, dict):  # per-layer hidden states / q, k, v
-            return {k: move(v) for k, v in value.items()}
-        return type(value)(move(v) for v in value) if isinstance(value, list | tuple) else value
-
-    return {k: move(v) for k, v in features.items()}
 
 
 def _distill_step(
