@@ -225,10 +225,12 @@ class Recipe:
 class EmbedStudentConfig:
     """The multilingual student: the teacher's `layers` (null: all) under a new Unigram vocabulary of
     `vocab_size` pieces trained on every recipe language's train text, each piece initialised from the
-    teacher's embeddings of its spelling (students.transfer)."""
+    teacher's embeddings of its spelling (students.transfer). `lowercase`: the vocabulary and the student's
+    tokenizer NFKC-normalise and case-fold text (SentencePiece's nmt_nfkc_cf), as an uncased teacher does."""
 
     layers: list[int] | None = None
     vocab_size: int = 8000
+    lowercase: bool = False
 
 
 @dataclass(frozen=True)

@@ -481,7 +481,8 @@ def render_embedding_report(name: str, m: dict[str, Any]) -> str:
         "",
         f"Teacher: `{m['teacher']}` ({m['teacher_params'] / 1e6:.2f}M parameters), which embeds each {src} sentence. "
         f"Student: an XLM-R-architecture model with the teacher's layers {s['layers'] or 'all'} under a "
-        f"{s['vocab_size']}-piece Unigram vocabulary trained on every language's train text "
+        f"{s['vocab_size']}-piece {'case-folded ' if s.get('lowercase') else ''}Unigram vocabulary trained on "
+        "every language's train text "
         f"({s['transfer']['from_teacher']} pieces initialised from the teacher's embeddings, {s['transfer']['random']} "
         f"at random; {s['params'] / 1e6:.2f}M parameters). It learnt to embed each {src} train sentence and its "
         f"translations to the teacher's embedding of the {src} sentence (MSE; Reimers & Gurevych 2020): "
@@ -494,7 +495,7 @@ def render_embedding_report(name: str, m: dict[str, Any]) -> str:
         f"{1 / m['pairs']['test']:.3f}). `{src[:3]}→xx` queries with {src}, `xx→{src[:3]}` with the other language.",
         "",
         f"**The student beats the TF-IDF baseline on {m['beats_tfidf']['count']} of {len(languages)} languages** "
-        f"({m['beats_tfidf']['rule']}).",
+        f"({m['beats_tfidf']['rule']}){_ties(m['beats_tfidf'].get('ties', []))}.",
         "",
     ]
     rows = [k for k in RETRIEVAL_ROWS if k in r]
@@ -567,3 +568,7 @@ def plot_retrieval(m: dict[str, Any], path: Path) -> Path:
     ax.set_title(f"Translation retrieval against {m['source_language']} (test ids)")
     fig.tight_layout()
     return save_figure(fig, path, dpi=110)
+
+
+def _ties(languages: list[str]) -> str:
+    return f"; tied in {', '.join(languages)}" if languages else ""

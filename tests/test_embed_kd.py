@@ -13,7 +13,7 @@ from transformers import AutoModel, AutoTokenizer, BertModel, XLMRobertaTokenize
 
 from distill.cli import main
 from distill.config import DataConfig, EmbedRecipe, load_any_recipe, resolve_package_path
-from distill.embed import embed, load_parallel, retrieval_accuracy
+from distill.embed import beats, embed, load_parallel, retrieval_accuracy
 from distill.errors import DistillError, RecipeError
 from distill.features import mean_pool
 from students.transfer import TransferConfig, transfer_to_xlmr
@@ -86,6 +86,20 @@ def test_retrieval_accuracy_counts_rows_whose_nearest_candidate_is_their_own():
     assert retrieval_accuracy(x, torch.cat([x[:2], x[3:], x[2:3]])) == 0.5
     with pytest.raises(ValueError, match="must align"):
         retrieval_accuracy(x, x[:3])
+
+
+def test_an_equal_number_of_translations_found_is_a_tie_not_a_win():
+    # a real run's float32 accuracies: 140 + 137 of 204 translations found against 131 + 146, the same 277
+    student = {
+        "grn": {"src2tgt": 0.686274528503418, "tgt2src": 0.6715686321258545},
+        "hau": {"src2tgt": 0.6, "tgt2src": 0.5},
+    }
+    baseline = {
+        "grn": {"src2tgt": 0.6421568393707275, "tgt2src": 0.7156862616539001},
+        "hau": {"src2tgt": 0.5, "tgt2src": 0.5},
+    }
+    result = beats(student, baseline)
+    assert result["languages"] == ["hau"] and result["ties"] == ["grn"] and result["count"] == 1
 
 
 def test_mean_pool_ignores_padding():
@@ -169,6 +183,9 @@ def test_embedding_recipe_end_to_end_writes_a_loadable_multilingual_student(tmp_
     # the saved student loads with the Auto classes and embeds as it did in the run
     student, tokenizer = AutoModel.from_pretrained(run / "student"), AutoTokenizer.from_pretrained(run / "student")
     assert student.config.model_type == "xlm-roberta" and tokenizer.pad_token_id == 1
+    # the recipe's student.lowercase: the reloaded tokenizer still case-folds, as the uncased teacher does
+    assert metrics["student"]["lowercase"] is True
+    assert tokenizer("The Hausa SENTENCE")["input_ids"] == tokenizer("the hausa sentence")["input_ids"]
     assert (run / "student" / "1_Pooling" / "config.json").is_file()
     data = load_parallel(load_any_recipe(RECIPE, overrides))
     test = {lang: embed(student, tokenizer, texts, 128) for lang, texts in data.texts["test"].items()}

@@ -31,3 +31,21 @@ def test_pieces_after_the_special_tokens_are_ordered_by_text_with_mask_last(smal
     pieces = tok.convert_ids_to_tokens(list(range(len(tok))))
     assert pieces[: len(SPECIAL_TOKENS)] == SPECIAL_TOKENS and pieces[-1] == "<mask>"
     assert pieces[len(SPECIAL_TOKENS) : -1] == sorted(pieces[len(SPECIAL_TOKENS) : -1])
+
+
+def test_lowercase_tokenizer_case_folds_and_still_does_after_reloading_and_trimming(small_texts, tmp_path):
+    from transformers import AutoTokenizer
+
+    from students.vocab import always_kept_ids, trim_tokenizer
+
+    folded = train_unigram_tokenizer(small_texts, 600, lowercase=True)
+    upper = " ".join(small_texts[:3]).upper()
+    assert folded(upper)["input_ids"] == folded(upper.lower())["input_ids"]
+    folded.save_pretrained(tmp_path)
+    reloaded = AutoTokenizer.from_pretrained(tmp_path)
+    assert reloaded(upper)["input_ids"] == folded(upper)["input_ids"]
+    ids = reloaded(upper)["input_ids"]
+    trimmed = trim_tokenizer(reloaded, sorted(set(ids) | set(always_kept_ids(reloaded))))
+    assert trimmed.convert_ids_to_tokens(trimmed(upper)["input_ids"]) == reloaded.convert_ids_to_tokens(ids)
+    cased = train_unigram_tokenizer(small_texts, 600)
+    assert cased(upper)["input_ids"] != cased(upper.lower())["input_ids"]  # the default keeps case
