@@ -201,8 +201,8 @@ def run_embedding_kd(recipe: EmbedRecipe, *, say: Callable[[str], None] = print)
     source, max_length = recipe.source_language, recipe.data.max_length
 
     train_texts = [t for texts in data.texts["train"].values() for t in texts]
-    cased = "case-folded " if recipe.student.lowercase else ""
-    say(f"training a {recipe.student.vocab_size}-piece {cased}Unigram tokenizer on {len(train_texts)} train sentences")
+    folded = "case-folded " if recipe.student.lowercase else ""
+    say(f"training a {recipe.student.vocab_size}-piece {folded}Unigram tokenizer on {len(train_texts)} train sentences")
     tokenizer = train_unigram_tokenizer(train_texts, recipe.student.vocab_size, lowercase=recipe.student.lowercase)
     try:
         student, transfer = transfer_to_xlmr(
