@@ -11,6 +11,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import datasets
 import numpy as np
@@ -71,12 +72,29 @@ def load_task_data(cfg: DataConfig) -> TaskData:
         for split in SPLITS:
             ds = by_split[split]
             limit = cfg.max_train_per_language if split == "train" else cfg.max_eval_per_language
-            if limit is not None:
-                ds = ds.select(range(min(limit, len(ds))))
+            if limit is not None and limit < len(ds):
+                ds = ds.select(stratified_indices(ds["category"], limit))
             if len(ds) == 0:
                 raise DistillError(f"empty split: {lang}/{split} has no rows")
             splits[split][lang] = _encode_labels(ds, labels, f"{lang}/{split}")
     return TaskData(labels=labels, splits=splits)
+
+
+def stratified_indices(labels: list, n: int, seed: int = 0) -> list[int]:
+    """`n` row indices drawn evenly across the label classes (round robin over the classes, each class's rows in
+    a seeded random order), returned in file order. SIB-200's files are sorted by label: their first n rows
+    would often be one class, and an evaluation set of one class cannot tell models apart."""
+    rng = np.random.default_rng(seed)
+    by_class: dict[Any, list[int]] = {}
+    for i, label in enumerate(labels):
+        by_class.setdefault(label, []).append(i)
+    queues = [list(rng.permutation(rows)) for _, rows in sorted(by_class.items(), key=lambda kv: str(kv[0]))]
+    chosen: list[int] = []
+    while len(chosen) < min(n, len(labels)):
+        for queue in queues:
+            if queue and len(chosen) < n:
+                chosen.append(int(queue.pop()))
+    return sorted(chosen)
 
 
 def _read_labels(path: Path) -> list[str]:
