@@ -54,8 +54,10 @@ class DataConfig:
     # `languages`. The others are scored zero-shot (their unlabelled train text still trains the tokenizer).
     train_languages: list[str] | None = None
     max_length: int = 128
+    # seeded samples stratified by label (distill.data.stratified_indices); null: every row
     max_train_per_language: int | None = None
-    max_eval_per_language: int | None = None
+    max_eval_per_language: int | None = None  # dev and test
+    max_dev_per_language: int | None = None  # dev alone (the per-epoch score), overriding the line above
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,9 @@ class TeacherConfig:
     model: str | None = _path_field()
     scratch: ScratchConfig = field(default_factory=ScratchConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # fine-tune only the top N encoder layers and the head (embeddings and lower layers frozen; 0: the head
+    # alone, on the pretrained features); null: every weight
+    train_layers: int | None = None
     trust_remote_code: bool = False
 
 
@@ -106,6 +111,9 @@ class StudentConfig:
     hidden_size: int | None = None  # null: the teacher's
     intermediate_size: int | None = None  # null: the teacher's
     init: Literal["teacher", "random"] = "teacher"
+    # keep the word embedding the student starts with (the teacher's) fixed while it trains: a pretrained
+    # 250k-piece table is most of a small student, and its optimizer update then dominates every step
+    freeze_word_embeddings: bool = False
 
 
 @dataclass(frozen=True)
@@ -159,6 +167,9 @@ class TrimStageConfig:
 
     top_k: int | None = None  # keep at most this many ids in all, special tokens included; null: no cap
     min_freq: int = 1  # keep pieces seen at least this many times in the training text
+    # more unlabelled text of the deployment languages to count pieces on (plain text, SIB-200 .tsv or CoNLL-U),
+    # besides the recipe's (possibly subsampled) training sentences
+    corpus: list[str] = field(default_factory=list, metadata={"path": True})
 
 
 @dataclass(frozen=True)
@@ -459,6 +470,8 @@ def _check_semantics(recipe: Recipe) -> None:
             if lang not in data.languages:
                 raise RecipeError(f"'data.train_languages' names {lang!r}, which is not in 'data.languages'")
     if data.task == "token":
+        if data.max_dev_per_language is not None:
+            raise RecipeError("'data.max_dev_per_language' is for SIB-200; UD treebanks use max_eval_per_language")
         if data.path is None:
             raise RecipeError("'data.task: token' reads a local folder of UD treebanks: set 'data.path'")
         from distill.ud import check_pos_dataset
@@ -492,6 +505,9 @@ def _check_semantics(recipe: Recipe) -> None:
                 + suggest(layer_map, ("uniform", "last"))
             )
     check_loss_specs(recipe.agnostic.losses, "agnostic.losses")
+    for i, path in enumerate(recipe.trim.corpus):
+        if not Path(path).is_file():
+            raise RecipeError(f"'trim.corpus[{i}]' is not a file: {path}")
     for i, path in enumerate(recipe.agnostic.corpus):
         if not Path(path).is_file():
             raise RecipeError(f"'agnostic.corpus[{i}]' is not a file: {path}")
@@ -508,6 +524,8 @@ def _check_semantics(recipe: Recipe) -> None:
     teacher = recipe.teacher
     if teacher.model is not None:
         check_model_source(teacher.model, "teacher.model")
+    if teacher.train_layers is not None and teacher.train_layers < 0:
+        raise RecipeError(f"'teacher.train_layers' must be at least 0 (0: the head alone), got {teacher.train_layers}")
     scratch = teacher.scratch
     if scratch.hidden_size % scratch.num_heads:
         raise RecipeError("'teacher.scratch.hidden_size' must be divisible by 'num_heads'")

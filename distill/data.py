@@ -72,6 +72,8 @@ def load_task_data(cfg: DataConfig) -> TaskData:
         for split in SPLITS:
             ds = by_split[split]
             limit = cfg.max_train_per_language if split == "train" else cfg.max_eval_per_language
+            if split == "dev" and cfg.max_dev_per_language is not None:
+                limit = cfg.max_dev_per_language
             if limit is not None and limit < len(ds):
                 ds = ds.select(stratified_indices(ds["category"], limit))
             if len(ds) == 0:

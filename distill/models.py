@@ -110,6 +110,22 @@ def load_pretrained(name: str, labels: list[str], *, task: str = "sequence", tru
     return model, tokenizer, is_task_classifier
 
 
+def freeze_below_top_layers(model: torch.nn.Module, train_layers: int | None) -> int:
+    """Freeze the embeddings and every encoder layer but the top `train_layers` (None: freeze nothing); returns the
+    number of parameters left trainable. A frozen lower stack needs no backward pass: fine-tuning a pretrained
+    teacher's head and top layers costs little more than running it."""
+    if train_layers is None:
+        return sum(p.numel() for p in model.parameters())
+    layers = model.base_model.encoder.layer
+    if train_layers > len(layers):
+        raise DistillError(f"'teacher.train_layers' is {train_layers} but the teacher has {len(layers)} layers")
+    frozen = [model.base_model.embeddings, *layers[: len(layers) - train_layers]]
+    for module in frozen:
+        for param in module.parameters():
+            param.requires_grad_(False)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 def count_parameters(model: torch.nn.Module) -> dict[str, int]:
     """Total parameters and those outside the embedding tables (word, position, token type)."""
     total = sum(p.numel() for p in model.parameters())

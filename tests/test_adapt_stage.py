@@ -16,7 +16,7 @@ from distill.errors import RecipeError
 from distill.train import WHOLE_BATCH
 
 REPO = Path(__file__).resolve().parents[1]
-QUICKSTART = REPO / "recipes" / "quickstart.yaml"
+QUICKSTART = REPO / "recipes" / "quickstart-scratch.yaml"
 TINY_RECIPE = REPO / "recipes" / "tiny.yaml"  # a 4 x 32 scratch teacher with a 300-piece vocabulary
 TINY = [
     "data.languages=[eng_Latn, hau_Latn]",

@@ -61,7 +61,7 @@ def test_narrow_token_student_reloads_with_auto_classes(pos_run):
 def test_agnostic_stage_trains_on_relations_then_distill_continues_from_it(tmp_path, sib200_path):
     out = tmp_path / "runs"
     code = main(
-        ["run", str(REPO / "recipes" / "quickstart.yaml"), f"output_dir={out}", f"data.path={sib200_path}",
+        ["run", str(REPO / "recipes" / "quickstart-scratch.yaml"), f"output_dir={out}", f"data.path={sib200_path}",
          "data.languages=[eng_Latn, hau_Latn]", "data.max_train_per_language=32", "data.max_eval_per_language=8",
          "teacher.scratch.vocab_size=300", "teacher.scratch.hidden_size=32", "teacher.scratch.intermediate_size=64",
          "teacher.train.epochs=1", "student.num_layers=2", "student.hidden_size=16",
@@ -70,7 +70,7 @@ def test_agnostic_stage_trains_on_relations_then_distill_continues_from_it(tmp_p
          "stages=[teacher, agnostic, distill]"]
     )  # fmt: skip
     assert code == 0
-    run_dir = (out / "quickstart" / "latest").resolve()
+    run_dir = (out / "quickstart-scratch" / "latest").resolve()
     m = json.loads((run_dir / "metrics.json").read_text())
     history = m["training"]["student_agnostic"]["history"]
     assert len(history) == 2 and all(h["dev_score"] <= 0 for h in history)  # minus the dev loss
@@ -81,7 +81,7 @@ def test_agnostic_stage_trains_on_relations_then_distill_continues_from_it(tmp_p
 
 def test_agnostic_stage_refuses_task_losses(tmp_path, sib200_path, capsys):
     code = main(
-        ["run", str(REPO / "recipes" / "quickstart.yaml"), f"output_dir={tmp_path}", f"data.path={sib200_path}",
+        ["run", str(REPO / "recipes" / "quickstart-scratch.yaml"), f"output_dir={tmp_path}", f"data.path={sib200_path}",
          "stages=[teacher, agnostic, distill]", "agnostic.losses={logit_kl: {weight: 1}}"]
     )  # fmt: skip
     assert code == 2

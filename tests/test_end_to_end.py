@@ -35,11 +35,11 @@ SCORED = {"teacher", "student", "student_onnx_int8-dynamic", "student_onnx_int8-
 def run_dir(tmp_path_factory, sib200_path) -> Path:
     out = tmp_path_factory.mktemp("runs")
     code = main(
-        ["run", str(REPO / "recipes" / "quickstart.yaml"), f"output_dir={out}", f"data.path={sib200_path}", *TINY,
-         f"export.variants=[{', '.join(VARIANTS)}]"]
+        ["run", str(REPO / "recipes" / "quickstart-scratch.yaml"), f"output_dir={out}", f"data.path={sib200_path}",
+         *TINY, f"export.variants=[{', '.join(VARIANTS)}]"]
     )  # fmt: skip
     assert code == 0
-    latest = out / "quickstart" / "latest"
+    latest = out / "quickstart-scratch" / "latest"
     assert latest.is_symlink()
     return latest.resolve()
 
@@ -107,12 +107,12 @@ def test_prune_stage_shrinks_the_student_and_export_follows_it(tmp_path, sib200_
     out = tmp_path / "runs"
     overrides = [o for o in TINY if not o.startswith("teacher.scratch.num_heads")]
     code = main(
-        ["run", str(REPO / "recipes" / "quickstart.yaml"), f"output_dir={out}", f"data.path={sib200_path}",
+        ["run", str(REPO / "recipes" / "quickstart-scratch.yaml"), f"output_dir={out}", f"data.path={sib200_path}",
          *overrides, "teacher.scratch.num_heads=4", "student.num_layers=2", "prune.recover.epochs=1",
          "stages=[teacher, distill, prune, export]"]
     )  # fmt: skip
     assert code == 0
-    run_dir = (out / "quickstart" / "latest").resolve()
+    run_dir = (out / "quickstart-scratch" / "latest").resolve()
     m = json.loads((run_dir / "metrics.json").read_text())
     assert {"student", "student_pruned", "student_onnx_int8-dynamic"} <= set(m["mean"])
     assert m["params"]["student_pruned"] < m["params"]["student"]

@@ -13,7 +13,7 @@ from distill.config import Recipe, load_any_recipe
 from distill.errors import DistillError
 
 REPO = Path(__file__).resolve().parents[1]
-QUICKSTART = yaml.safe_load((REPO / "recipes" / "quickstart.yaml").read_text())
+QUICKSTART = yaml.safe_load((REPO / "recipes" / "quickstart-scratch.yaml").read_text())
 
 # the recipe's real key names, so random structures often reach deep into the schema, not only the top
 KEYS = sorted({

@@ -23,11 +23,13 @@ def base(sib200_path, extra: str = "") -> str:
     return f"name: t\noutput_dir: runs\ndata:\n  path: {sib200_path}\nstudent:\n  num_layers: 1\n{extra}"
 
 
-@pytest.mark.parametrize("recipe", ["quickstart.yaml", "xlmr-base-sib200.yaml"])
-def test_shipped_recipes_validate(recipe):
+@pytest.mark.parametrize(
+    ("recipe", "languages"), [("quickstart.yaml", 6), ("quickstart-scratch.yaml", 15), ("xlmr-base-sib200.yaml", 15)]
+)
+def test_shipped_recipes_validate(recipe, languages):
     loaded = load_recipe(REPO / "recipes" / recipe)
     assert loaded.stages[0] == "teacher"
-    assert len(loaded.data.languages) == 15
+    assert len(loaded.data.languages) == languages
 
 
 def test_unknown_key_names_the_key_and_the_nearest_valid_one(tmp_path, sib200_path):

@@ -90,7 +90,7 @@ def test_pickle_only_checkpoint_is_refused_with_the_conversion_command(tmp_path,
     assert not (tmp_path / "out").exists()
     assert main(["bench", str(tmp_path / "pickled")]) == 2
     assert "bench: " in (err := capsys.readouterr().err) and "has only pickle weights" in err
-    recipe = str(REPO / "recipes" / "quickstart.yaml")
+    recipe = str(REPO / "recipes" / "quickstart-scratch.yaml")
     args = [f"data.path={sib200_path}", f"teacher.model={tmp_path / 'pickled'}", f"output_dir={tmp_path / 'runs'}"]
     assert main(["run", recipe, *args]) == 2
     assert "teacher: " in capsys.readouterr().err
@@ -207,7 +207,7 @@ def test_a_tokenizer_larger_than_the_models_embedding_is_named(tmp_path, capsys,
     XLMRobertaForSequenceClassification(config).save_pretrained(folder)  # 2 labels: SIB's 7 get a fresh head
     train_unigram_tokenizer(["a small corpus of words"] * 20 + ["and more text"] * 20, 40).save_pretrained(folder)
     args = [f"data.path={sib200_path}", f"teacher.model={folder}", f"output_dir={tmp_path / 'runs'}"]
-    assert main(["run", str(REPO / "recipes" / "quickstart.yaml"), *args]) == 2
+    assert main(["run", str(REPO / "recipes" / "quickstart-scratch.yaml"), *args]) == 2
     assert "but the model's embedding only 10" in capsys.readouterr().err
 
 
@@ -220,6 +220,6 @@ def test_an_empty_language_split_is_named(tmp_path, capsys, sib200_path):
     test = root / "hau_Latn" / "test.tsv"
     test.write_text(test.read_text().splitlines()[0] + "\n")
     args = [f"data.path={root}", "data.languages=[eng_Latn, hau_Latn]", f"output_dir={tmp_path / 'runs'}"]
-    assert main(["run", str(REPO / "recipes" / "quickstart.yaml"), *args]) == 2
+    assert main(["run", str(REPO / "recipes" / "quickstart-scratch.yaml"), *args]) == 2
     assert f"empty split: {test} has no rows" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()  # found before anything was written

@@ -86,7 +86,7 @@ def test_agnostic_stage_streams_a_corpus_file_and_reports_tokens_per_second(tmp_
     lines = (sib200_path / "data" / "hau_Latn" / "train.tsv").read_text(encoding="utf-8").splitlines()[1:121]
     corpus.write_text("\n".join(line.split("\t")[-1] for line in lines) + "\n", encoding="utf-8")
     args = [
-        "run", str(REPO / "recipes" / "quickstart.yaml"), f"output_dir={tmp_path / 'out'}",
+        "run", str(REPO / "recipes" / "quickstart-scratch.yaml"), f"output_dir={tmp_path / 'out'}",
         f"data.path={sib200_path}", "data.languages=[eng_Latn, hau_Latn]", "data.max_train_per_language=24",
         "data.max_eval_per_language=8", "teacher.scratch.vocab_size=300", "teacher.scratch.hidden_size=32",
         "teacher.scratch.num_heads=2", "teacher.scratch.intermediate_size=64", "teacher.train.epochs=1",
@@ -99,7 +99,7 @@ def test_agnostic_stage_streams_a_corpus_file_and_reports_tokens_per_second(tmp_
     assert "streaming 120 sentences from 1 corpus file(s), teacher run live" in captured.out
     assert "agnostic epoch 2: train loss" in captured.out and "tokens/s)" in captured.out
     assert "tokens_per_s=" in captured.err  # the progress bar
-    (directory,) = [p for p in (tmp_path / "out" / "quickstart").iterdir() if p.name != "latest"]
+    (directory,) = [p for p in (tmp_path / "out" / "quickstart-scratch").iterdir() if p.name != "latest"]
     metrics = json.loads((directory / "metrics.json").read_text())
     assert len(metrics["training"]["student_agnostic"]["history"]) == 2
     assert AutoTokenizer.from_pretrained(directory / "checkpoints" / "student_agnostic") is not None

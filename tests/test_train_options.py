@@ -77,7 +77,7 @@ def test_dropout_with_attention_distillation_is_refused():
     from distill.config import load_recipe
     from distill.errors import RecipeError
 
-    recipe = REPO / "recipes" / "quickstart.yaml"
+    recipe = REPO / "recipes" / "quickstart-scratch.yaml"
     with pytest.raises(RecipeError, match="'distill.train.dropout' must be 0 or null with attention_kl"):
         load_recipe(recipe, ["distill.losses={attention_kl: {weight: 1.0}}", "distill.train.dropout=0.1"])
     load_recipe(recipe, ["distill.losses={attention_kl: {weight: 1.0}}", "distill.train.dropout=0"])

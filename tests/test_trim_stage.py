@@ -41,10 +41,10 @@ TINY = [
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, sib200_path) -> Path:
     out = tmp_path_factory.mktemp("runs")
-    code = main(["run", str(REPO / "recipes" / "quickstart.yaml"), f"output_dir={out}", f"data.path={sib200_path}",
-                 *TINY])  # fmt: skip
+    recipe = str(REPO / "recipes" / "quickstart-scratch.yaml")
+    code = main(["run", recipe, f"output_dir={out}", f"data.path={sib200_path}", *TINY])
     assert code == 0
-    return (out / "quickstart" / "latest").resolve()
+    return (out / "quickstart-scratch" / "latest").resolve()
 
 
 @pytest.fixture(scope="module")
