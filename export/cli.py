@@ -42,6 +42,7 @@ class ExportOptions:
     languages: list[str] = field(default_factory=list)
     metrics: dict[str, dict[str, float]] | None = None
     name: str | None = None
+    teacher: Any = None  # export.card.Source of the teacher the student was distilled from, for the card
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,7 @@ def export_directory(
     calibration_texts: list[str] | None = None,
 ) -> ExportSummary:
     """Export, optimize, quantize and write the card; `out_dir` appears complete or not at all."""
-    from export.card import CardInfo, write_card
+    from export.card import TASK_SOURCES, CardInfo, write_card
     from export.onnx import MODEL_FILE, export_onnx, label_agreement, pytorch_reference, run_onnx
     from export.optimize import optimize_export
     from export.quantize import calibration_batches, quantize
@@ -192,6 +193,8 @@ def export_directory(
             metrics=options.metrics,
             parity=parity_info,
             fused_attention=f"{fused} layers" if fused else None,
+            base_model=options.teacher.name if options.teacher else None,
+            sources=(*TASK_SOURCES[task], options.teacher) if options.teacher else None,
         )
 
         def write(tmp: Path) -> None:

