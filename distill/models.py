@@ -110,12 +110,10 @@ def load_pretrained(name: str, labels: list[str], *, task: str = "sequence", tru
     return model, tokenizer, is_task_classifier
 
 
-def freeze_below_top_layers(model: torch.nn.Module, train_layers: int | None) -> int:
-    """Freeze the embeddings and every encoder layer but the top `train_layers` (None: freeze nothing); returns the
-    number of parameters left trainable. A frozen lower stack needs no backward pass: fine-tuning a pretrained
-    teacher's head and top layers costs little more than running it."""
-    if train_layers is None:
-        return sum(p.numel() for p in model.parameters())
+def freeze_below_top_layers(model: torch.nn.Module, train_layers: int) -> int:
+    """Freeze the embeddings and every encoder layer but the top `train_layers`; returns the number of parameters
+    left trainable. A frozen lower stack needs no backward pass: fine-tuning a pretrained teacher's head and top
+    layers costs little more than running it."""
     layers = model.base_model.encoder.layer
     if train_layers > len(layers):
         raise DistillError(f"'teacher.train_layers' is {train_layers} but the teacher has {len(layers)} layers")

