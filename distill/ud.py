@@ -29,7 +29,7 @@ from typing import NamedTuple
 import datasets
 
 from distill.config import suggest
-from distill.data import IGNORE_INDEX, SPLITS, Encoded, TaskData
+from distill.data import IGNORE_INDEX, SPLITS, Encoded, TaskData, stratified_indices
 from distill.errors import DistillError
 
 # the UD v2 universal POS inventory, in the order of the UD documentation; label id = position here
@@ -201,8 +201,10 @@ def load_pos_data(
 ) -> PosTaskData:
     """Read the UD treebanks of `languages` (SIB-200 codes, see `UD_TREEBANKS`) under `root`.
 
-    `max_train_per_language` keeps the first N train sentences, `max_eval_per_language` the first N
-    of dev and of test (file order, as `distill.data.load_task_data` does). Unknown codes, missing
+    `max_train_per_language` keeps a seeded random sample of N train sentences, `max_eval_per_language` one of
+    N dev and of N test sentences, in file order (`distill.data.stratified_indices` with one class: a sentence
+    has no single label to stratify by). Treebanks are ordered by document and genre, so their first N
+    sentences would be one genre. Unknown codes, missing
     folders, a UPOS value outside `UPOS_TAGS` (including `_`) raise a one-line `DistillError`.
     """
     check_pos_dataset(root, languages)
@@ -229,7 +231,9 @@ def load_pos_data(
         missing[lang] = tuple(s for s in SPLITS if s not in present)
         for split, path in present.items():
             limit = max_train_per_language if split == "train" else max_eval_per_language
-            sentences = _read_sentences(path, limit)
+            sentences = _read_sentences(path)
+            if limit is not None and len(sentences) > limit:
+                sentences = [sentences[i] for i in stratified_indices([0] * len(sentences), limit)]
             splits[split][lang] = _to_dataset(sentences, tag_index, path)
             files[split][lang] = path
     return PosTaskData(labels=list(UPOS_TAGS), splits=splits, missing_splits=missing, files=files)

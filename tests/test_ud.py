@@ -135,6 +135,17 @@ def test_real_slice_has_words_tags_and_text(pos_slice):
     assert len(first["words"]) == len(first["tags"]) > 0
 
 
+def test_subsamples_are_seeded_samples_across_the_file_not_its_first_sentences(ud_root, pos_slice):
+    path = pos_slice.files["train"]["eng_Latn"]
+    everything = read_conllu(path)
+    position = {tuple(words): i for i, (words, _) in enumerate(everything)}
+    picked = [position[tuple(row["words"])] for row in pos_slice.splits["train"]["eng_Latn"]]
+    assert picked == sorted(picked), "kept in file order"
+    assert max(picked) > len(everything) // 2, "drawn from the whole treebank, not its first genre"
+    again = load_pos_data(ud_root, ["eng_Latn"], max_train_per_language=20)
+    assert again.splits["train"]["eng_Latn"]["text"] == pos_slice.splits["train"]["eng_Latn"]["text"]
+
+
 def test_yoruba_is_test_only(pos_slice):
     assert pos_slice.missing_splits["yor_Latn"] == ("train", "dev")
     assert "yor_Latn" not in pos_slice.splits["train"] and "yor_Latn" not in pos_slice.splits["dev"]
