@@ -192,6 +192,7 @@ class ExportConfig:
     variants: list[ExportVariant] = field(default_factory=lambda: ["int8-dynamic"])
     optimize: bool = True  # onnxruntime's transformer optimizer (fused Attention, checked per layer)
     calibration_method: CalibrationMethod = "minmax"  # int8-static, on the dev sentences
+    per_channel: bool = False  # int8 variants: one weight scale per output channel instead of per matrix
     max_drop_points: float = 1.0  # a variant losing more accuracy points in any language is flagged
     parity_tolerance: float = 1e-4
     parity_sentences: int = 64

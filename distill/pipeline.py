@@ -899,7 +899,7 @@ def stage_export(run: Run, say: Callable[[str], None]) -> None:
     report: dict[str, Any] = {}
     for variant in cfg.variants:
         options = ExportOptions(
-            mode=variant, optimize=cfg.optimize, calibration_method=cfg.calibration_method,
+            mode=variant, optimize=cfg.optimize, calibration_method=cfg.calibration_method, per_channel=cfg.per_channel,
             tolerance=cfg.parity_tolerance, opset=cfg.opset, max_parity_sentences=cfg.parity_sentences,
             languages=list(run.recipe.data.languages), name=f"{run.recipe.name} student ({variant})",
             teacher=teacher_card_source(run.recipe.teacher.model),

@@ -36,6 +36,7 @@ class ExportOptions:
     mode: str = "int8-dynamic"
     optimize: bool = True
     calibration_method: str = "minmax"
+    per_channel: bool = False  # int8 weights with one scale per output channel
     tolerance: float = 1e-4
     opset: int = 17
     max_parity_sentences: int = 64
@@ -172,8 +173,9 @@ def export_directory(
         if options.mode == "int8-static":
             calibration = calibration_batches(tokenizer, calibration_texts or texts)
         variant = quantize(
-            base, work / "variant", options.mode, calibration, calibration_method=options.calibration_method
-        )
+            base, work / "variant", options.mode, calibration,
+            calibration_method=options.calibration_method, per_channel=options.per_channel,
+        )  # fmt: skip
         inputs, expected = pytorch_reference(model, tokenizer, parity)
         agreement = label_agreement(run_onnx(variant / MODEL_FILE, inputs), expected, inputs["attention_mask"])
         model_bytes = (variant / MODEL_FILE).stat().st_size
@@ -239,6 +241,9 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--calibration-texts", help="file of sentences for int8-static calibration (default --texts)")
     p.add_argument("--calibration-method", choices=sorted(CALIBRATION_METHODS), default="minmax")
+    p.add_argument(
+        "--per-channel", action="store_true", help="int8 weights with one scale per output channel, not per matrix"
+    )
     p.add_argument("--no-optimize", action="store_true", help="skip onnxruntime's transformer optimizer")
     p.add_argument("--tolerance", type=float, default=1e-4, help="max |logit diff| vs PyTorch (default 1e-4)")
     p.add_argument("--opset", type=int, default=17)
@@ -267,6 +272,7 @@ def run_export(args: argparse.Namespace) -> int:
         mode=args.quantize,
         optimize=not args.no_optimize,
         calibration_method=args.calibration_method,
+        per_channel=args.per_channel,
         tolerance=args.tolerance,
         opset=args.opset,
         max_parity_sentences=args.parity_sentences,

@@ -66,16 +66,20 @@ def _reduce_range(reduce_range: bool | None) -> bool:
     return (not cpu_has_vnni()) if reduce_range is None else reduce_range
 
 
-def quantize_dynamic_int8(src_dir: str | Path, out_dir: str | Path, *, reduce_range: bool | None = None) -> Path:
+def quantize_dynamic_int8(
+    src_dir: str | Path, out_dir: str | Path, *, reduce_range: bool | None = None, per_channel: bool = False
+) -> Path:
     """Dynamic int8 (weights int8 ahead of time, activations quantized per batch) of `src_dir/model.onnx`.
 
-    `reduce_range=None` picks 7-bit weights on CPUs without VNNI (see `_reduce_range`).
+    `reduce_range=None` picks 7-bit weights on CPUs without VNNI (see `_reduce_range`). `per_channel` gives
+    each weight column its own scale instead of one per matrix: on the sib200-e5-small student it raised
+    label agreement with PyTorch from 93.5% to 95.9% at the same file size (README, "The flagship").
     """
-    return _dynamic_int8(Path(src_dir), out_dir, _reduce_range(reduce_range), {})
+    return _dynamic_int8(Path(src_dir), out_dir, _reduce_range(reduce_range), {"per_channel": per_channel})
 
 
 def _dynamic_int8(src_dir: Path, out_dir: str | Path, reduce_range: bool, selection: dict) -> Path:
-    """The one `quantize_dynamic` call; `selection` narrows which ops or nodes are quantized."""
+    """The one `quantize_dynamic` call; `selection` narrows which ops or nodes are quantized (and per_channel)."""
 
     def write(tmp: Path) -> None:
         quantize_dynamic(
@@ -106,6 +110,7 @@ def quantize_dynamic_int8_fp32_embedding(
     *,
     reduce_range: bool | None = None,
     how: Literal["op-types", "exclude-node"] = "op-types",
+    per_channel: bool = False,
 ) -> Path:
     """Dynamic int8 that leaves the word embedding fp32.
 
@@ -124,7 +129,7 @@ def quantize_dynamic_int8_fp32_embedding(
         selection = {"nodes_to_exclude": gathers}
     else:
         raise DistillError(f"unknown embedding exclusion {how!r} (choose op-types or exclude-node)")
-    return _dynamic_int8(src_dir, out_dir, reduce_range, selection)
+    return _dynamic_int8(src_dir, out_dir, reduce_range, {**selection, "per_channel": per_channel})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -270,18 +275,24 @@ def quantize(
     *,
     calibration_method: CalibrationName = "minmax",
     reduce_range: bool | None = None,
+    per_channel: bool = False,
 ) -> Path:
-    """One of `MODES` applied to `src_dir`, written to `out_dir`; `calibration` is needed by int8-static only."""
+    """One of `MODES` applied to `src_dir`, written to `out_dir`; `calibration` is needed by int8-static only.
+    `per_channel`: int8 weights with one scale per output channel (the int8 modes; ignored by none and fp16)."""
     if mode == "none":
         return copy_fp32(src_dir, out_dir)
     if mode == "int8-dynamic":
-        return quantize_dynamic_int8(src_dir, out_dir, reduce_range=reduce_range)
+        return quantize_dynamic_int8(src_dir, out_dir, reduce_range=reduce_range, per_channel=per_channel)
     if mode == "int8-dynamic-fp32-emb":
-        return quantize_dynamic_int8_fp32_embedding(src_dir, out_dir, reduce_range=reduce_range)
+        return quantize_dynamic_int8_fp32_embedding(
+            src_dir, out_dir, reduce_range=reduce_range, per_channel=per_channel
+        )
     if mode == "int8-static":
         if not calibration:
             raise DistillError("int8-static needs calibration batches (real tokenized sentences)")
-        return quantize_static_int8(src_dir, out_dir, calibration, method=calibration_method, reduce_range=reduce_range)
+        return quantize_static_int8(
+            src_dir, out_dir, calibration, method=calibration_method, reduce_range=reduce_range, per_channel=per_channel
+        )
     if mode == "fp16":
         return convert_fp16(src_dir, out_dir)
     raise DistillError(f"unknown quantization mode {mode!r} (choose {', '.join(MODES)})")

@@ -79,6 +79,20 @@ def test_dynamic_int8_of_fused_graph(tmp_path, exported):
     _assert_close_to_pytorch(out, exported)
 
 
+def _weight_scale_lengths(directory) -> list[int]:
+    """Lengths of the weight-scale initializers quantize_dynamic writes (`<weight>_scale`)."""
+    graph = onnx.load(str(directory / MODEL_FILE)).graph
+    return [int(np.prod(t.dims)) for t in graph.initializer if t.name.endswith("_scale")]
+
+
+def test_per_channel_int8_gives_each_output_channel_its_own_scale(tmp_path, exported):
+    per_matrix = quantize(exported["optimized"], tmp_path / "matrix", "int8-dynamic")
+    per_channel = quantize(exported["optimized"], tmp_path / "channel", "int8-dynamic", per_channel=True)
+    assert max(_weight_scale_lengths(per_matrix)) == 1
+    assert max(_weight_scale_lengths(per_channel)) > 1
+    _assert_close_to_pytorch(per_channel, exported)
+
+
 @pytest.mark.parametrize("how", ["op-types", "exclude-node"])
 def test_fp32_embedding_variant_keeps_the_word_embedding_fp32(tmp_path, exported, how):
     src = exported["optimized"]
