@@ -296,12 +296,39 @@ def load_any_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (
     return recipe
 
 
+class UniqueKeySafeLoader(yaml.SafeLoader):
+    """`yaml.safe_load`'s loader, except that a mapping naming the same key twice is an error: plain YAML
+    keeps the last value silently, so a recipe's second `lr:` would quietly win over the first."""
+
+
+def _unique_key_mapping(loader: UniqueKeySafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    first_line: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: merged keys may be overridden, by design
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            seen = first_line.get(key)
+        except TypeError:  # an unhashable key: construct_mapping below reports it
+            continue
+        if seen is not None:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} appears twice (lines {seen} and {key_node.start_mark.line + 1})",
+                key_node.start_mark,
+            )  # fmt: skip
+        first_line[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=True)
+
+
+UniqueKeySafeLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_key_mapping)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"recipe file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeySafeLoader)  # safe_load, no duplicate keys
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -454,9 +481,18 @@ def resolve_package_path(value: str, path: str) -> str:
     return str(Path(next(iter(spec.submodule_search_locations))) / rest)
 
 
+def check_run_name(name: str) -> None:
+    """A recipe's `name` becomes one folder under `output_dir`: no separators, no `.`/`..`, nothing absolute."""
+    if not name.strip() or name in (".", "..") or any(sep in name for sep in ("/", "\\", "\0")):
+        raise RecipeError(
+            f"'name' {name!r} must be a plain folder name (runs go to output_dir/name/): no '/', '\\', '.' or '..'"
+        )
+
+
 def _check_semantics(recipe: Recipe) -> None:
     from distill.losses import check_loss_specs  # late import: losses pull in torch
 
+    check_run_name(recipe.name)
     data = recipe.data
     if (data.path is None) == (data.hub_id is None):
         raise RecipeError("set exactly one of 'data.path' (local folder) or 'data.hub_id'")
@@ -592,6 +628,7 @@ def _check_adapt(recipe: Recipe) -> None:
 
 
 def _check_embed_semantics(recipe: EmbedRecipe) -> None:
+    check_run_name(recipe.name)
     data = recipe.data
     if data.task != "sequence" or data.path is None:
         raise RecipeError("an embedding-kd recipe reads SIB-200 from a local folder: set 'data.path' (task: sequence)")

@@ -24,8 +24,10 @@ def base(sib200_path, extra: str = "") -> str:
 
 
 @pytest.mark.parametrize(
-    ("recipe", "languages"), [("quickstart.yaml", 6), ("quickstart-scratch.yaml", 15), ("xlmr-base-sib200.yaml", 15)]
-)
+    ("recipe", "languages"),
+    [("quickstart.yaml", 6), ("quickstart-scratch.yaml", 15), ("xlmr-base-sib200.yaml", 15),
+     ("sib200-e5-small.yaml", 15), ("sib200-e5-zero-shot.yaml", 15), ("udpos-e5-small.yaml", 7)],
+)  # fmt: skip
 def test_shipped_recipes_validate(recipe, languages):
     loaded = load_recipe(REPO / "recipes" / recipe)
     assert loaded.stages[0] == "teacher"
@@ -74,6 +76,25 @@ def test_malformed_yaml_names_the_line(tmp_path):
     path = write(tmp_path, "name: t\ndata: [unclosed\n")
     with pytest.raises(RecipeError, match=r"malformed YAML in .*line \d+"):
         load_recipe(path)
+
+
+def test_a_key_given_twice_is_refused_naming_both_lines(tmp_path, sib200_path):
+    path = write(tmp_path, base(sib200_path, "distill:\n  train:\n    lr: 1.0e-3\n    lr: 5.0e-4\n"))
+    with pytest.raises(RecipeError, match=r"line 10, column 5: key 'lr' appears twice \(lines 9 and 10\)"):
+        load_recipe(path)
+
+
+def test_yaml_merge_keys_may_still_override_what_they_merge(tmp_path, sib200_path):
+    extra = "teacher:\n  train: &t {epochs: 2, lr: 1.0e-3}\ndistill:\n  train:\n    <<: *t\n    lr: 5.0e-4\n"
+    recipe = load_recipe(write(tmp_path, base(sib200_path, extra)))
+    assert (recipe.distill.train.epochs, recipe.distill.train.lr) == (2, 5.0e-4)
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "/abs", "..", ".", "", "a\\b"])
+def test_a_run_name_that_is_not_one_plain_folder_is_refused(tmp_path, sib200_path, name):
+    text = base(sib200_path).replace("name: t", f"name: {name!r}")
+    with pytest.raises(RecipeError, match="'name' .* must be a plain folder name"):
+        load_recipe(write(tmp_path, text))
 
 
 def test_overrides_keep_yaml_types_and_reach_nested_keys(sib200_path):
