@@ -523,9 +523,17 @@ def _check_semantics(recipe: Recipe) -> None:
             raise RecipeError(f"unknown stage '{name}' in 'stages'{suggest(name, STAGES)}")
     if not recipe.stages or recipe.stages[recipe.stages[:1] == ["adapt"] :][:1] != ["teacher"]:
         raise RecipeError("'stages' must start with 'teacher' (or 'adapt', 'teacher')")
-    order = [STAGES.index(s) for s in recipe.stages]
+    stages = list(recipe.stages)
+    trim_first = (
+        stages.count("trim") == 1 and "distill" in stages and stages.index("trim") + 1 == stages.index("distill")
+    )
+    order = [STAGES.index(s) for s in stages if not (trim_first and s == "trim")]
     if order != sorted(set(order)):
-        raise RecipeError(f"'stages' must keep the order {list(STAGES)} without repeats")
+        raise RecipeError(
+            f"'stages' must keep the order {list(STAGES)} without repeats ('trim' may also come right before 'distill')"
+        )
+    if trim_first:
+        _check_trim_before_distill(recipe)
     if recipe.checkpoint_every < 1:
         raise RecipeError(f"'checkpoint_every' must be at least 1, got {recipe.checkpoint_every}")
     for stage in ("prune", "trim", "export"):  # the stages that change or ship an existing student
@@ -601,6 +609,22 @@ def _check_semantics(recipe: Recipe) -> None:
         except ValueError as exc:  # "top_k must be at least 1, got 0" -> "'trim.top_k' must be ..."
             key, _, rest = str(exc).partition(" ")
             raise RecipeError(f"'trim.{key}' {rest}") from None
+
+
+# losses that read only one vector per example (or per scored word): they pair a student with the teacher's
+# cached outputs even when the two tokenise differently
+PER_EXAMPLE_LOSSES = ("logit_kl", "logit_mse", "cross_entropy")
+
+
+def _check_trim_before_distill(recipe: Recipe) -> None:
+    """With 'trim' before 'distill' the student reads other pieces than the teacher: token positions no longer
+    pair, so only losses on per-example (per-word) outputs can be used."""
+    for name in recipe.distill.losses:
+        if name not in PER_EXAMPLE_LOSSES:
+            raise RecipeError(
+                f"'distill.losses.{name}' compares the models token by token, which a vocabulary trimmed before "
+                f"distillation re-segments: with 'trim' before 'distill' use only {', '.join(PER_EXAMPLE_LOSSES)}"
+            )
 
 
 def check_train(cfg: TrainConfig, where: str) -> None:

@@ -42,6 +42,7 @@ from distill.data import (
     IGNORE_INDEX,
     Encoded,
     TaskData,
+    collate,
     encode,
     gold_labels,
     load_task_data,
@@ -110,11 +111,14 @@ class Run:
     def student_pad_id(self) -> int:
         return self.student_tokenizer.pad_token_id
 
-    def joined(self, split: str) -> Encoded:
+    def joined(self, split: str, *, student: bool = False) -> Encoded:
         """The labelled examples of `split` the models learn from (train) or are selected on (dev): every
-        labelled language's (`data.train_languages`, default all; a language without that split adds none)."""
+        labelled language's (`data.train_languages`, default all; a language without that split adds none).
+        `student`: as the student's tokenizer encodes them (differs once its vocabulary is trimmed); example i
+        is the same sentence either way, so teacher outputs cached by index still pair with it."""
         labelled = self.labelled_languages
-        parts = [enc for lang, enc in self.encoded[split].items() if lang in labelled]
+        encoded = self.student_encoded if student else self.encoded
+        parts = [enc for lang, enc in encoded[split].items() if lang in labelled]
         return Encoded([x for p in parts for x in p.input_ids], [y for p in parts for y in p.labels])
 
     @property
@@ -527,6 +531,8 @@ def stage_distill(run: Run, say: Callable[[str], None]) -> None:
     cfg = run.recipe.distill
     if run.student is None:
         run.student = _build_student(run, say)
+    if run.recipe.student.freeze_word_embeddings:  # again: a student restored or trimmed since has a fresh table
+        run.student.get_input_embeddings().weight.requires_grad_(False)
     _train_student(run, STUDENT, cfg.train, cfg.losses, cfg.layer_map, say)
 
 
@@ -571,7 +577,7 @@ def _build_student(run: Run, say: Callable[[str], None]) -> torch.nn.Module:
 
 def stage_prune(run: Run, say: Callable[[str], None]) -> None:
     """Structured pruning of the student (heads + FFN), then distillation again to recover."""
-    from distill.data import collate, length_batches
+    from distill.data import length_batches
     from students import PruneConfig, prune_with_summary
 
     if run.student is None:
@@ -579,9 +585,9 @@ def stage_prune(run: Run, say: Callable[[str], None]) -> None:
     cfg = run.recipe.prune
     batches = None
     if cfg.importance == "taylor":
-        train = run.joined("train")
+        train = run.joined("train", student=True)
         order = length_batches([len(x) for x in train.input_ids], 32, shuffle=True, seed=run.recipe.seed)
-        batches = [collate(train, idx, run.pad_id) for idx in order[: cfg.calibration_batches]]
+        batches = [collate(train, idx, run.student_pad_id) for idx in order[: cfg.calibration_batches]]
     try:
         pruned, summary = prune_with_summary(  # prunes in place: keep the distilled student intact
             copy.deepcopy(run.student), PruneConfig(heads=cfg.heads, ffn=cfg.ffn, importance=cfg.importance), batches
@@ -603,9 +609,16 @@ def stage_trim(run: Run, say: Callable[[str], None]) -> None:
     keeps its tokenizer and encodings; later stages feed the student through `run.student_tokenizer` and
     `run.student_encoded`. Coverage (dev) and the share of identically tokenised test sentences are recorded
     per language, and the trimmed student is scored beside the untrimmed one.
+
+    Before 'distill' in `stages`, the student is built here and trimmed first, then learns on the pieces it
+    keeps (rarer words re-segmented) instead of meeting them only after training; it is scored once distilled.
     """
     from students.vocab import TrimConfig, same_tokenisation, save_trimmed, trim_vocab
 
+    stages = run.recipe.stages
+    before_distill = "distill" in stages and stages.index("trim") < stages.index("distill")
+    if run.student is None and before_distill:
+        run.student = _build_student(run, say)
     if run.student is None:
         raise DistillError("stage 'trim' needs a student: put 'distill' before it in 'stages'")
     cfg = run.recipe.trim
@@ -635,12 +648,16 @@ def stage_trim(run: Run, say: Callable[[str], None]) -> None:
         for split, by_lang in run.data.splits.items()
         if split in ("dev", "test")
     }
+    if run.recipe.student.freeze_word_embeddings:  # the sliced table is a new parameter: freeze it again
+        trimmed.get_input_embeddings().weight.requires_grad_(False)
     directory = run.directory / "checkpoints" / STUDENT_TRIMMED
     save_trimmed(trimmed, tokenizer, report, directory)
     run.trimmed_tokenizer, run.trimmed_encoded = tokenizer, encoded
-    run.student, run.student_name, run.student_checkpoint = trimmed, STUDENT_TRIMMED, STUDENT_TRIMMED
-    run.models[STUDENT_TRIMMED] = trimmed
-    _evaluate_torch(run, STUDENT_TRIMMED, trimmed, encoded["test"], tokenizer.pad_token_id)
+    run.student, run.student_checkpoint = trimmed, STUDENT_TRIMMED
+    if not before_distill:  # an undistilled student's head is untrained: nothing worth scoring yet
+        run.student_name = STUDENT_TRIMMED
+        run.models[STUDENT_TRIMMED] = trimmed
+        _evaluate_torch(run, STUDENT_TRIMMED, trimmed, encoded["test"], tokenizer.pad_token_id)
     agreement = {}
     if old_name in run.predictions:  # a scored student before: same pieces must give the same labels
         for lang, flags in same["test"].items():
@@ -653,6 +670,7 @@ def stage_trim(run: Run, say: Callable[[str], None]) -> None:
         "min_freq": cfg.min_freq,
         "tokenizer": report.kind,
         "untrimmed": old_name,  # the model that was trimmed
+        "before_distill": before_distill,
         "checkpoint": str(directory.relative_to(run.directory)),
         "counted_sentences": report.texts,
         "counted_tokens": report.tokens,
@@ -703,16 +721,16 @@ def _train_student(
     and its best epoch is the one with the lowest dev loss. With `stream`, the student learns from that
     streamed text (the teacher's features computed live) instead of the recipe's training split."""
     step = _distill_step(run, losses, layer_map, say, streamed=stream is not None)
-    dev = run.joined("dev")
-    evaluate = dev_accuracy(dev, run.pad_id) if scored else _negative_dev_loss(step.on(dev), dev, run.pad_id)
+    dev, pad_id = run.joined("dev", student=True), run.student_pad_id
+    evaluate = dev_accuracy(dev, pad_id) if scored else _negative_dev_loss(step.on(dev), dev, pad_id)
     result = fit(
         run.student,
-        stream if stream is not None else run.joined("train"),
+        stream if stream is not None else run.joined("train", student=True),
         step,
         train_cfg,
         evaluate=evaluate,
-        on_best=lambda m: save_pretrained_atomic(m, run.tokenizer, run.directory / "checkpoints" / name),
-        pad_id=run.pad_id,
+        on_best=lambda m: save_pretrained_atomic(m, run.student_tokenizer, run.directory / "checkpoints" / name),
+        pad_id=pad_id,
         seed=run.recipe.seed,
         desc={STUDENT: "distill", STUDENT_AGNOSTIC: "agnostic"}.get(name, "recover"),
         extra_parameters=list(step.loss.parameters()),
@@ -756,6 +774,10 @@ class _DistillStep:
         self.live = teacher_wants - self.cached
         self.teacher = teacher
         self.run = run
+        # the student reads other pieces than the teacher (vocabulary trimmed before distillation): only
+        # per-example teacher outputs pair with it, looked up by example index (the recipe check allows no others)
+        self.retokenized = run.trimmed_tokenizer is not None
+        self.teacher_data = data
         self.cache = self._cache_for(data)
         if "attentions" in self.student_wants:  # HF returns attention maps after dropout: not distributions
             for module in student.modules():
@@ -786,6 +808,7 @@ class _DistillStep:
     def on(self, data: Encoded) -> _DistillStep:
         """The same step (same loss module and projections) reading the teacher cache of `data`."""
         other = copy.copy(self)
+        other.teacher_data = data
         other.cache = self._cache_for(data)
         return other
 
@@ -798,9 +821,12 @@ class _DistillStep:
             own = student(ids, mask)
         else:
             own = forward_features(student, ids, mask, self.student_wants)
-        theirs = {}
+        theirs, index = {}, batch["index"].cpu()
         if self.cache is not None:
-            theirs = features_to(self.cache.batch(batch["index"].cpu(), ids.shape[1]), ids.device)
+            longest = ids.shape[1]
+            if self.retokenized:  # per-token teacher outputs are padded to the teacher's own lengths
+                longest = max(len(self.teacher_data.input_ids[i]) for i in index.tolist())
+            theirs = features_to(self.cache.batch(index, longest), ids.device)
         if self.live:
             with torch.no_grad():
                 self.teacher.eval().to(ids.device)
@@ -818,7 +844,11 @@ class _DistillStep:
                 keep = labels != IGNORE_INDEX
                 logits, labels = logits[keep], labels[keep]
                 if teacher_logits is not None:
-                    teacher_logits = teacher_logits[keep]
+                    teacher_keep = keep
+                    if self.retokenized:  # the same words, at the teacher's own first-sub-token positions
+                        teacher_labels = collate(self.teacher_data, index.tolist(), self.run.pad_id)["labels"]
+                        teacher_keep = teacher_labels.to(ids.device) != IGNORE_INDEX
+                    teacher_logits = teacher_logits[teacher_keep]
             tensors |= {"student_logits": logits, "labels": labels, "teacher_logits": teacher_logits}
         return self.loss(share=share, **tensors)
 

@@ -385,13 +385,31 @@ def _trim_section(t: dict[str, Any]) -> list[str]:
         f"The {title(t['untrimmed'])}'s vocabulary ({t['tokenizer']}) cut to the pieces its tokenizer produces on the "
         f"recipe languages' training text ({t['counted_sentences']:,} sentences, {t['counted_tokens']:,} tokens; "
         f"pieces seen at least {t['min_freq']} time(s), {cap}; special tokens always kept, ids in their original "
-        f"order). Checkpoint {t['checkpoint']}, with its own tokenizer; the teacher keeps its own.",
+        f"order). Checkpoint {t['checkpoint']}, with its own tokenizer; the teacher keeps its own."
+        + (
+            " Trimmed **before distillation**: the student learned on the pieces it keeps, the teacher's outputs "
+            "paired with it sentence by sentence."
+            if t.get("before_distill")
+            else ""
+        ),
         "",
         f"- pieces: {t['vocab_before']:,} → {t['vocab_after']:,} ({t['vocab_after'] / t['vocab_before']:.1%})",
         f"- parameters: {t['params_before']:,} → {t['params_after']:,} ({t['params_after'] / t['params_before']:.1%})",
         f"- word embedding: {t['embedding_params_before']:,} ({share_before:.1%} of the model) → "
         f"{t['embedding_params_after']:,} ({share_after:.1%})",
         "",
+    ]
+    if t.get("before_distill"):  # no untrimmed student was scored: only the coverage is meaningful
+        lines += [
+            "Coverage: share of sentences the trimmed tokenizer splits into the same pieces as the teacher's.",
+            "",
+            "| language | dev coverage | test sentences tokenised as before |",
+            "|---|---|---|",
+        ]
+        for lang, identical in t["test_identical"].items():
+            lines.append(f"| {lang} | {t['dev_coverage'].get(lang, 0.0):.1%} | {identical:.1%} |")
+        return lines
+    lines += [
         "Coverage: share of sentences the trimmed tokenizer splits into the same pieces as before; their logits are "
         "unchanged, so the trimmed student should give them the same labels as the untrimmed one.",
         "",

@@ -201,3 +201,67 @@ def test_trim_settings_are_checked_before_any_work(tmp_path, sib200_path, sectio
 def test_trim_section_is_read_into_the_recipe(tmp_path, sib200_path):
     loaded = load_recipe(recipe(tmp_path, sib200_path, "stages: [teacher, distill, trim]\ntrim:\n  top_k: 5000\n"))
     assert (loaded.trim.top_k, loaded.trim.min_freq) == (5000, 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# trimmed before distillation: the student learns on the pieces it keeps
+
+
+def test_trimmed_before_distillation_the_student_learns_and_ships_with_its_own_pieces(tmp_path, sib200_path):
+    out = tmp_path / "runs"
+    tiny = [o for o in TINY if not o.startswith("stages=")]
+    code = main(
+        ["run", str(REPO / "recipes" / "quickstart-scratch.yaml"), f"output_dir={out}", f"data.path={sib200_path}",
+         *tiny, "stages=[teacher, trim, distill, export]"]
+    )  # fmt: skip
+    assert code == 0
+    run_dir = (out / "quickstart-scratch" / "latest").resolve()
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert m["trim"]["before_distill"] is True
+    student, tokenizer = load(run_dir, "student")
+    rows = student.get_input_embeddings().weight.shape[0]
+    assert rows == len(tokenizer) == m["trim"]["vocab_after"] < m["trim"]["vocab_before"]
+    # scored once, after distillation, under its own name; no untrimmed student exists to compare with
+    assert all("student" in s and "student_trimmed" not in s for s in m["languages"].values())
+    assert m["params"]["student"] < m["params"]["teacher"]
+    onnx_dir = run_dir / "onnx" / "student-int8-dynamic"
+    assert len(AutoTokenizer.from_pretrained(onnx_dir)) == rows
+    for lang, v in m["export"]["variants"]["int8-dynamic"]["languages"].items():
+        assert v["pytorch_accuracy"] == m["languages"][lang]["student"]
+    assert m["export"]["variants"]["int8-dynamic"]["label_agreement"] >= 0.8
+    assert "Trimmed **before distillation**" in (run_dir / "report.md").read_text()
+
+
+def test_token_task_trimmed_before_distillation_pairs_teacher_logits_word_by_word(tmp_path, ud_path):
+    out = tmp_path / "runs"
+    code = main(
+        ["run", str(REPO / "recipes" / "udpos-tiny-student.yaml"), f"output_dir={out}", f"data.path={ud_path}",
+         "data.languages=[wol_Latn, mlt_Latn]", "data.max_train_per_language=40", "data.max_eval_per_language=8",
+         "teacher.scratch.vocab_size=500", "teacher.scratch.hidden_size=32", "teacher.scratch.num_heads=4",
+         "teacher.scratch.intermediate_size=64", "teacher.train.epochs=1", "student.hidden_size=16",
+         "student.intermediate_size=32", "distill.train.epochs=1",
+         "distill.losses={logit_kl: {weight: 1.0}, cross_entropy: {weight: 0.5}}",
+         "stages=[teacher, trim, distill]", "trim.min_freq=2"]
+    )  # fmt: skip
+    assert code == 0  # a teacher/student word-count mismatch would fail the KL's shapes
+    run_dir = (out / "udpos-tiny-student" / "latest").resolve()
+    m = json.loads((run_dir / "metrics.json").read_text())
+    # the re-segmentation really changed some sentences, so the teacher's positions differ from the student's
+    assert min(m["trim"]["test_identical"].values()) < 1.0
+    assert set(m["training"]["student"]) >= {"best_epoch", "history"}
+    assert all(0.0 <= s["student"] <= 1.0 for s in m["languages"].values())
+
+
+def test_trim_before_distill_refuses_losses_that_pair_tokens(tmp_path, sib200_path):
+    extra = "stages: [teacher, trim, distill]\ndistill:\n  losses:\n    hidden_mse: {weight: 1.0}\n"
+    with pytest.raises(RecipeError, match=r"'distill\.losses\.hidden_mse' compares the models token by token"):
+        load_recipe(recipe(tmp_path, sib200_path, extra))
+
+
+def test_trim_may_come_right_before_distill_but_not_before_the_teacher(tmp_path, sib200_path):
+    loaded = load_recipe(recipe(tmp_path, sib200_path, "stages: [teacher, trim, distill, export]\n"))
+    assert loaded.stages == ["teacher", "trim", "distill", "export"]
+    with pytest.raises(RecipeError, match="'stages' must start with 'teacher'"):
+        load_recipe(recipe(tmp_path, sib200_path, "stages: [trim, teacher, distill]\n"))
+    with pytest.raises(RecipeError, match="must keep the order"):
+        load_recipe(recipe(tmp_path, sib200_path, "stages: [teacher, trim, distill, trim]\n"))
