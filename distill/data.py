@@ -6,7 +6,9 @@ batch), never padded to 512: on a 2-core CPU the padding would cost more than th
 
 from __future__ import annotations
 
+import csv
 import gzip
+import io
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -100,27 +102,69 @@ def stratified_indices(labels: list, n: int, seed: int = 0) -> list[int]:
 
 
 def _read_labels(path: Path) -> list[str]:
+    """One label name a line; a byte-order mark is dropped (an editor's, not part of the first name)."""
     if not path.is_file():
         raise DistillError(f"label file not found: {path}")
-    labels = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    labels: list[str] = []
+    for number, line in enumerate(_read_text(path).splitlines(), 1):
+        name = line.strip()
+        if name in labels:
+            raise DistillError(f"{path} line {number}: label {name!r} is listed twice")
+        if name:
+            labels.append(name)
     if not labels:
         raise DistillError(f"label file is empty: {path}")
     return labels
 
 
-def _load_local_language(folder: Path) -> dict[str, datasets.Dataset]:
-    # SIB-200 TSVs are written by pandas with default quoting; the csv builder reads them right.
-    files = {split: str(folder / f"{split}.tsv") for split in SPLITS}
-    for path in files.values():  # the csv builder fails on a header-only file with a message naming neither
-        with open(path, encoding="utf-8") as f:
-            if sum(1 for line in f if line.strip()) < 2:
-                raise DistillError(f"empty split: {path} has no rows")
-    loaded = datasets.load_dataset("csv", data_files=files, delimiter="\t", keep_default_na=False)
-    for split in SPLITS:
-        missing = {"category", "text"} - set(loaded[split].column_names)
+def _read_text(path: Path) -> str:
+    """A UTF-8 text file (a leading byte-order mark dropped), or one line naming the file and the bad byte."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise DistillError(f"{path} line {line}: not UTF-8 (byte 0x{data[exc.start]:02x}); save it as UTF-8") from None
+
+
+def read_split_file(path: Path) -> datasets.Dataset:
+    """A SIB-200 split: a tab-separated file with a header naming at least `category` and `text`, written with
+    pandas' default quoting (a cell holding a tab or quote is wrapped in quotes, inner quotes doubled). Read
+    with the csv module in strict mode, so every malformed row is one error naming the file and line."""
+    reader = csv.reader(io.StringIO(_read_text(path), newline=""), delimiter="\t", strict=True)
+    rows: list[list[str]] = []
+    start = 1
+    try:
+        header = next(reader, None)
+        if header is None:
+            raise DistillError(f"empty split: {path} has no rows")
+        missing = [column for column in ("category", "text") if column not in header]
         if missing:
-            raise DistillError(f"{files[split]} lacks column(s) {sorted(missing)}")
-    return {split: loaded[split] for split in SPLITS}
+            raise DistillError(f"{path} lacks column(s) {missing} (its header: {header})")
+        start = reader.line_num + 1
+        for row in reader:
+            if len(row) != len(header):
+                raise DistillError(f"{path} line {start}: {len(row)} fields, but the header names {len(header)}")
+            if reader.line_num != start:
+                raise DistillError(
+                    f"{path} line {start}: a quoted cell runs on to line {reader.line_num} (a stray '\"'?)"
+                )
+            rows.append(row)
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise DistillError(f"{path} line {start}: {exc} (a stray '\"'?)") from None
+    if not rows:
+        raise DistillError(f"empty split: {path} has no rows")
+    columns = {name: [row[i] for row in rows] for i, name in enumerate(header)}
+    if "index_id" in columns:
+        bad = next((n for n, value in enumerate(columns["index_id"]) if not value.strip().lstrip("-").isdigit()), None)
+        if bad is not None:
+            raise DistillError(f"{path}: index_id {columns['index_id'][bad]!r} of data row {bad + 1} is not an integer")
+    return datasets.Dataset.from_dict(columns)
+
+
+def _load_local_language(folder: Path) -> dict[str, datasets.Dataset]:
+    return {split: read_split_file(folder / f"{split}.tsv") for split in SPLITS}
 
 
 def _load_hub_language(hub_id: str, lang: str) -> dict[str, datasets.Dataset]:
