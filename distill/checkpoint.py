@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from distill.distributed import is_main
+from distill.errors import DistillError
 from distill.io import atomic_directory
 
 STATE_FILE = "state.json"
@@ -83,7 +84,18 @@ class ResumePoint:
         atomic_directory(self.directory, write)
 
     def load(self, parts: Trainables, result: Any) -> tuple[int, int, list[float], dict[str, torch.Tensor] | None]:
-        """Restore `parts` and `result` in place; returns (epoch, step within it, epoch losses so far, best weights)."""
+        """Restore `parts` and `result` in place; returns (epoch, step within it, epoch losses so far, best weights).
+        A damaged resume point is one line: the libraries' own messages are tracebacks, and torch's for a bad
+        optimizer.pt even suggests the unsafe `weights_only=False`."""
+        try:
+            return self._load(parts, result)
+        except Exception as exc:  # noqa: BLE001 - json, safetensors, torch and the state dicts raise many types
+            raise DistillError(
+                f"--resume: the resume point {self.directory} is damaged ({type(exc).__name__}); delete that folder "
+                "to redo this training stage from its start"
+            ) from exc
+
+    def _load(self, parts: Trainables, result: Any) -> tuple[int, int, list[float], dict[str, torch.Tensor] | None]:
         state = json.loads((self.directory / STATE_FILE).read_text())
         load_model(parts.model, str(self.directory / "model.safetensors"))
         stored = load_file(str(self.directory / "extra.safetensors"))

@@ -270,20 +270,19 @@ def _load_model(model_dir: Path) -> Any:
     from transformers import AutoConfig, AutoModel
     from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # "Loading weights" / "Writing model shards" bars would bury the summary
-    from distill.models import refuse_pickle
+    from distill.models import load_model_folder
 
-    refuse_pickle(model_dir, "trim-vocab")
+    hf_logging.disable_progress_bar()  # "Loading weights" / "Writing model shards" bars would bury the summary
     try:
         config = AutoConfig.from_pretrained(model_dir)
-        names = config.architectures or []
-        cls = getattr(transformers, names[0], None) if names else None
-        if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)):
-            cls = AutoModel
-        model = cls.from_pretrained(model_dir, use_safetensors=True)
     except (OSError, ValueError) as exc:
         raise DistillError(f"trim-vocab: cannot load the model in {model_dir}: {first_line(exc)}") from exc
-    return model.eval()
+    names = config.architectures or []
+    cls = getattr(transformers, names[0], None) if names else None
+    if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)):
+        cls = AutoModel
+    model, _ = load_model_folder(model_dir, "trim-vocab", cls)
+    return model
 
 
 if __name__ == "__main__":

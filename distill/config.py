@@ -782,6 +782,13 @@ def check_model_source(value: str, path: str) -> None:
             raise RecipeError(f"'{path}': {exc}") from None
     elif _looks_local(value) and not Path(value).exists():
         raise RecipeError(f"'{path}' points to a missing directory: {value}")
+    elif Path(value).is_dir():
+        from distill.models import check_model_files
+
+        try:
+            check_model_files(value, f"'{path}'")
+        except DistillError as exc:
+            raise RecipeError(str(exc)) from None
 
 
 def _looks_local(name: str) -> bool:

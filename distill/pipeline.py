@@ -59,7 +59,7 @@ from distill.data import (
 )
 from distill.distributed import from_main, main_first, world
 from distill.errors import DistillError
-from distill.io import atomic_write_json, atomic_write_text, save_pretrained_atomic
+from distill.io import atomic_write_json, atomic_write_text, run_directory_lock, save_pretrained_atomic
 from distill.losses import WeightedLoss
 from distill.metrics import accuracy, macro_f1
 from distill.models import build_scratch_teacher, count_parameters, freeze_below_top_layers, load_pretrained
@@ -167,14 +167,23 @@ def run_recipe(recipe: Recipe, *, say: Callable[[str], None] = print, resume: st
     if resume is None:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
         directory = from_main(new_run_directory(base, stamp) if place.main else None)
-        run = Run(recipe=recipe, directory=directory, data=data)
+    else:
+        directory = from_main(resumable_run(base, resume) if place.main else None)
+    with run_directory_lock(directory if place.main else None):
+        return _run_stages(recipe, data, directory, base, resumed=resume is not None, say=say)
+
+
+def _run_stages(
+    recipe: Recipe, data: TaskData, directory: Path, base: Path, *, resumed: bool, say: Callable[[str], None]
+) -> Path:
+    place = world()
+    run = Run(recipe=recipe, directory=directory, data=data)
+    if not resumed:
         atomic_write_text(directory / "recipe.yaml", yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
         completed: list[str] = []
         timings: dict[str, float] = {}
     else:
-        directory = from_main(resumable_run(base, resume) if place.main else None)
         check_same_recipe(recipe, directory)
-        run = Run(recipe=recipe, directory=directory, data=data)
         completed, timings = restore_progress(run, say)
         say(f"resuming {directory}: finished stages {completed or 'none'} are kept")
     for name in recipe.stages:
@@ -342,16 +351,14 @@ def restore_progress(run: Run, say: Callable[[str], None]) -> tuple[list[str], d
 def _load_checkpoint(run: Run, name: str, *, model: bool = True) -> tuple[Any, Any]:
     from transformers import AutoTokenizer
 
-    from distill.models import ATTN_IMPLEMENTATION, AUTO_CLASSES
+    from distill.models import ATTN_IMPLEMENTATION, AUTO_CLASSES, load_model_folder
 
     path = run.directory / "checkpoints" / name
     if not path.is_dir():
         raise DistillError(f"--resume: checkpoint {path} is missing; the run directory is incomplete")
-    tokenizer = AutoTokenizer.from_pretrained(path)
     if not model:
-        return None, tokenizer
-    loaded = AUTO_CLASSES[run.task].from_pretrained(path, attn_implementation=ATTN_IMPLEMENTATION, use_safetensors=True)
-    return loaded.eval(), tokenizer
+        return None, AutoTokenizer.from_pretrained(path)
+    return load_model_folder(path, "--resume", AUTO_CLASSES[run.task], attn_implementation=ATTN_IMPLEMENTATION)
 
 
 def load_data(cfg: DataConfig) -> TaskData:

