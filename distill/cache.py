@@ -33,7 +33,7 @@ import torch
 
 from distill.data import Encoded, collate, length_batches
 
-CACHEABLE = ("logits", "hidden", "qkv")  # attention maps are [T, T] per head: recomputed instead
+CACHEABLE = ("logits", "hidden", "qkv", "cls")  # attention maps are [T, T] per head: recomputed instead
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,8 @@ class TeacherCache:
         out: dict[str, Any] = {}
         if "logits" in self.spec.features:
             out["logits"] = _stack(rows["logits"], longest)
+        if "cls" in self.spec.features:
+            out["cls"] = _stack(rows["cls"], longest)
         if "hidden" in self.spec.features:
             out["hidden"] = {i: _stack(rows[f"hidden_{i}"], longest) for i in self.spec.layers}
         if "qkv" in self.spec.features:
@@ -121,6 +123,8 @@ def teacher_cache(
                     if "logits" in out:
                         logits = out["logits"][row]
                         example["logits"] = (logits[:n] if logits.ndim == 2 else logits).numpy()
+                    if "cls" in out:
+                        example["cls"] = out["cls"][row].numpy()
                     for layer in spec.layers:
                         if "hidden" in out:
                             example[f"hidden_{layer}"] = out["hidden"][layer][row, :n].half().numpy()

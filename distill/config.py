@@ -653,7 +653,7 @@ def _check_semantics(recipe: Recipe) -> None:
 
 # losses that read only one vector per example (or per scored word): they pair a student with the teacher's
 # cached outputs even when the two tokenise differently
-PER_EXAMPLE_LOSSES = ("logit_kl", "logit_mse", "cross_entropy")
+PER_EXAMPLE_LOSSES = ("logit_kl", "logit_mse", "cross_entropy", "cls_mse")
 
 
 def _check_trim_before_distill(recipe: Recipe) -> None:

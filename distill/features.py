@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-FEATURES = ("logits", "hidden", "attentions", "qkv", "pooled")
+FEATURES = ("logits", "hidden", "attentions", "qkv", "pooled", "cls")
 
 # `...layer.<i>.attention.self.query` in BertModel/XLMRobertaModel (bare or under `bert.`/`roberta.`).
 _QKV = re.compile(r"(?:^|\.)layer\.(\d+)\.attention\.self\.(query|key|value)$")
@@ -66,7 +66,8 @@ def forward_features(
       which are not distributions);
     - "qkv": tuple of per-layer (query, key, value) projections [B, T, width], before the head split,
       captured by forward hooks that are removed again before returning;
-    - "pooled": mean of the last layer's output over the real (mask 1) positions, [B, H].
+    - "pooled": mean of the last layer's output over the real (mask 1) positions, [B, H];
+    - "cls": the last layer's output at the first position (<s> / [CLS], what a classification head reads), [B, H].
     """
     unknown = set(want) - set(FEATURES)
     if unknown:
@@ -102,7 +103,7 @@ def forward_features(
         outputs = model(
             input_ids=input_ids,
             attention_mask=attention_mask,
-            output_hidden_states=bool({"hidden", "pooled"} & set(want)),
+            output_hidden_states=bool({"hidden", "pooled", "cls"} & set(want)),
             output_attentions="attentions" in want,
             return_dict=True,
         )
@@ -121,6 +122,8 @@ def forward_features(
         features["qkv"] = tuple((captured[i, 0], captured[i, 1], captured[i, 2]) for i in range(len(layers)))
     if "pooled" in want:
         features["pooled"] = mean_pool(outputs.hidden_states[-1], attention_mask)
+    if "cls" in want:
+        features["cls"] = outputs.hidden_states[-1][:, 0]
     return features
 
 

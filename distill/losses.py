@@ -287,6 +287,28 @@ class PooledMSE(nn.Module):
         return F.mse_loss(student_pooled.float(), teacher_pooled.float())
 
 
+class ClsMSE(nn.Module):
+    """Mean squared error between the student's and the teacher's last-layer vector at the first position (<s> /
+    [CLS]): the one vector a sequence-classification head reads, so it carries the teacher's whole decision
+    (hidden-size numbers per sentence where the logits give one per class).
+
+    Sun et al. 2019, "Patient Knowledge Distillation for BERT Model Compression", distil [CLS] representations
+    the same way. It pairs by example, not by token, so it works across tokenizers (a trimmed vocabulary).
+    """
+
+    inputs = ("student_cls", "teacher_cls")
+    unit = "rows"
+
+    def __init__(self, *, student_hidden_size: int | None = None, teacher_hidden_size: int | None = None) -> None:
+        super().__init__()
+        self.projection = _projection(student_hidden_size, teacher_hidden_size)
+
+    def forward(self, student_cls: torch.Tensor, teacher_cls: torch.Tensor) -> torch.Tensor:
+        student = self.projection(student_cls)
+        _same_width(student, teacher_cls, "cls_mse")
+        return F.mse_loss(student.float(), teacher_cls.float())
+
+
 class PooledContrastive(nn.Module):
     """In-batch contrastive loss (InfoNCE; van den Oord et al. 2018) from student to teacher sentence embeddings.
 
@@ -327,6 +349,7 @@ LOSSES: dict[str, type[nn.Module]] = {
     "pooled_cosine": PooledCosine,
     "pooled_mse": PooledMSE,
     "pooled_contrastive": PooledContrastive,
+    "cls_mse": ClsMSE,
 }
 
 

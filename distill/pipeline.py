@@ -787,7 +787,7 @@ class _DistillStep:
         self.student_wants = features_for(needed, "student")
         teacher_wants = features_for(needed, "teacher")
         self.pairs = map_layers(student.config.num_hidden_layers, teacher.config.num_hidden_layers, layer_map)
-        self.cached = teacher_wants & {"logits", "hidden", "qkv"} if data is not None else set()
+        self.cached = teacher_wants & {"logits", "hidden", "qkv", "cls"} if data is not None else set()
         self.live = teacher_wants - self.cached
         self.teacher = teacher
         self.run = run
@@ -855,6 +855,8 @@ class _DistillStep:
                 tensors[f"student_{kind}"], tensors[f"teacher_{kind}"] = pair
         if "pooled" in own:
             tensors["student_pooled"], tensors["teacher_pooled"] = own["pooled"], theirs["pooled"]
+        if "cls" in own:
+            tensors["student_cls"], tensors["teacher_cls"] = own["cls"], theirs["cls"]
         if "logits" in own:
             logits, labels, teacher_logits = own["logits"], batch["labels"], theirs.get("logits")
             if logits.ndim == 3:  # token task: only each word's first sub-token is scored

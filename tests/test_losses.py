@@ -9,6 +9,7 @@ from distill.errors import RecipeError
 from distill.features import FEATURES, features_for, forward_features
 from distill.losses import (
     AttentionKL,
+    ClsMSE,
     CrossEntropy,
     HiddenMSE,
     LogitKL,
@@ -215,6 +216,13 @@ def test_pooled_mse_hand_values():
     student = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
     teacher = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
     assert PooledMSE()(student, teacher).item() == pytest.approx((0 + 4 + 9 + 16) / 4)
+
+
+def test_cls_mse_hand_values_and_a_projection_for_a_narrower_student():
+    student, teacher = torch.tensor([[1.0, 2.0], [0.0, 0.0]]), torch.tensor([[1.0, 0.0], [3.0, 4.0]])
+    assert ClsMSE()(student, teacher).item() == pytest.approx((0 + 4 + 9 + 16) / 4)
+    narrow = ClsMSE(student_hidden_size=2, teacher_hidden_size=3)
+    assert narrow(student, torch.zeros(2, 3)).shape == () and len(list(narrow.parameters())) == 2
 
 
 def test_pooled_contrastive_hand_values_and_translations_are_not_each_others_negatives():
