@@ -87,29 +87,37 @@ class ResumePoint:
         """Restore `parts` and `result` in place; returns (epoch, step within it, epoch losses so far, best weights).
         A damaged resume point is one line: the libraries' own messages are tracebacks, and torch's for a bad
         optimizer.pt even suggests the unsafe `weights_only=False`."""
+        reading = [STATE_FILE]  # the file being read when something fails
         try:
-            return self._load(parts, result)
+            return self._load(parts, result, reading)
         except Exception as exc:  # noqa: BLE001 - json, safetensors, torch and the state dicts raise many types
             raise DistillError(
-                f"--resume: the resume point {self.directory} is damaged ({type(exc).__name__}); delete that folder "
-                "to redo this training stage from its start"
+                f"--resume: {self.directory / reading[-1]} is damaged or truncated; delete {self.directory} to redo "
+                "this training stage from its start"
             ) from exc
 
-    def _load(self, parts: Trainables, result: Any) -> tuple[int, int, list[float], dict[str, torch.Tensor] | None]:
+    def _load(
+        self, parts: Trainables, result: Any, reading: list[str]
+    ) -> tuple[int, int, list[float], dict[str, torch.Tensor] | None]:
         state = json.loads((self.directory / STATE_FILE).read_text())
+        reading.append("model.safetensors")
         load_model(parts.model, str(self.directory / "model.safetensors"))
+        reading.append("extra.safetensors")
         stored = load_file(str(self.directory / "extra.safetensors"))
         with torch.no_grad():
             for i, param in enumerate(parts.extra):
                 param.copy_(stored[str(i)])
+        reading.append("optimizer.pt")
         bundle = torch.load(self.directory / "optimizer.pt", weights_only=True)
         parts.optimizer.load_state_dict(bundle["optimizer"])
         parts.scheduler.load_state_dict(bundle["scheduler"])
         torch.set_rng_state(bundle["torch_rng"])
         if parts.generator is not None and bundle["generator"] is not None:
             parts.generator.set_state(bundle["generator"])
+        reading.append("best.safetensors")
         best_path = self.directory / "best.safetensors"
         best_state = load_file(str(best_path)) if best_path.is_file() else None
+        reading.append(STATE_FILE)
         result.best_dev_score, result.best_epoch = state["best_dev_score"], state["best_epoch"]
         result.history, result.skipped_batches = state["history"], state["skipped_batches"]
         return state["epoch"], state["step"], state["running"], best_state

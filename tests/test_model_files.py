@@ -88,7 +88,7 @@ def test_a_damaged_resume_point_is_one_line_without_torchs_unsafe_advice(tmp_pat
     with pytest.raises(DistillError) as caught:
         point.load(parts, FitResult(-1.0, 0))
     message = str(caught.value)
-    assert "the resume point" in message and "is damaged" in message and "weights_only" not in message
+    assert f"{damaged} is damaged" in message and "weights_only" not in message
 
 
 HOLDER = """
