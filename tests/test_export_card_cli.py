@@ -7,8 +7,11 @@ import re
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification, XLMRobertaForTokenClassification
 
+from distill.cli import main as distill_main
 from distill.errors import DistillError
 from distill.io import OUTPUT_MARKER
 from export.card import CardInfo, render_card, usage_example
@@ -203,3 +206,44 @@ def test_card_lists_what_it_is_given():
     assert "Results per language" not in bare and "CPU latency" not in bare and "not recorded" in bare
     with pytest.raises(DistillError):
         render_card(CardInfo(name="s", task="regression", variant="fp16", labels=[], model_bytes=1))
+
+
+# Property: whatever OUT_DIR a user names among a small tree of real files, `distill export` / `trim-vocab` either
+# write there and change nothing outside it, or refuse in one line and change nothing at all.
+OUT_CHOICES = ["work", "work/model", "work/mine", "work/mine/sub", "work/mine/NOTES.txt", "work/empty", "work/new",
+               "work/mine/new", "work/model/new", "."]  # fmt: skip
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    command=st.sampled_from(["export", "trim-vocab"]),
+    out=st.sampled_from(OUT_CHOICES),
+    overwrite=st.booleans(),
+)
+def test_any_out_dir_choice_changes_nothing_outside_it(
+    tmp_path_factory, checkpoints, texts_file, command, out, overwrite
+):
+    import shutil
+
+    root = tmp_path_factory.mktemp("tree")
+    model = shutil.copytree(checkpoints["sequence"], root / "work" / "model")
+    (root / "work" / "mine" / "sub").mkdir(parents=True)
+    (root / "work" / "mine" / "NOTES.txt").write_text("my notes\n")
+    (root / "work" / "mine" / "sub" / "data.bin").write_bytes(b"\x00\x01")
+    (root / "work" / "empty").mkdir()
+    target = (root / out).resolve()
+    before = _tree(root)
+    args = ["--texts", str(texts_file), "--no-optimize", "--parity-sentences", "2"]
+    if command == "trim-vocab":
+        args = ["--corpus", str(texts_file)]
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        code = distill_main([command, str(model), str(target), *args, *(["--overwrite"] if overwrite else [])])
+    stderr, after = err.getvalue(), _tree(root)
+    if code == 0:
+        outside = {k: v for k, v in after.items() if not (root / k).resolve().is_relative_to(target)}
+        assert outside == {k: v for k, v in before.items() if not (root / k).resolve().is_relative_to(target)}
+        assert not any((root / k).resolve().is_relative_to(target) for k in before), "it replaced existing files"
+    else:
+        assert code == 2 and len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr
+        assert after == before
