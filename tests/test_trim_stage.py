@@ -209,13 +209,19 @@ def test_trim_section_is_read_into_the_recipe(tmp_path, sib200_path):
 
 
 def test_trimmed_before_distillation_the_student_learns_and_ships_with_its_own_pieces(tmp_path, sib200_path):
+    """Also with cls_mse: it pairs by sentence, so it crosses the two vocabularies; the teacher's vectors are
+    cached once per sentence beside its logits."""
     out = tmp_path / "runs"
     tiny = [o for o in TINY if not o.startswith("stages=")]
     code = main(
         ["run", str(REPO / "recipes" / "quickstart-scratch.yaml"), f"output_dir={out}", f"data.path={sib200_path}",
-         *tiny, "stages=[teacher, trim, distill, export]"]
+         *tiny, "stages=[teacher, trim, distill, export]", "distill.losses.cls_mse={weight: 1.0}"]
     )  # fmt: skip
     assert code == 0
+    caches = [p for p in (out / ".teacher-cache").iterdir() if not p.name.startswith(".")]
+    (cache,) = [datasets.load_from_disk(str(p)) for p in caches]
+    assert {"logits", "cls"} <= set(cache.column_names)
+    assert len(cache[0]["cls"]) == 32  # the tiny teacher's hidden size: one vector per sentence
     run_dir = (out / "quickstart-scratch" / "latest").resolve()
     m = json.loads((run_dir / "metrics.json").read_text())
     assert m["trim"]["before_distill"] is True
@@ -231,23 +237,6 @@ def test_trimmed_before_distillation_the_student_learns_and_ships_with_its_own_p
         assert v["pytorch_accuracy"] == m["languages"][lang]["student"]
     assert m["export"]["variants"]["int8-dynamic"]["label_agreement"] >= 0.8
     assert "Trimmed **before distillation**" in (run_dir / "report.md").read_text()
-
-
-def test_trimmed_before_distillation_the_student_also_learns_the_teachers_cls_vector(tmp_path, sib200_path):
-    """cls_mse pairs by example, so it crosses the two vocabularies; its teacher vectors come from the cache."""
-    out = tmp_path / "runs"
-    tiny = [o for o in TINY if not o.startswith("stages=")]
-    code = main(
-        ["run", str(REPO / "recipes" / "quickstart-scratch.yaml"), f"output_dir={out}", f"data.path={sib200_path}",
-         *tiny, "stages=[teacher, trim, distill]", "distill.losses.cls_mse={weight: 1.0}"]
-    )  # fmt: skip
-    assert code == 0
-    m = json.loads((out / "quickstart-scratch" / "latest" / "metrics.json").read_text())
-    assert m["trim"]["before_distill"] is True
-    caches = [p for p in (out / ".teacher-cache").iterdir() if not p.name.startswith(".")]
-    (cache,) = [datasets.load_from_disk(str(p)) for p in caches]
-    assert {"logits", "cls"} <= set(cache.column_names)
-    assert len(cache[0]["cls"]) == 32  # the tiny teacher's hidden size: one vector per sentence
 
 
 def test_token_task_trimmed_before_distillation_pairs_teacher_logits_word_by_word(tmp_path, ud_path):
