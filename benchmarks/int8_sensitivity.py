@@ -12,6 +12,7 @@ settings. Writes `<out>.json` and `<out>.md` with this command.
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -45,11 +46,13 @@ QUANTIZED_OPS = ("MatMul", "Attention", "Gather", "Gemm", "EmbedLayerNormalizati
 
 
 def student_dir(run: Path) -> Path:
-    """The run's final student: the trimmed one if the run has it."""
-    for name in ("student_trimmed", "student"):
-        if (run / "checkpoints" / name / "config.json").is_file():
-            return run / "checkpoints" / name
-    raise SystemExit(f"no student checkpoint under {run / 'checkpoints'}")
+    """The run's final student: trimmed after distillation, `checkpoints/student_trimmed`; otherwise (no trim, or
+    trimmed before distillation, when student_trimmed is the untrained trimmed copy) `checkpoints/student`."""
+    trim = json.loads((run / "metrics.json").read_text()).get("trim", {})
+    name = "student_trimmed" if trim and not trim.get("before_distill") else "student"
+    if not (run / "checkpoints" / name / "config.json").is_file():
+        raise SystemExit(f"no student checkpoint at {run / 'checkpoints' / name}")
+    return run / "checkpoints" / name
 
 
 def batches(tokenizer, texts: list[str], size: int = 32):
