@@ -80,7 +80,8 @@ def load_task_data(cfg: DataConfig) -> TaskData:
                 ds = ds.select(stratified_indices(ds["category"], limit))
             if len(ds) == 0:
                 raise DistillError(f"empty split: {lang}/{split} has no rows")
-            splits[split][lang] = _encode_labels(ds, labels, f"{lang}/{split}")
+            where = str(root / lang / f"{split}.tsv") if cfg.path is not None else f"{lang}/{split}"
+            splits[split][lang] = _encode_labels(ds, labels, where)
     return TaskData(labels=labels, splits=splits)
 
 
@@ -141,6 +142,9 @@ def read_split_file(path: Path) -> datasets.Dataset:
         missing = [column for column in ("category", "text") if column not in header]
         if missing:
             raise DistillError(f"{path} lacks column(s) {missing} (its header: {header})")
+        bad = [name for name in header if not name.isprintable() or not name.strip() or header.count(name) > 1]
+        if bad:
+            raise DistillError(f"{path} line 1: column name {bad[0]!r} is empty, repeated or holds control characters")
         start = reader.line_num + 1
         for row in reader:
             if len(row) != len(header):

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from distill.cli import main
@@ -96,6 +96,7 @@ NASTY = st.sampled_from([b"\t", b'"', b"\n", b"\r\n", b"\r", b"\xef\xbb\xbf", b"
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(edits=st.lists(st.tuples(st.floats(0, 1), NASTY, st.integers(0, 3)), min_size=1, max_size=4))
+@example(edits=[(0.0, b"\x00", 0)])  # found by this test: a NUL in the header's first column name
 def test_any_corrupted_split_file_loads_or_fails_in_one_line_naming_it(sib_copy, edits):
     """Each edit inserts bytes at a relative position, deleting up to 3 bytes there."""
     train = sib_copy / LANG / "train.tsv"
