@@ -46,12 +46,10 @@ QUANTIZED_OPS = ("MatMul", "Attention", "Gather", "Gemm", "EmbedLayerNormalizati
 
 
 def student_dir(run: Path) -> Path:
-    """The run's final student: trimmed after distillation, `checkpoints/student_trimmed`; otherwise (no trim, or
-    trimmed before distillation, when student_trimmed is the untrained trimmed copy) `checkpoints/student`."""
-    trim = json.loads((run / "metrics.json").read_text()).get("trim", {})
-    name = "student_trimmed" if trim and not trim.get("before_distill") else "student"
-    if not (run / "checkpoints" / name / "config.json").is_file():
-        raise SystemExit(f"no student checkpoint at {run / 'checkpoints' / name}")
+    """The run's final student, the checkpoint its progress.json names (the pipeline's `student_checkpoint`)."""
+    name = json.loads((run / "progress.json").read_text()).get("student_checkpoint")
+    if not name or not (run / "checkpoints" / name / "config.json").is_file():
+        raise SystemExit(f"no final student checkpoint recorded in {run / 'progress.json'}")
     return run / "checkpoints" / name
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,43 +86,49 @@ class ResumePoint:
 
     def load(self, parts: Trainables, result: Any) -> tuple[int, int, list[float], dict[str, torch.Tensor] | None]:
         """Restore `parts` and `result` in place; returns (epoch, step within it, epoch losses so far, best weights).
-        A damaged resume point is one line: the libraries' own messages are tracebacks, and torch's for a bad
-        optimizer.pt even suggests the unsafe `weights_only=False`."""
-        reading = [STATE_FILE]  # the file being read when something fails
-        try:
-            return self._load(parts, result, reading)
-        except Exception as exc:  # noqa: BLE001 - json, safetensors, torch and the state dicts raise many types
-            raise DistillError(
-                f"--resume: {self.directory / reading[-1]} is damaged or truncated; delete {self.directory} to redo "
-                "this training stage from its start"
-            ) from exc
-
-    def _load(
-        self, parts: Trainables, result: Any, reading: list[str]
-    ) -> tuple[int, int, list[float], dict[str, torch.Tensor] | None]:
-        state = json.loads((self.directory / STATE_FILE).read_text())
-        reading.append("model.safetensors")
-        load_model(parts.model, str(self.directory / "model.safetensors"))
-        reading.append("extra.safetensors")
-        stored = load_file(str(self.directory / "extra.safetensors"))
-        with torch.no_grad():
-            for i, param in enumerate(parts.extra):
-                param.copy_(stored[str(i)])
-        reading.append("optimizer.pt")
-        bundle = torch.load(self.directory / "optimizer.pt", weights_only=True)
-        parts.optimizer.load_state_dict(bundle["optimizer"])
-        parts.scheduler.load_state_dict(bundle["scheduler"])
-        torch.set_rng_state(bundle["torch_rng"])
-        if parts.generator is not None and bundle["generator"] is not None:
-            parts.generator.set_state(bundle["generator"])
-        reading.append("best.safetensors")
+        A damaged file is one line naming it (`_restore`)."""
+        state = self._restore(STATE_FILE, _read_state)
+        self._restore("model.safetensors", lambda path: load_model(parts.model, str(path)))
+        self._restore("extra.safetensors", lambda path: _copy_into(parts.extra, load_file(str(path))))
+        self._restore("optimizer.pt", lambda path: _restore_optimizer(parts, torch.load(path, weights_only=True)))
         best_path = self.directory / "best.safetensors"
-        best_state = load_file(str(best_path)) if best_path.is_file() else None
-        reading.append(STATE_FILE)
+        best_state = self._restore(best_path.name, lambda path: load_file(str(path))) if best_path.is_file() else None
         result.best_dev_score, result.best_epoch = state["best_dev_score"], state["best_epoch"]
         result.history, result.skipped_batches = state["history"], state["skipped_batches"]
         return state["epoch"], state["step"], state["running"], best_state
 
+    def _restore(self, name: str, read: Callable[[Path], Any]) -> Any:
+        """`read(directory / name)`; any failure is one line naming that file (the libraries' own messages are
+        tracebacks, and torch's for a bad optimizer.pt even suggests the unsafe `weights_only=False`)."""
+        try:
+            return read(self.directory / name)
+        except Exception as exc:  # noqa: BLE001 - json, safetensors, torch and the state dicts raise many types
+            raise DistillError(
+                f"--resume: {self.directory / name} is damaged or truncated; delete {self.directory} to redo "
+                "this training stage from its start"
+            ) from exc
+
     def clear(self) -> None:
         if is_main():  # rank 0 owns the run directory (distill.io)
             shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    """state.json with every key `load` reads (a KeyError here is a damaged file, named by `_restore`)."""
+    state = json.loads(path.read_text())
+    keys = ("epoch", "step", "running", "best_dev_score", "best_epoch", "history", "skipped_batches")
+    return {key: state[key] for key in keys}
+
+
+def _copy_into(params: list[torch.nn.Parameter], stored: dict[str, torch.Tensor]) -> None:
+    with torch.no_grad():
+        for i, param in enumerate(params):
+            param.copy_(stored[str(i)])
+
+
+def _restore_optimizer(parts: Trainables, bundle: dict[str, Any]) -> None:
+    parts.optimizer.load_state_dict(bundle["optimizer"])
+    parts.scheduler.load_state_dict(bundle["scheduler"])
+    torch.set_rng_state(bundle["torch_rng"])
+    if parts.generator is not None and bundle["generator"] is not None:
+        parts.generator.set_state(bundle["generator"])

