@@ -6,7 +6,8 @@ sentence of a recipe's languages.
 
 The student is the run's final one (trimmed if the run trimmed it); its fp32 graph is exported and optimized as
 `distill export` does (fused Attention), then quantized by onnxruntime's `quantize_dynamic` with the variant's
-settings. Writes `<out>.json` and `<out>.md` with this command.
+settings; the last row is `distill export --quantize int8-blocks --per-channel` (export/quantize.py).
+Writes `<out>.json` and `<out>.md` with this command.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from distill.config import load_recipe
 from distill.data import load_task_data
 from export.onnx import MODEL_FILE, export_onnx, session
 from export.optimize import optimize_export
+from export.quantize import quantize
 
 # variant -> (per_channel, which nodes stay fp32: a predicate on (node name, op type))
 VARIANTS: dict[str, tuple[bool, Any]] = {
@@ -43,6 +45,7 @@ VARIANTS: dict[str, tuple[bool, Any]] = {
     "per channel, pooler and head fp32": (True, lambda name, op: "pooler" in name or "classifier" in name),
 }
 QUANTIZED_OPS = ("MatMul", "Attention", "Gather", "Gemm", "EmbedLayerNormalization")
+BLOCKS = "int8-blocks: FFN matrices by blocks of 32, word embedding per row, attention per channel"
 
 
 def student_dir(run: Path) -> Path:
@@ -87,12 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         optimize_export(Path(tmp) / "raw", Path(tmp) / "fp32", model, tokenizer, parity)
         graph = onnx.load(str(Path(tmp) / "fp32" / MODEL_FILE)).graph
         nodes = [(node.name, node.op_type) for node in graph.node if node.op_type in QUANTIZED_OPS]
-        for name, (per_channel, keep_fp32) in VARIANTS.items():
-            excluded = [n for n, op in nodes if keep_fp32 is not None and keep_fp32(n, op)]
-            path = Path(tmp) / f"variant-{len(results)}.onnx"
-            quantize_dynamic(Path(tmp) / "fp32" / MODEL_FILE, path, weight_type=QuantType.QInt8,
-                             per_channel=per_channel, nodes_to_exclude=excluded,
-                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})  # fmt: skip
+
+        def score(name: str, path: Path, excluded: list[str]) -> None:
             ort = session(path, threads=2)
             got = np.zeros_like(reference)
             for rows, inputs in batches(tokenizer, texts):
@@ -101,6 +100,21 @@ def main(argv: list[str] | None = None) -> int:
             results.append({"variant": name, "fp32_nodes": excluded, "label_agreement": round(agreement, 4),
                             "megabytes": round(path.stat().st_size / 1e6, 2)})  # fmt: skip
             print(f"{name}: agreement {agreement:.4f}, {results[-1]['megabytes']} MB", flush=True)
+
+        for name, (per_channel, keep_fp32) in VARIANTS.items():
+            excluded = [n for n, op in nodes if keep_fp32 is not None and keep_fp32(n, op)]
+            path = Path(tmp) / f"variant-{len(results)}.onnx"
+            quantize_dynamic(Path(tmp) / "fp32" / MODEL_FILE, path, weight_type=QuantType.QInt8,
+                             per_channel=per_channel, nodes_to_exclude=excluded,
+                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})  # fmt: skip
+            score(name, path, excluded)
+        # `distill export --quantize int8-blocks`: the same optimized graph with the word embedding left a Gather
+        optimize_export(Path(tmp) / "raw", Path(tmp) / "gather", model, tokenizer, parity, fuse_embedding=False)
+        score(
+            BLOCKS,
+            quantize(Path(tmp) / "gather", Path(tmp) / "blocks", "int8-blocks", per_channel=True) / MODEL_FILE,
+            [],
+        )
     doc = {"command": command_line("benchmarks.int8_sensitivity", argv), "run": str(run), "student": source.name,
            "sentences": len(texts), "cpu": cpu_name(), "variants": results,
            "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
@@ -119,7 +133,8 @@ def render(doc: dict[str, Any]) -> str:
         "",
         f"Command: `{doc['command']}` ({doc['seconds']} s, {doc['cpu']}). Student: `{doc['student']}` of "
         f"`{doc['run']}`; agreement = share of its {doc['sentences']} test sentences (every language) whose int8 "
-        "ONNX label equals the PyTorch student's. Activations are quantized per tensor, per batch, in every variant.",
+        "ONNX label equals the PyTorch student's. Activations are quantized per tensor, per batch, in every variant "
+        "but int8-blocks (per block of 32 values in its FFN matrices).",
         "",
         "| variant | nodes left fp32 | label agreement | model.onnx MB |",
         "|---|---|---|---|",

@@ -224,11 +224,13 @@ def run_dir_sources(run: Path) -> list[Source]:
 
 
 def onnx_precision(path: Path) -> str:
-    """fp32, fp16, int8-dynamic or int8-static, read from the graph's operators and initializers."""
+    """fp32, fp16, int8-dynamic, int8-blocks or int8-static, read from the graph's operators and initializers."""
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
     ops = {node.op_type for node in model.graph.node}
+    if "MatMulNBits" in ops:  # export/quantize.py's int8-blocks (its attention is dynamic int8)
+        return "int8-blocks"
     if ops & _INT8_DYNAMIC_OPS:
         return "int8-dynamic"
     if ops & _INT8_STATIC_OPS:

@@ -43,6 +43,7 @@ from distill.config import (
     Recipe,
     TrainConfig,
     check_against_teacher,
+    headline_int8,
     recipe_to_dict,
     shape_of_config,
 )
@@ -919,9 +920,6 @@ def onnx_model_name(variant: str) -> str:
     return f"student_onnx_{variant_tag(variant)}"
 
 
-STUDENT_INT8 = onnx_model_name("int8-dynamic")
-
-
 def stage_export(run: Run, say: Callable[[str], None]) -> None:
     """Every variant in `export.variants` through `distill export`'s gated path, then scored per language.
 
@@ -1027,13 +1025,17 @@ def stage_bench(run: Run, say: Callable[[str], None]) -> None:
     sources = [hf_source(checkpoints / TEACHER, TEACHER, "teacher", {"torch/fp32": mean[TEACHER]})]
     for name in [n for n in run.models if n != TEACHER]:  # the distilled student, and the pruned one
         sources.append(hf_source(checkpoints / name, name, "student", {"torch/fp32": mean[name]}))
+    headline = headline_int8(list(run.onnx_dirs))  # export.variants' order: none when export did not run
+    wanted = {(TEACHER, "torch", "fp32"): "teacher_torch_fp32"}  # bench rows -> metrics.json's latency_ms
     for variant, directory in run.onnx_dirs.items():
         if variant == "none":
             continue  # the student's fp32 onnxruntime row is exported by the harness itself
-        # int8-dynamic keeps the student's name (it replaces the harness's own int8 export of it);
-        # the other variants are rows of their own
-        label = run.student_name if variant == "int8-dynamic" else onnx_model_name(variant)
+        # the headline int8 variant keeps the student's name (as int8-dynamic it replaces the harness's own
+        # int8 export of it); the other variants are rows of their own
+        label = run.student_name if variant == headline else onnx_model_name(variant)
         source = onnx_source(directory, label, "student")
+        if variant == headline:
+            wanted[(label, "onnxruntime", source.onnx_precision)] = onnx_model_name(variant)
         source.accuracy[f"onnxruntime/{source.onnx_precision}"] = mean[onnx_model_name(variant)]
         sources.append(source)
     settings = Settings(
@@ -1051,7 +1053,7 @@ def stage_bench(run: Run, say: Callable[[str], None]) -> None:
     say(f"benchmark: batch {cfg.batch}, sequence {cfg.seq} and the dev length mix, {threads} threads")
     doc = run_benchmark(sources, settings, say=lambda _line: None)
     write_outputs(run.directory / "bench", doc)
-    run.metrics["latency_ms"] = _latency_summary(doc["results"], cfg.seq, run.student_name)
+    run.metrics["latency_ms"] = _latency_summary(doc["results"], cfg.seq, wanted)
     run.metrics["latency_setup"] = {"batch": cfg.batch, "seq": cfg.seq, "threads": threads, "warmup": cfg.warmup}
     rows = [{k: v for k, v in row.items() if k != "samples_ms"} for row in doc["results"]]
     run.metrics["bench"] = {"results": "bench/results.json", "markdown": "bench/results.md", "rows": rows}
@@ -1061,12 +1063,11 @@ def stage_bench(run: Run, say: Callable[[str], None]) -> None:
         say(f"  {name}: p50 {r['p50']:.2f} ms, p90 {r['p90']:.2f} ms over {r['runs']} runs")
 
 
-def _latency_summary(rows: list[dict[str, Any]], seq: int, student: str) -> dict[str, dict[str, float]]:
-    """The two headline variants at the fixed sequence length, under the report's names."""
-    wanted = {
-        (TEACHER, "torch", "fp32"): "teacher_torch_fp32",
-        (student, "onnxruntime", "int8-dynamic"): STUDENT_INT8,
-    }
+def _latency_summary(
+    rows: list[dict[str, Any]], seq: int, wanted: dict[tuple[str, str, str], str]
+) -> dict[str, dict[str, float]]:
+    """The headline rows at the fixed sequence length, `wanted`: (model, backend, precision) -> their name in
+    metrics.json (the teacher's PyTorch fp32 and the student's headline int8 ONNX)."""
     out = {}
     for row in rows:
         key = (row.get("model"), row.get("backend"), row.get("precision"))

@@ -12,7 +12,6 @@ from distill.io import atomic_write_json, atomic_write_text, save_figure
 from distill.models import count_parameters
 from distill.pipeline import (
     STUDENT,
-    STUDENT_INT8,
     STUDENT_PRUNED,
     STUDENT_TRIMMED,
     TEACHER,
@@ -461,11 +460,13 @@ def _latency_section(m: dict[str, Any]) -> list[str]:
         "",
     ]
     lat = m["latency_ms"]
-    if "teacher_torch_fp32" in lat and STUDENT_INT8 in lat:
-        t, s = lat["teacher_torch_fp32"], lat[STUDENT_INT8]
+    student = next((name for name in lat if name.startswith("student_onnx_")), None)  # the headline int8 variant
+    if "teacher_torch_fp32" in lat and student:
+        t, s = lat["teacher_torch_fp32"], lat[student]
+        variant = student.removeprefix("student_onnx_")
         lines += [
             f"At sequence {setup['seq']}: teacher PyTorch fp32 p50 {t['p50']:.2f} ms (p90 {t['p90']:.2f}, "
-            f"{t['runs']} runs), student int8 ONNX p50 {s['p50']:.2f} ms (p90 {s['p90']:.2f}, {s['runs']} runs): "
+            f"{t['runs']} runs), student {variant} ONNX p50 {s['p50']:.2f} ms (p90 {s['p90']:.2f}, {s['runs']} runs): "
             f"**{t['p50'] / s['p50']:.1f}× lower**.",
             "",
         ]

@@ -24,7 +24,7 @@ from distill.io import atomic_directory
 
 # Spelled out rather than imported from export.quantize, which pulls in torch and onnxruntime: building
 # the `distill` parser must stay cheap for `distill validate`. A test keeps the two in step.
-MODES = ("none", "int8-dynamic", "int8-dynamic-fp32-emb", "int8-static", "fp16")
+MODES = ("none", "int8-dynamic", "int8-dynamic-fp32-emb", "int8-static", "int8-blocks", "fp16")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 SEQUENCE_SUFFIX, TOKEN_SUFFIX = "ForSequenceClassification", "ForTokenClassification"
 
@@ -150,7 +150,7 @@ def export_directory(
     from export.card import TASK_SOURCES, CardInfo, write_card
     from export.onnx import MODEL_FILE, export_onnx, label_agreement, pytorch_reference, run_onnx
     from export.optimize import optimize_export
-    from export.quantize import calibration_batches, quantize
+    from export.quantize import EMBEDDING_GATHER_MODES, calibration_batches, quantize
 
     if options.mode not in MODES:
         raise DistillError(f"export: unknown --quantize {options.mode!r} (choose {', '.join(MODES)})")
@@ -165,7 +165,10 @@ def export_directory(
         fp32 = export_onnx(model, tokenizer, work / "fp32", parity, tolerance=options.tolerance, opset=options.opset)
         base, optimized = fp32.directory, None
         if options.optimize:
-            optimized = optimize_export(base, work / "optimized", model, tokenizer, parity, tolerance=options.tolerance)
+            optimized = optimize_export(
+                base, work / "optimized", model, tokenizer, parity, tolerance=options.tolerance,
+                fuse_embedding=options.mode not in EMBEDDING_GATHER_MODES,
+            )  # fmt: skip
             base = optimized.directory
         calibration = None
         if options.mode == "int8-static":

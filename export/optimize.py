@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
+from onnxruntime.transformers.fusion_options import FusionOptions
 from onnxruntime.transformers.optimizer import optimize_model
 from torch import nn
 
@@ -80,15 +81,21 @@ def attention_shape_from_config(config) -> AttentionShape:
     )
 
 
-def optimize_graph(src: str | Path, dst: str | Path, shape: AttentionShape) -> dict[str, int]:
+def optimize_graph(
+    src: str | Path, dst: str | Path, shape: AttentionShape, *, fuse_embedding: bool = True
+) -> dict[str, int]:
     """Run the optimizer on `src` and save to `dst`; returns the fused-operator counts.
 
     num_heads and hidden_size are always passed: transformers 5 reshapes q/k/v with a -1 head count,
-    which the optimizer can only resolve from these arguments.
+    which the optimizer can only resolve from these arguments. `fuse_embedding=False` keeps the word
+    embedding a plain Gather (int8-blocks quantizes its table row by row) instead of EmbedLayerNormalization.
     """
+    options = FusionOptions(MODEL_TYPE)
+    options.enable_embed_layer_norm = fuse_embedding
     optimized = optimize_model(
-        str(src), model_type=MODEL_TYPE, num_heads=shape.num_heads, hidden_size=shape.hidden_size, use_gpu=False
-    )
+        str(src), model_type=MODEL_TYPE, num_heads=shape.num_heads, hidden_size=shape.hidden_size, use_gpu=False,
+        optimization_options=options,
+    )  # fmt: skip
     optimized.save_model_to_file(str(dst), use_external_data_format=False)
     return {op: int(n) for op, n in optimized.get_fused_operator_statistics().items()}
 
@@ -118,13 +125,14 @@ def optimize_export(
     tolerance: float = 1e-4,
     shape: AttentionShape | None = None,
     require_full_fusion: bool = True,
+    fuse_embedding: bool = True,
 ) -> OptimizeResult:
     """Optimize `src_dir/model.onnx` (an `export_onnx` directory) into `out_dir`, gated twice.
 
     Nothing is written unless every layer's attention fused (when `require_full_fusion`) and the
     optimized graph's logits are within `tolerance` of PyTorch's on `parity_texts`. For token
     classifiers only real (unpadded) positions are compared: the fused kernel may leave other
-    values in padded positions, which no user reads.
+    values in padded positions, which no user reads. `fuse_embedding`: see `optimize_graph`.
     """
     src_dir = Path(src_dir)
     shape = shape or attention_shape(model)
@@ -132,7 +140,7 @@ def optimize_export(
     result: dict[str, object] = {}
 
     def write(tmp: Path) -> None:
-        fused = optimize_graph(src_dir / MODEL_FILE, tmp / MODEL_FILE, shape)
+        fused = optimize_graph(src_dir / MODEL_FILE, tmp / MODEL_FILE, shape, fuse_embedding=fuse_embedding)
         attention = count_ops(tmp / MODEL_FILE, "Attention")
         if require_full_fusion:
             check_attention_fused(attention, shape.num_layers)

@@ -9,6 +9,9 @@ a failure leaves no half-written variant behind.
     int8-dynamic-fp32-emb   the same, but the word embedding stays fp32 (it dominates a multilingual model's
                             file, and its rows for rare scripts are the ones int8 rounds hardest)
     int8-static             QDQ with activation ranges calibrated on real sentences (MinMax/Entropy/Percentile)
+    int8-blocks             the FFN matrices 8-bit with a scale per block of 32 input rows (MatMulNBits), their
+                            activations quantized per block of 32 at run time; the word embedding int8 with a
+                            scale per row; attention dynamic int8 (an optimized graph with the embedding unfused)
     fp16                    half-precision weights and compute, fp32 inputs/outputs: the GPU path (int8
                             MatMulInteger has no CUDA kernels)
 """
@@ -38,8 +41,10 @@ from distill.errors import DistillError
 from distill.io import atomic_directory
 from export.onnx import INPUT_NAMES, MODEL_FILE, copy_sidecar_files
 
-Mode = Literal["none", "int8-dynamic", "int8-dynamic-fp32-emb", "int8-static", "fp16"]
+Mode = Literal["none", "int8-dynamic", "int8-dynamic-fp32-emb", "int8-static", "int8-blocks", "fp16"]
 MODES: tuple[str, ...] = get_args(Mode)
+# modes that quantize the word-embedding Gather themselves: optimized with fuse_embedding=False
+EMBEDDING_GATHER_MODES = ("int8-blocks",)
 CalibrationName = Literal["minmax", "entropy", "percentile"]
 CALIBRATION_METHODS: dict[str, CalibrationMethod] = {
     "minmax": CalibrationMethod.MinMax,
@@ -236,6 +241,115 @@ def quantize_static_int8(
 
 
 # ----------------------------------------------------------------------------------------------
+# int8 by blocks
+
+BLOCK_SIZE = 32
+# MatMulNBits' accuracy_level 4: int8 compute, each activation row quantized per block of BLOCK_SIZE values
+_INT8_COMPUTE = 4
+_GELU_OPS = ("Gelu", "BiasGelu", "FastGelu")
+
+
+def quantize_int8_blocks(src_dir: str | Path, out_dir: str | Path, *, per_channel: bool = True) -> Path:
+    """int8 where one scale per tensor costs labels, dynamic int8 elsewhere, from an optimized graph whose word
+    embedding is still a Gather (`optimize_export(..., fuse_embedding=False)`):
+
+    - the FFN matrices (the MatMuls into and out of each GELU) become onnxruntime's MatMulNBits: 8-bit weights
+      with one scale per 32 consecutive input rows of each column, the activations quantized to int8 per
+      block of 32 at run time (accuracy_level 4);
+    - the word embedding is stored int8 with one scale per row;
+    - the fused Attention and the other MatMuls are dynamic int8 (one weight scale per column with `per_channel`).
+
+    Why: dynamic int8 gives a whole activation tensor one scale per batch. The GELU output that feeds the FFN
+    output projection has a few channels far larger than the rest, so that one scale leaves most of its values
+    a handful of levels (benchmarks/results/int8-sensitivity.md); a scale per 32 values follows them. The
+    embedding's rare pieces likewise lose least with a scale of their own. MatMulNBits is slower than
+    MatMulInteger on CPU, so it is used only where the labels need it. Needs onnxruntime's `onnx_ir` dependency.
+    """
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+
+    src_dir = Path(src_dir)
+
+    def write(tmp: Path) -> None:
+        model = onnx.load(str(src_dir / MODEL_FILE))
+        quantize_word_embedding_rows(model)
+        ffn = set(ffn_matmuls(model.graph))
+        if not ffn:
+            raise DistillError(
+                f"int8-blocks: no MatMul next to a GELU in {src_dir / MODEL_FILE}: it takes the optimized graph "
+                "(export.optimize true)"
+            )
+        config = DefaultWeightOnlyQuantConfig(
+            block_size=BLOCK_SIZE, is_symmetric=True, accuracy_level=_INT8_COMPUTE, bits=8,
+            op_types_to_quantize=("MatMul",),
+        )  # fmt: skip
+        others = [node.name for node in model.graph.node if node.op_type == "MatMul" and node.name not in ffn]
+        blocks = MatMulNBitsQuantizer(model, algo_config=config, nodes_to_exclude=others)
+        blocks.process()
+        with tempfile.TemporaryDirectory(dir=tmp.parent, prefix=".blocks.") as scratch:
+            middle = Path(scratch) / MODEL_FILE
+            blocks.model.save_model_to_file(str(middle), use_external_data_format=False)
+            quantize_dynamic(
+                middle, tmp / MODEL_FILE, weight_type=QuantType.QInt8, per_channel=per_channel,
+                op_types_to_quantize=["MatMul", "Attention"], extra_options=dict(_FUSED_GRAPH_OPTIONS),
+            )  # fmt: skip
+        copy_sidecar_files(src_dir, tmp)
+
+    return atomic_directory(out_dir, write)
+
+
+def ffn_matmuls(graph: onnx.GraphProto) -> list[str]:
+    """Names of the MatMuls with a constant weight that feed a GELU or read its output: a transformer's FFN."""
+    weights = {init.name for init in graph.initializer}
+    gelu_inputs = {name for node in graph.node if node.op_type in _GELU_OPS for name in node.input}
+    gelu_outputs = {name for node in graph.node if node.op_type in _GELU_OPS for name in node.output}
+    return [
+        node.name
+        for node in graph.node
+        if node.op_type == "MatMul" and node.input[1] in weights
+        and (node.output[0] in gelu_inputs or node.input[0] in gelu_outputs)
+    ]  # fmt: skip
+
+
+def quantize_word_embedding_rows(model: onnx.ModelProto) -> None:
+    """Replace the word-embedding table (the Gather that reads `input_ids`) by an int8 table with one fp32
+    scale per row, in place: Gather(int8 rows) -> Cast -> Mul(Gather(scales)). A rare piece's row keeps
+    its own range instead of sharing one scale with the whole 250k-row table."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    initializers = {init.name: init for init in graph.initializer}
+    gathers = [
+        n for n in graph.node if n.op_type == "Gather" and "input_ids" in n.input[1:] and n.input[0] in initializers
+    ]
+    if len(gathers) != 1:
+        raise DistillError(f"expected one word-embedding Gather reading input_ids, found {len(gathers)}")
+    gather = gathers[0]
+    table_name, ids = gather.input[0], gather.input[1]
+    if sum(table_name in node.input for node in graph.node) != 1:
+        raise DistillError(f"the word embedding {table_name!r} is shared with another node: not quantized")
+    table = numpy_helper.to_array(initializers[table_name]).astype(np.float32)
+    scale = np.abs(table).max(axis=1, keepdims=True) / 127.0
+    scale[scale == 0] = 1.0  # an all-zero row stays zero
+    quantized = np.clip(np.round(table / scale), -127, 127).astype(np.int8)
+    graph.initializer.remove(initializers[table_name])
+    graph.initializer.extend([
+        numpy_helper.from_array(quantized, f"{table_name}_int8"),
+        numpy_helper.from_array(scale.astype(np.float32), f"{table_name}_row_scale"),
+    ])  # fmt: skip
+    out, at = gather.output[0], list(graph.node).index(gather)
+    rows, floats, scales = f"{out}_int8", f"{out}_float", f"{out}_scale"
+    replacement = [
+        helper.make_node("Gather", [f"{table_name}_int8", ids], [rows], name=f"{gather.name}_int8", axis=0),
+        helper.make_node("Cast", [rows], [floats], name=f"{gather.name}_cast", to=onnx.TensorProto.FLOAT),
+        helper.make_node("Gather", [f"{table_name}_row_scale", ids], [scales], name=f"{gather.name}_scale", axis=0),
+        helper.make_node("Mul", [floats, scales], [out], name=f"{gather.name}_dequantize"),
+    ]
+    graph.node.remove(gather)
+    for offset, node in enumerate(replacement):
+        graph.node.insert(at + offset, node)
+
+
+# ----------------------------------------------------------------------------------------------
 # fp16 and the dispatcher
 
 
@@ -293,6 +407,8 @@ def quantize(
         return quantize_static_int8(
             src_dir, out_dir, calibration, method=calibration_method, reduce_range=reduce_range, per_channel=per_channel
         )
+    if mode == "int8-blocks":
+        return quantize_int8_blocks(src_dir, out_dir, per_channel=per_channel)
     if mode == "fp16":
         return convert_fp16(src_dir, out_dir)
     raise DistillError(f"unknown quantization mode {mode!r} (choose {', '.join(MODES)})")

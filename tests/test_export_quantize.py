@@ -14,10 +14,12 @@ from export.quantize import (
     BatchReader,
     calibration_batches,
     convert_fp16,
+    ffn_matmuls,
     quantize,
     quantize_dynamic_int8,
     quantize_dynamic_int8_fp32_embedding,
     quantize_static_int8,
+    quantize_word_embedding_rows,
     word_embedding_gathers,
 )
 
@@ -42,11 +44,19 @@ def exported(tmp_path_factory, tiny_tokenizer, small_texts, tiny_xlmr_config):
     root = tmp_path_factory.mktemp("quantize")
     fp32 = export_onnx(model, tiny_tokenizer, root / "fp32", small_texts[:8]).directory
     optimized = optimize_export(fp32, root / "optimized", model, tiny_tokenizer, small_texts[:8]).directory
+    gather = optimize_export(fp32, root / "gather", model, tiny_tokenizer, small_texts[:8], fuse_embedding=False)
     probe = small_texts[1::12]  # 50 sentences of all three languages
     inputs, expected = pytorch_reference(model, tiny_tokenizer, probe)
     assert len(set(expected.argmax(-1).tolist())) > 1
     calibration = calibration_batches(tiny_tokenizer, small_texts[2::15], batch_size=8)
-    return {"fp32": fp32, "optimized": optimized, "inputs": inputs, "expected": expected, "calibration": calibration}
+    return {
+        "fp32": fp32,
+        "optimized": optimized,
+        "optimized_gather": gather.directory,
+        "inputs": inputs,
+        "expected": expected,
+        "calibration": calibration,
+    }
 
 
 def _agreement(directory, exported) -> float:
@@ -146,7 +156,7 @@ def test_fp16_keeps_fp32_io_and_labels(tmp_path, exported):
 
 def test_dispatcher_modes(tmp_path, exported):
     src = exported["optimized"]
-    assert set(MODES) == {"none", "int8-dynamic", "int8-dynamic-fp32-emb", "int8-static", "fp16"}
+    assert set(MODES) == {"none", "int8-dynamic", "int8-dynamic-fp32-emb", "int8-static", "int8-blocks", "fp16"}
     copy = quantize(src, tmp_path / "none", "none")
     assert (copy / MODEL_FILE).read_bytes() == (src / MODEL_FILE).read_bytes()
     _assert_close_to_pytorch(quantize(src, tmp_path / "static", "int8-static", exported["calibration"]), exported)
@@ -188,3 +198,55 @@ def test_calibration_batches_are_right_padded_real_sentences(tiny_tokenizer, sma
     assert len(reader) == 3 and len(list(iter(reader.get_next, None))) == 3
     with pytest.raises(DistillError):
         BatchReader([])
+
+
+def _mean_error(directory, exported) -> float:
+    got, want = run_onnx(directory / MODEL_FILE, exported["inputs"]), exported["expected"]
+    return float(np.abs(got - want).mean() / want.std())
+
+
+def test_int8_blocks_is_closer_to_pytorch_than_per_tensor_dynamic_int8(tmp_path, exported):
+    source = onnx.load(str(exported["optimized_gather"] / MODEL_FILE)).graph
+    assert not any(n.op_type == "EmbedLayerNormalization" for n in source.node)  # fuse_embedding=False
+    ffn = ffn_matmuls(source)
+    layers = sum(n.op_type == "Attention" for n in source.node)
+    assert len(ffn) == 2 * layers > 0  # into and out of every layer's GELU
+    blocks = quantize(exported["optimized_gather"], tmp_path / "blocks", "int8-blocks", per_channel=True)
+    assert {p.name for p in blocks.iterdir()} >= SIDECARS | {MODEL_FILE}
+    graph = onnx.load(str(blocks / MODEL_FILE)).graph
+    assert sorted(n.name for n in graph.node if n.op_type == "MatMulNBits") == sorted(f"{name}_Q8" for name in ffn)
+    assert sum(n.op_type == "QAttention" for n in graph.node) == layers  # attention: dynamic int8
+    assert any(t.data_type == onnx.TensorProto.INT8 and t.name.endswith("_int8") for t in graph.initializer)
+    assert _size(blocks) < 0.7 * _size(exported["optimized_gather"])  # a tiny model: position table, LayerNorms
+    dynamic = quantize_dynamic_int8(exported["optimized"], tmp_path / "dynamic", per_channel=True)
+    assert _mean_error(blocks, exported) < _mean_error(dynamic, exported)
+    _assert_close_to_pytorch(blocks, exported)
+
+
+def test_int8_blocks_refuses_a_graph_without_fused_gelu(tmp_path, exported):
+    with pytest.raises(DistillError, match="no MatMul next to a GELU .* takes the optimized graph"):
+        quantize(exported["fp32"], tmp_path / "blocks", "int8-blocks")
+    assert not (tmp_path / "blocks").exists()
+
+
+def test_word_embedding_rows_keep_each_row_within_half_a_step(tmp_path, exported):
+    model = onnx.load(str(exported["fp32"] / MODEL_FILE))
+    (table_name,) = [n.input[0] for n in model.graph.node if n.op_type == "Gather" and "input_ids" in n.input[1:]]
+    table = next(onnx.numpy_helper.to_array(t) for t in model.graph.initializer if t.name == table_name)
+    quantize_word_embedding_rows(model)
+    stored = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    assert table_name not in stored
+    rows, scale = stored[f"{table_name}_int8"], stored[f"{table_name}_row_scale"]
+    assert rows.dtype == np.int8 and scale.shape == (table.shape[0], 1)
+    assert np.all(np.abs(rows * scale - table) <= scale / 2 + 1e-7)
+    onnx.save(model, str(tmp_path / MODEL_FILE))
+    assert _mean_error(tmp_path, exported) < 0.05  # a wrong scale axis or sign is off by far more
+
+
+def test_int8_blocks_names_a_graph_without_a_word_embedding(tmp_path, exported):
+    model = onnx.load(str(exported["fp32"] / MODEL_FILE))
+    for node in model.graph.node:
+        if node.op_type == "Gather" and "input_ids" in node.input[1:]:
+            node.input[1] = node.input[1] + "_renamed"
+    with pytest.raises(DistillError, match="one word-embedding Gather reading input_ids, found 0"):
+        quantize_word_embedding_rows(model)

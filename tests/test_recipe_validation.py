@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from distill.cli import main
-from distill.config import apply_override, load_recipe, parse_recipe
+from distill.config import apply_override, headline_int8, load_recipe, parse_recipe
 from distill.errors import RecipeError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -144,8 +144,10 @@ def test_export_variants_are_checked_by_name_and_must_include_the_benchmarked_on
         load_recipe(write(tmp_path, base(sib200_path, "export:\n  variants: [int8-dynamic, int8-statik]\n")))
     with pytest.raises(RecipeError, match="'export.variants' lists a variant twice"):
         load_recipe(write(tmp_path, base(sib200_path, "export:\n  variants: [fp16, fp16, int8-dynamic]\n")))
-    with pytest.raises(RecipeError, match="must include int8-dynamic when 'bench' runs"):
-        load_recipe(write(tmp_path, base(sib200_path, "export:\n  variants: [int8-static]\n")))
+    with pytest.raises(RecipeError, match="must include an int8 variant .* when 'bench' runs: the first one listed"):
+        load_recipe(write(tmp_path, base(sib200_path, "export:\n  variants: [fp16, none]\n")))
+    blocks = load_recipe(write(tmp_path, base(sib200_path, "export:\n  variants: [fp16, int8-blocks, int8-dynamic]\n")))
+    assert headline_int8(blocks.export.variants) == "int8-blocks"  # the bench stage's and report's headline row
     recipe = load_recipe(
         write(tmp_path, base(sib200_path, "stages: [teacher, distill, export]\nexport:\n  variants: [fp16]\n"))
     )
