@@ -488,10 +488,9 @@ def _latency_section(m: dict[str, Any]) -> list[str]:
                 f"| {r['runs']} | {'yes' if r['settled'] else 'no'} | {r['throughput']:.1f} | {eff} | {acc} | {size} |"
             )
         tokenize = [r for r in bench.get("rows", []) if r.get("stage") == "tokenize"]
-        for r in tokenize:
-            lines.append(
-                f"\nTokenisation (timed apart, not included above): p50 {r['p50_ms']:.2f} ms per batch of {r['batch']}."
-            )
+        if tokenize:  # one row per tokenizer: the teacher's, and the student's own once its vocabulary is trimmed
+            timings = ", ".join(f"{r['model']} p50 {r['p50_ms']:.2f} ms per batch of {r['batch']}" for r in tokenize)
+            lines.append(f"\nTokenisation (timed apart, not included above): {timings}.")
         lines += [
             "",
             f"Full results: [{bench['markdown']}]({bench['markdown']}) ([JSON]({bench['results']})); efficiency = "

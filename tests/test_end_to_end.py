@@ -88,6 +88,7 @@ def test_report_shows_the_table_and_says_the_teacher_was_trained_here(run_dir):
     assert "| length mix |" in report  # the dev sentences' real lengths were benchmarked too
     assert "## Exported variants" in report and "| int8-static | onnx/student-int8-static |" in report
     assert "student int8-blocks ONNX p50" in report  # the latency headline names the variant it measured
+    assert report.count("Tokenisation (timed apart") == 1 and "teacher p50" in report  # one line, each tokenizer named
 
 
 def test_each_exported_variant_has_a_card_with_its_own_per_language_scores(run_dir):
