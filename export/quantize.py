@@ -249,7 +249,9 @@ _INT8_COMPUTE = 4
 _GELU_OPS = ("Gelu", "BiasGelu", "FastGelu")
 
 
-def quantize_int8_blocks(src_dir: str | Path, out_dir: str | Path, *, per_channel: bool = True) -> Path:
+def quantize_int8_blocks(
+    src_dir: str | Path, out_dir: str | Path, *, per_channel: bool = True, reduce_range: bool | None = None
+) -> Path:
     """int8 where one scale per tensor costs labels, dynamic int8 elsewhere, from an optimized graph whose word
     embedding is still a Gather (`optimize_export(..., fuse_embedding=False)`):
 
@@ -257,7 +259,8 @@ def quantize_int8_blocks(src_dir: str | Path, out_dir: str | Path, *, per_channe
       with one scale per 32 consecutive input rows of each column, the activations quantized to int8 per
       block of 32 at run time (accuracy_level 4);
     - the word embedding is stored int8 with one scale per row;
-    - the fused Attention and the other MatMuls are dynamic int8 (one weight scale per column with `per_channel`).
+    - the fused Attention and the other MatMuls are dynamic int8 (one weight scale per column with `per_channel`;
+      `reduce_range` as in `quantize_dynamic_int8`).
 
     Why: dynamic int8 gives a whole activation tensor one scale per batch. The GELU output that feeds the FFN
     output projection has a few channels far larger than the rest, so that one scale leaves most of its values
@@ -268,6 +271,7 @@ def quantize_int8_blocks(src_dir: str | Path, out_dir: str | Path, *, per_channe
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
     src_dir = Path(src_dir)
+    reduce_range = _reduce_range(reduce_range)
 
     def write(tmp: Path) -> None:
         model = onnx.load(str(src_dir / MODEL_FILE))
@@ -290,7 +294,8 @@ def quantize_int8_blocks(src_dir: str | Path, out_dir: str | Path, *, per_channe
             blocks.model.save_model_to_file(str(middle), use_external_data_format=False)
             quantize_dynamic(
                 middle, tmp / MODEL_FILE, weight_type=QuantType.QInt8, per_channel=per_channel,
-                op_types_to_quantize=["MatMul", "Attention"], extra_options=dict(_FUSED_GRAPH_OPTIONS),
+                reduce_range=reduce_range, op_types_to_quantize=["MatMul", "Attention"],
+                extra_options=dict(_FUSED_GRAPH_OPTIONS),
             )  # fmt: skip
         copy_sidecar_files(src_dir, tmp)
 
@@ -408,7 +413,7 @@ def quantize(
             src_dir, out_dir, calibration, method=calibration_method, reduce_range=reduce_range, per_channel=per_channel
         )
     if mode == "int8-blocks":
-        return quantize_int8_blocks(src_dir, out_dir, per_channel=per_channel)
+        return quantize_int8_blocks(src_dir, out_dir, per_channel=per_channel, reduce_range=reduce_range)
     if mode == "fp16":
         return convert_fp16(src_dir, out_dir)
     raise DistillError(f"unknown quantization mode {mode!r} (choose {', '.join(MODES)})")
