@@ -101,12 +101,14 @@ def _dynamic_int8(src_dir: Path, out_dir: str | Path, reduce_range: bool, select
 
 
 def word_embedding_gathers(model_path: str | Path) -> list[str]:
-    """Names of the Gather nodes that look up `input_ids` directly: the word-embedding lookup.
+    """Names of the Gather nodes that look up `input_ids` directly: the word-embedding lookup."""
+    return [node.name for node in _word_embedding_nodes(onnx.load(str(model_path), load_external_data=False).graph)]
 
-    Position and token-type lookups index computed ids, never the graph input, so they are not matched.
-    """
-    graph = onnx.load(str(model_path), load_external_data=False).graph
-    return [node.name for node in graph.node if node.op_type == "Gather" and "input_ids" in node.input[1:]]
+
+def _word_embedding_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """The Gather nodes that read `input_ids` directly. Position and token-type lookups index computed ids,
+    never the graph input, so they are not matched."""
+    return [node for node in graph.node if node.op_type == "Gather" and "input_ids" in node.input[1:]]
 
 
 def quantize_dynamic_int8_fp32_embedding(
@@ -323,9 +325,7 @@ def quantize_word_embedding_rows(model: onnx.ModelProto) -> None:
 
     graph = model.graph
     initializers = {init.name: init for init in graph.initializer}
-    gathers = [
-        n for n in graph.node if n.op_type == "Gather" and "input_ids" in n.input[1:] and n.input[0] in initializers
-    ]
+    gathers = [node for node in _word_embedding_nodes(graph) if node.input[0] in initializers]
     if len(gathers) != 1:
         raise DistillError(f"expected one word-embedding Gather reading input_ids, found {len(gathers)}")
     gather = gathers[0]
