@@ -6,7 +6,8 @@ sentence of a recipe's languages.
 
 The student is the run's final one (trimmed if the run trimmed it); its fp32 graph is exported and optimized as
 `distill export` does (fused Attention), then quantized by onnxruntime's `quantize_dynamic` with the variant's
-settings; the last row is `distill export --quantize int8-blocks --per-channel` (export/quantize.py).
+settings; the last rows are `distill export --per-channel --quantize int8-blocks` and `--quantize int8-smooth`
+(export/quantize.py; int8-smooth calibrated on the dev sentences of every language, as stage export does).
 Writes `<out>.json` and `<out>.md` with this command.
 """
 
@@ -31,7 +32,7 @@ from distill.config import load_recipe
 from distill.data import load_task_data
 from export.onnx import MODEL_FILE, export_onnx, session
 from export.optimize import optimize_export
-from export.quantize import quantize
+from export.quantize import calibration_batches, quantize
 
 # variant -> (per_channel, which nodes stay fp32: a predicate on (node name, op type))
 VARIANTS: dict[str, tuple[bool, Any]] = {
@@ -46,6 +47,7 @@ VARIANTS: dict[str, tuple[bool, Any]] = {
 }
 QUANTIZED_OPS = ("MatMul", "Attention", "Gather", "Gemm", "EmbedLayerNormalization")
 BLOCKS = "int8-blocks: FFN matrices by blocks of 32, word embedding per row, attention per channel"
+SMOOTH = "int8-smooth: FFN input smoothed, FFN output by blocks of 128, word embedding per row, attention per channel"
 
 
 def student_dir(run: Path) -> Path:
@@ -115,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
             quantize(Path(tmp) / "gather", Path(tmp) / "blocks", "int8-blocks", per_channel=True) / MODEL_FILE,
             [],
         )
+        calibration = calibration_batches(tokenizer, data.texts("dev"))
+        smooth = quantize(Path(tmp) / "gather", Path(tmp) / "smooth", "int8-smooth", calibration, per_channel=True)
+        score(SMOOTH, smooth / MODEL_FILE, [])
     doc = {"command": command_line("benchmarks.int8_sensitivity", argv), "run": str(run), "student": source.name,
            "sentences": len(texts), "cpu": cpu_name(), "variants": results,
            "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
@@ -134,7 +139,8 @@ def render(doc: dict[str, Any]) -> str:
         f"Command: `{doc['command']}` ({doc['seconds']} s, {doc['cpu']}). Student: `{doc['student']}` of "
         f"`{doc['run']}`; agreement = share of its {doc['sentences']} test sentences (every language) whose int8 "
         "ONNX label equals the PyTorch student's. Activations are quantized per tensor, per batch, in every variant "
-        "but int8-blocks (per block of 32 values in its FFN matrices).",
+        "but int8-blocks (per block of 32 values in its FFN matrices) and int8-smooth (per block of 128 in its FFN "
+        "output matrices; its FFN input activations divided by per-channel scales calibrated on the dev sentences).",
         "",
         "| variant | nodes left fp32 | label agreement | model.onnx MB |",
         "|---|---|---|---|",

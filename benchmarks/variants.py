@@ -224,10 +224,16 @@ def run_dir_sources(run: Path) -> list[Source]:
 
 
 def onnx_precision(path: Path) -> str:
-    """fp32, fp16, int8-dynamic, int8-blocks or int8-static, read from the graph's operators and initializers."""
+    """fp32, fp16, int8-dynamic, int8-blocks, int8-smooth or int8-static, read from the mode export/quantize.py
+    records in the model's metadata, else from the graph's operators and initializers."""
     import onnx
 
+    from export.quantize import MODE_METADATA_KEY
+
     model = onnx.load(str(path), load_external_data=False)
+    recorded = {prop.key: prop.value for prop in model.metadata_props}.get(MODE_METADATA_KEY)
+    if recorded:
+        return recorded
     ops = {node.op_type for node in model.graph.node}
     if "MatMulNBits" in ops:  # export/quantize.py's int8-blocks (its attention is dynamic int8)
         return "int8-blocks"

@@ -950,7 +950,7 @@ def stage_export(run: Run, say: Callable[[str], None]) -> None:
             languages=list(run.recipe.data.languages), name=f"{run.recipe.name} student ({variant})",
             teacher=teacher_card_source(run.recipe.teacher.model),
         )  # fmt: skip
-        # dev sentences of every language: the parity gate, and int8-static's calibration set
+        # dev sentences of every language: the parity gate, and the calibration set of int8-static and int8-smooth
         out_dir = run.directory / "onnx" / f"student-{variant_tag(variant)}"
         summary = export_directory(student_dir, out_dir, dev_texts, options)
         run.onnx_dirs[variant] = summary.directory

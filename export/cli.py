@@ -24,7 +24,7 @@ from distill.io import atomic_directory
 
 # Spelled out rather than imported from export.quantize, which pulls in torch and onnxruntime: building
 # the `distill` parser must stay cheap for `distill validate`. A test keeps the two in step.
-MODES = ("none", "int8-dynamic", "int8-dynamic-fp32-emb", "int8-static", "int8-blocks", "fp16")
+MODES = ("none", "int8-dynamic", "int8-dynamic-fp32-emb", "int8-static", "int8-blocks", "int8-smooth", "fp16")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 SEQUENCE_SUFFIX, TOKEN_SUFFIX = "ForSequenceClassification", "ForTokenClassification"
 
@@ -150,7 +150,7 @@ def export_directory(
     from export.card import TASK_SOURCES, CardInfo, write_card
     from export.onnx import MODEL_FILE, export_onnx, label_agreement, pytorch_reference, run_onnx
     from export.optimize import optimize_export
-    from export.quantize import EMBEDDING_GATHER_MODES, calibration_batches, quantize
+    from export.quantize import CALIBRATED_MODES, EMBEDDING_GATHER_MODES, calibration_batches, quantize
 
     if options.mode not in MODES:
         raise DistillError(f"export: unknown --quantize {options.mode!r} (choose {', '.join(MODES)})")
@@ -171,7 +171,7 @@ def export_directory(
             )  # fmt: skip
             base = optimized.directory
         calibration = None
-        if options.mode == "int8-static":
+        if options.mode in CALIBRATED_MODES:
             calibration = calibration_batches(tokenizer, calibration_texts or texts)
         variant = quantize(
             base, work / "variant", options.mode, calibration,
@@ -241,9 +241,9 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--texts",
         help="file of real sentences, one a line (dev sentences of every language): parity gate, and "
-        "calibration for int8-static unless --calibration-texts is given. Required.",
+        "calibration for int8-static and int8-smooth unless --calibration-texts is given. Required.",
     )
-    p.add_argument("--calibration-texts", help="file of sentences for int8-static calibration (default --texts)")
+    p.add_argument("--calibration-texts", help="sentences to calibrate int8-static / int8-smooth on (default --texts)")
     p.add_argument("--calibration-method", choices=sorted(CALIBRATION_METHODS), default="minmax")
     p.add_argument(
         "--per-channel", action="store_true", help="int8 weights with one scale per output channel, not per matrix"

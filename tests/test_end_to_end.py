@@ -27,8 +27,8 @@ TINY = [
 ]
 
 
-VARIANTS = ["int8-blocks", "int8-dynamic", "int8-static", "none"]  # the first int8 one is the headline row
-SCORED = {"teacher", "student", "student_onnx_int8-blocks", "student_onnx_int8-dynamic", "student_onnx_int8-static",
+VARIANTS = ["int8-smooth", "int8-dynamic", "int8-static", "none"]  # the first int8 one is the headline row
+SCORED = {"teacher", "student", "student_onnx_int8-smooth", "student_onnx_int8-dynamic", "student_onnx_int8-static",
           "student_onnx_fp32"}  # fmt: skip
 
 
@@ -50,7 +50,7 @@ def test_run_directory_holds_every_artifact(run_dir):
                  "checkpoints/teacher/model.safetensors", "checkpoints/student/model.safetensors",
                  "onnx/student-fp32/model.onnx", "onnx/student-int8-dynamic/model.onnx",
                  "onnx/student-int8-static/model.onnx", "onnx/student-int8-static/README.md",
-                 "onnx/student-int8-blocks/model.onnx",
+                 "onnx/student-int8-smooth/model.onnx",
                  "bench/results.json", "bench/results.md", "bench/pareto.png"]:  # fmt: skip
         assert (run_dir / name).is_file(), name
     assert not list(run_dir.rglob("*.tmp")) and not list(run_dir.rglob(".*.old"))
@@ -66,8 +66,8 @@ def test_metrics_have_the_documented_shape(run_dir):
     assert {"teacher", "student", "teacher_non_embedding", "student_non_embedding"} <= set(m["params"])
     assert m["params"]["student_non_embedding"] < m["params"]["teacher_non_embedding"]
     assert {"teacher", "student_onnx_int8-dynamic", "student_onnx_int8-static"} <= set(m["size_mb"])
-    assert set(m["latency_ms"]) == {"teacher_torch_fp32", "student_onnx_int8-blocks"}  # the headline rows
-    for variant in ("teacher_torch_fp32", "student_onnx_int8-blocks"):
+    assert set(m["latency_ms"]) == {"teacher_torch_fp32", "student_onnx_int8-smooth"}  # the headline rows
+    for variant in ("teacher_torch_fp32", "student_onnx_int8-smooth"):
         assert m["latency_ms"][variant]["p90"] >= m["latency_ms"][variant]["p50"] > 0
     assert list(m["export"]["variants"]) == VARIANTS
     for v in m["export"]["variants"].values():
@@ -87,7 +87,7 @@ def test_report_shows_the_table_and_says_the_teacher_was_trained_here(run_dir):
     assert "![accuracy vs latency](bench/pareto.png)" in report
     assert "| length mix |" in report  # the dev sentences' real lengths were benchmarked too
     assert "## Exported variants" in report and "| int8-static | onnx/student-int8-static |" in report
-    assert "student int8-blocks ONNX p50" in report  # the latency headline names the variant it measured
+    assert "student int8-smooth ONNX p50" in report  # the latency headline names the variant it measured
     assert report.count("Tokenisation (timed apart") == 1 and "teacher p50" in report  # one line, each tokenizer named
 
 

@@ -10,16 +10,20 @@ from distill.errors import DistillError
 from export.onnx import MODEL_FILE, export_onnx, label_agreement, pytorch_reference, run_onnx
 from export.optimize import optimize_export
 from export.quantize import (
+    MODE_METADATA_KEY,
     MODES,
     BatchReader,
+    activation_ranges,
     calibration_batches,
     convert_fp16,
     ffn_matmuls,
+    ffn_parts,
     quantize,
     quantize_dynamic_int8,
     quantize_dynamic_int8_fp32_embedding,
     quantize_static_int8,
     quantize_word_embedding_rows,
+    smooth_activations,
     word_embedding_gathers,
 )
 
@@ -156,7 +160,9 @@ def test_fp16_keeps_fp32_io_and_labels(tmp_path, exported):
 
 def test_dispatcher_modes(tmp_path, exported):
     src = exported["optimized"]
-    assert set(MODES) == {"none", "int8-dynamic", "int8-dynamic-fp32-emb", "int8-static", "int8-blocks", "fp16"}
+    assert set(MODES) == {
+        "none", "int8-dynamic", "int8-dynamic-fp32-emb", "int8-static", "int8-blocks", "int8-smooth", "fp16"
+    }  # fmt: skip
     copy = quantize(src, tmp_path / "none", "none")
     assert (copy / MODEL_FILE).read_bytes() == (src / MODEL_FILE).read_bytes()
     _assert_close_to_pytorch(quantize(src, tmp_path / "static", "int8-static", exported["calibration"]), exported)
@@ -227,6 +233,82 @@ def test_int8_blocks_refuses_a_graph_without_fused_gelu(tmp_path, exported):
     with pytest.raises(DistillError, match="no MatMul next to a GELU .* takes the optimized graph"):
         quantize(exported["fp32"], tmp_path / "blocks", "int8-blocks")
     assert not (tmp_path / "blocks").exists()
+
+
+def _matmul_graph(weight: np.ndarray) -> onnx.ModelProto:
+    """Y = MatMul(X, W) with X [batch, tokens, channels] and an unused attention_mask input, as a model's are fed."""
+    from onnx import helper, numpy_helper
+
+    x = helper.make_tensor_value_info("X", onnx.TensorProto.FLOAT, [None, None, weight.shape[0]])
+    mask = helper.make_tensor_value_info("attention_mask", onnx.TensorProto.INT64, [None, None])
+    y = helper.make_tensor_value_info("Y", onnx.TensorProto.FLOAT, None)
+    nodes = [
+        helper.make_node("Identity", ["X"], ["H"], name="copy"),
+        helper.make_node("MatMul", ["H", "W"], ["Y"], name="mm"),
+    ]
+    graph = helper.make_graph(nodes, "g", [x, mask], [y], [numpy_helper.from_array(weight.astype(np.float32), "W")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def _run(model: onnx.ModelProto, feeds: dict, outputs: list[str]) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    probe.graph.output.extend(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in outputs[1:])
+    return ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"]).run(outputs, feeds)
+
+
+def test_activation_ranges_are_per_channel_maxima_over_real_tokens_only():
+    x = np.array([[[1.0, -2.0, 0.5], [-3.0, 1.0, 0.0]], [[0.5, 4.0, -1.0], [99.0, 99.0, 99.0]]], np.float32)
+    mask = np.array([[1, 1], [1, 0]], np.int64)  # the 99s are padding
+    ranges = activation_ranges(_matmul_graph(np.ones((3, 2))), ["H"], [{"X": x, "attention_mask": mask}])
+    assert np.allclose(ranges["H"], [3.0, 4.0, 1.0])
+
+
+def test_smoothing_keeps_the_product_and_shrinks_an_outlier_channel():
+    rng = np.random.default_rng(0)
+    weight = rng.normal(size=(4, 3))
+    x = rng.normal(size=(2, 5, 4)).astype(np.float32)
+    x[..., 0] *= 100  # one outlier channel, as LayerNorm outputs have
+    model = _matmul_graph(weight)
+    (before,) = _run(model, {"X": x, "attention_mask": np.ones((2, 5), np.int64)}, ["Y"])
+    ranges = {"H": np.abs(x).max(axis=(0, 1))}
+    smooth_activations(model, ["mm"], ranges, alpha=0.75)
+    (matmul,) = [n for n in model.graph.node if n.op_type == "MatMul"]
+    assert matmul.input[0] == "mm_smoothed_input" and [n.op_type for n in model.graph.node] == [
+        "Identity",
+        "Mul",
+        "MatMul",
+    ]
+    after, smoothed = _run(model, {"X": x, "attention_mask": np.ones((2, 5), np.int64)}, ["Y", "mm_smoothed_input"])
+    assert np.allclose(after, before, rtol=1e-5, atol=1e-4)
+    peaks = np.abs(smoothed).max(axis=(0, 1))
+    assert peaks[0] / peaks[1:].max() < 0.2 * (ranges["H"][0] / ranges["H"][1:].max())  # the outlier shrank
+
+
+def test_int8_smooth_smooths_the_ffn_input_and_blocks_the_ffn_output(tmp_path, exported):
+    from benchmarks.variants import onnx_precision
+
+    into_gelu, out_of_gelu = ffn_parts(onnx.load(str(exported["optimized_gather"] / MODEL_FILE)).graph)
+    out = quantize(exported["optimized_gather"], tmp_path / "smooth", "int8-smooth", exported["calibration"])
+    assert {p.name for p in out.iterdir()} >= SIDECARS | {MODEL_FILE}
+    model = onnx.load(str(out / MODEL_FILE))
+    ops = {n.name: n.op_type for n in model.graph.node}
+    assert sorted(n for n, op in ops.items() if op == "MatMulNBits") == sorted(f"{n}_Q8" for n in out_of_gelu)
+    assert sorted(n for n in ops if n.endswith("_smooth")) == sorted(f"{n}_smooth" for n in into_gelu)
+    assert not any(n in ops and ops[n] == "MatMul" for n in into_gelu)  # quantized, not left fp32
+    assert {p.key: p.value for p in model.metadata_props}[MODE_METADATA_KEY] == "int8-smooth"
+    assert onnx_precision(out / MODEL_FILE) == "int8-smooth"
+    _assert_close_to_pytorch(out, exported)
+
+
+def test_int8_smooth_needs_calibration_and_the_optimized_graph(tmp_path, exported):
+    with pytest.raises(DistillError, match="int8-smooth needs calibration"):
+        quantize(exported["optimized_gather"], tmp_path / "smooth", "int8-smooth")
+    with pytest.raises(DistillError, match="int8-smooth: no MatMul next to a GELU"):
+        quantize(exported["fp32"], tmp_path / "smooth", "int8-smooth", exported["calibration"])
+    assert not (tmp_path / "smooth").exists()
 
 
 def test_word_embedding_rows_keep_each_row_within_half_a_step(tmp_path, exported):
