@@ -247,3 +247,29 @@ def test_any_out_dir_choice_changes_nothing_outside_it(
     else:
         assert code == 2 and len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr
         assert after == before
+
+
+def test_texts_from_a_sib200_tsv_are_its_sentences_only(tmp_path, checkpoints, small_texts):
+    from benchmarks.cli import read_texts
+    from export.cli import read_sentences
+
+    tsv = tmp_path / "dev.tsv"
+    rows = [f"{i}\tsports\t{text}" for i, text in enumerate(small_texts[:6])]
+    tsv.write_text("index_id\tcategory\ttext\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    assert read_sentences(str(tsv), "--texts") == read_texts(str(tsv)) == [t.strip() for t in small_texts[:6]]
+    out_dir = tmp_path / "onnx"
+    argv = ["export", str(checkpoints["sequence"]), str(out_dir), "--texts", str(tsv), "--no-optimize"]
+    code, stdout, stderr = _run(argv + ["--parity-sentences", "6"])
+    assert code == 0, stderr
+    assert "on 6 sentences" in stdout  # the header and the id/label columns are not sentences
+
+
+def test_texts_errors_name_the_file(tmp_path):
+    from export.cli import read_sentences
+
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n", encoding="utf-8")
+    with pytest.raises(DistillError, match=r"export: --texts .*empty\.txt has no sentences"):
+        read_sentences(str(empty), "--texts")
+    with pytest.raises(DistillError, match=r"export: --texts .*missing\.tsv not found"):
+        read_sentences(str(tmp_path / "missing.tsv"), "--texts")
