@@ -298,3 +298,26 @@ def test_card_front_matter_loads_with_huggingface_hub(tmp_path):
     # a teacher polydistill knows nothing about: the licence says so rather than guessing
     bare = ModelCard(render_card(CardInfo(name="s", task="token", variant="fp16", labels=["X"], model_bytes=1)))
     assert bare.data.license == "other" and bare.data.pipeline_tag == "token-classification"
+
+
+def test_run_summary_recommends_the_smallest_export_within_the_gate(tmp_path):
+    from distill.report import summary_lines
+
+    def variant(size: float, flagged: bool) -> dict:
+        return {"directory": f"onnx/student-{size}", "size_mb": size, "label_agreement": 0.99, "flagged": flagged}
+
+    metrics = {
+        "metric": "accuracy",
+        "mean": {"teacher": 0.7, "student": 0.65, "student_onnx_int8-smooth": 0.649, "student_onnx_fp32": 0.65},
+        "size_mb": {"teacher": 470.6, "student": 47.1},
+        "latency_ms": {"teacher_torch_fp32": {"p50": 69.0}, "student_onnx_int8-smooth": {"p50": 7.5}},
+        "export": {"max_drop_points": 1.0,
+                   "variants": {"int8-smooth": variant(12.7, False), "none": variant(47.0, False)}},
+    }  # fmt: skip
+    lines = summary_lines(metrics, tmp_path)
+    assert any(line.split()[:2] == ["teacher", "0.700"] and "p50 69.00 ms" in line for line in lines)
+    assert any("student ONNX int8-smooth" in line and "p50 7.50 ms" in line for line in lines)
+    assert "recommended for deployment: onnx/student-12.7 (student ONNX int8-smooth: 0.649, 12.7 MB" in "\n".join(lines)
+    assert lines[-1] == f"report: {tmp_path / 'report.md'}"
+    metrics["export"]["variants"] = {"int8-smooth": variant(12.7, True)}
+    assert "no export kept every language within 1.0 points" in "\n".join(summary_lines(metrics, tmp_path))
