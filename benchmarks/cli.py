@@ -61,13 +61,10 @@ def read_lengths(spec: str) -> list[int]:
 
 
 def read_texts(path: str) -> list[str]:
-    try:
-        texts = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-    except OSError as exc:
-        raise DistillError(f"bench: cannot read --texts {path}: {exc}") from exc
-    if not texts:
-        raise DistillError(f"bench: --texts {path} has no non-empty lines")
-    return texts
+    """`--texts` as trim-vocab reads a corpus (`distill.data.read_corpus`): .tsv text column, .conllu, or lines."""
+    from distill.data import read_corpus  # here: the parser must build without datasets and torch
+
+    return read_corpus(path, "bench: --texts")
 
 
 def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -93,8 +90,8 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--seq", nargs="+", default=["128"], help="sequence lengths (default 128)")
     p.add_argument("--threads", nargs="+", help="CPU thread counts to sweep (default: all cores)")
     p.add_argument("--lengths", help="length mix: comma-separated token lengths or a file of them")
-    p.add_argument("--texts", help="file of sentences, one a line: tokenisation rows (and the length mix "
-                   "if --lengths is not given)")  # fmt: skip
+    p.add_argument("--texts", help="sentences (a SIB-200 .tsv, a .conllu or one a line): tokenisation rows (and "
+                   "the length mix if --lengths is not given)")  # fmt: skip
     p.add_argument("--out", help="output folder (default benchmarks/results/<UTC time>-<device>)")
     p.add_argument("--max-seconds", type=float, default=120.0, help="timing budget over all cells (default 120)")
     p.add_argument("--min-runs", type=int, default=10)

@@ -163,12 +163,20 @@ def plot_pareto(doc: dict[str, Any], path: str | Path) -> Path | None:
 
     sizes = [r.get("size_mb") or 0.0 for r in chosen]
     largest = max(sizes) or 1.0
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
     xs, ys = [r["p50_ms"] for r in chosen], [r["accuracy"] for r in chosen]
-    ax.scatter(xs, ys, s=[30 + 600 * s / largest for s in sizes], alpha=0.6)
-    for r, x, y, s in zip(chosen, xs, ys, sizes, strict=True):
-        ax.annotate(f"{r['role']} {r['backend']} {r['precision']}\n{s:.1f} MB", (x, y), fontsize=7,
-                    xytext=(5, 5), textcoords="offset points")  # fmt: skip
+    models = list(dict.fromkeys(r["model"] for r in chosen))  # one colour per model, in the key
+    colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(models)}
+    for model in models:
+        mine = [i for i, r in enumerate(chosen) if r["model"] == model]
+        ax.scatter([xs[i] for i in mine], [ys[i] for i in mine], s=[30 + 600 * sizes[i] / largest for i in mine],
+                   alpha=0.6, color=colours[model], label=model)  # fmt: skip
+    # every point says what it is; neighbours in latency take turns above and below, so labels do not overlap
+    for rank, i in enumerate(sorted(range(len(chosen)), key=lambda i: xs[i])):
+        r = chosen[i]
+        ax.annotate(f"{r['backend']} {r['precision']}\n{sizes[i]:.1f} MB", (xs[i], ys[i]), fontsize=7,
+                    xytext=(6, 8 if rank % 2 == 0 else -22), textcoords="offset points",
+                    color=colours[r["model"]])  # fmt: skip
     front = pareto_front(list(zip(xs, ys, strict=True)))
     ax.step(
         [xs[i] for i in front], [ys[i] for i in front], "--", where="post", color="grey", lw=1, label="Pareto front"
@@ -179,7 +187,7 @@ def plot_pareto(doc: dict[str, Any], path: str | Path) -> Path | None:
     ax.set_ylabel("mean test accuracy")
     seq = cell[2] if cell[2] is not None else "length mix"
     ax.set_title(f"{cell[0]}, batch {cell[1]}, seq {seq}, threads {cell[3]} (marker area ∝ file size)", fontsize=9)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="best", markerscale=0.5)
     fig.tight_layout()
     return save_figure(fig, path, dpi=120)
 

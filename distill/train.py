@@ -225,7 +225,8 @@ def fit(
                 running = []
             bar = tqdm(
                 epoch_batches(epoch, skip), total=steps_per_epoch, initial=skip,
-                desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not place.main,
+                desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                disable=None if place.main else True,  # None: a bar on a terminal only, not in a log file
             )  # fmt: skip
             started, tokens = time.perf_counter(), 0
             for step, (data, indices) in enumerate(bar, start=skip):

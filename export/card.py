@@ -19,11 +19,14 @@ CARD_FILE = "README.md"
 
 @dataclass(frozen=True)
 class Source:
-    """A data set with its licence and the citation its authors ask for."""
+    """A data set (or the teacher) with its licence and the citation its authors ask for; `hub_id` and
+    `license_id` (an SPDX-style id as the Hugging Face Hub spells it) go into the card's YAML front matter."""
 
     name: str
     licence: str
     citation: str
+    hub_id: str | None = None
+    license_id: str | None = None
 
 
 SIB200 = Source(
@@ -33,6 +36,7 @@ SIB200 = Source(
         "Adelani et al. 2023. SIB-200: A Simple, Inclusive, and Big Evaluation Dataset for Topic Classification "
         "in 200+ Languages and Dialects. arXiv:2309.07445"
     ),
+    hub_id="Davlan/sib200",
 )
 FLORES200 = Source(
     name="FLORES-200 (the sentences SIB-200 labels)",
@@ -46,8 +50,10 @@ UD = Source(
         "de Marneffe et al. 2021. Universal Dependencies. Computational Linguistics 47(2); and each treebank as "
         "its README asks"
     ),
+    hub_id="universal_dependencies",
 )
 TASK_SOURCES = {"sequence": (SIB200, FLORES200), "token": (UD,)}
+PIPELINE_TAGS = {"sequence": "text-classification", "token": "token-classification"}
 TASK_DESCRIPTIONS = {
     "sequence": "sentence classification (one label per sentence)",
     "token": "token classification (one label per subword token)",
@@ -115,11 +121,49 @@ def _fmt(value: float) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+def front_matter(info: CardInfo) -> str:
+    """The Hugging Face Hub's YAML metadata (`huggingface_hub.ModelCardData`): licence (the teacher's, which
+    the student's weights derive from; "other" when polydistill does not know it), languages as ISO 639-3 codes
+    (`eng_Latn` -> `eng`), pipeline tag, datasets, base model and each language's scores as eval results."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    sources = info.sources or TASK_SOURCES[info.task]
+    teacher = next((s for s in sources if s.license_id), None)
+    datasets = [s.hub_id for s in sources if s.hub_id and not s.license_id]
+    results = [
+        EvalResult(
+            task_type=PIPELINE_TAGS[info.task],
+            dataset_type=datasets[0],
+            dataset_name=f"{datasets[0]} ({lang})",
+            dataset_config=lang,
+            dataset_split="test",
+            metric_type=metric.split(" ")[0],
+            metric_name=metric,
+            metric_value=float(value),
+        )  # fmt: skip
+        for lang, scores in (info.metrics or {}).items()
+        if datasets
+        for metric, value in scores.items()
+    ]
+    data = ModelCardData(
+        language=sorted({lang.split("_")[0] for lang in info.languages}) or None,
+        license=teacher.license_id if teacher else "other",
+        library_name="onnx",
+        pipeline_tag=PIPELINE_TAGS[info.task],
+        tags=["polydistill", "onnx", info.variant, "distillation"],
+        datasets=datasets or None,
+        base_model=teacher.hub_id if teacher else None,
+        model_name=info.name,
+        eval_results=results or None,
+    )
+    return f"---\n{data.to_yaml()}\n---\n"
+
+
 def render_card(info: CardInfo) -> str:
-    """The card as Markdown."""
+    """The card as Markdown, after the Hub's YAML front matter."""
     if info.task not in TASK_SOURCES:
         raise DistillError(f"unknown task {info.task!r} (sequence or token)")
-    lines = [f"# {info.name}", ""]
+    lines = [front_matter(info), f"# {info.name}", ""]
     lines += [
         f"A polydistill student exported to ONNX for {TASK_DESCRIPTIONS[info.task]}, variant **{info.variant}**.",
         "",

@@ -72,14 +72,11 @@ class ExportSummary:
 
 
 def read_sentences(path: str, what: str) -> list[str]:
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise DistillError(f"export: cannot read {what} {path}: {exc.strerror or exc}") from exc
-    texts = [line.strip() for line in lines if line.strip()]
-    if not texts:
-        raise DistillError(f"export: {what} {path} has no non-empty lines")
-    return texts
+    """The sentences of `path` as trim-vocab reads a corpus (`distill.data.read_corpus`): a SIB-200 `.tsv` gives
+    its `text` column, a `.conllu` its `# text =` lines, anything else its non-empty lines."""
+    from distill.data import read_corpus  # here: the parser must build without datasets and torch
+
+    return read_corpus(path, f"export: {what}")
 
 
 def spread(texts: list[str], n: int) -> list[str]:
@@ -240,8 +237,8 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--quantize", choices=MODES, default="int8-dynamic", help="variant (default int8-dynamic)")
     p.add_argument(
         "--texts",
-        help="file of real sentences, one a line (dev sentences of every language): parity gate, and "
-        "calibration for int8-static and int8-smooth unless --calibration-texts is given. Required.",
+        help="real sentences (dev sentences of every language): a SIB-200 .tsv, a .conllu or one a line. The "
+        "parity gate, and calibration for int8-static and int8-smooth unless --calibration-texts is given. Required.",
     )
     p.add_argument("--calibration-texts", help="sentences to calibrate int8-static / int8-smooth on (default --texts)")
     p.add_argument("--calibration-method", choices=sorted(CALIBRATION_METHODS), default="minmax")

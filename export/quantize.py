@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 import onnx
@@ -302,8 +303,7 @@ def _blocks_then_dynamic(
 ) -> None:
     """The MatMuls named in `blocks` as 8-bit MatMulNBits (int8 compute, activations per block of `block_size`),
     then every other MatMul and the fused Attention dynamic int8; writes `out_file`."""
-    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
-
+    DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer = _matmul_nbits_quantizer()
     config = DefaultWeightOnlyQuantConfig(
         block_size=block_size, is_symmetric=True, accuracy_level=_INT8_COMPUTE, bits=8, op_types_to_quantize=("MatMul",)
     )
@@ -317,6 +317,19 @@ def _blocks_then_dynamic(
             middle, out_file, weight_type=QuantType.QInt8, per_channel=per_channel, reduce_range=reduce_range,
             op_types_to_quantize=["MatMul", "Attention"], extra_options=dict(_FUSED_GRAPH_OPTIONS),
         )  # fmt: skip
+
+
+def _matmul_nbits_quantizer() -> tuple[Any, Any]:
+    """onnxruntime's (DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer). Their module calls
+    `logging.basicConfig(level=INFO)` when imported, after which every node it visits, and every later INFO line
+    of any library, reaches the console: the root logger is put back as it was."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+
+    root.setLevel(level)
+    root.handlers[:] = handlers
+    return DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
 
 def _record_mode(model_file: Path, mode: str) -> None:

@@ -56,6 +56,14 @@ def test_run_directory_holds_every_artifact(run_dir):
     assert not list(run_dir.rglob("*.tmp")) and not list(run_dir.rglob(".*.old"))
 
 
+def test_run_log_keeps_what_the_run_printed_with_its_summary(run_dir):
+    log = (run_dir / "run.log").read_text(encoding="utf-8")
+    assert "== stage teacher" in log and "== stage bench" in log and "\r" not in log  # no bar redraws
+    summary = log[log.index("summary: mean over languages of the test accuracy") :]
+    assert "student ONNX int8-smooth" in summary and f"report: {run_dir / 'report.md'}" in summary
+    assert "recommended for deployment: onnx/student-" in summary or "no export kept every language" in summary
+
+
 def test_metrics_have_the_documented_shape(run_dir):
     m = json.loads((run_dir / "metrics.json").read_text())
     assert set(m["languages"]) == {"eng_Latn", "yor_Latn", "amh_Ethi"}

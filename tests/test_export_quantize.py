@@ -1,5 +1,7 @@
 """Quantization variants: each writes a complete artifact directory, keeps labels, and changes what it says."""
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -27,6 +29,7 @@ from export.quantize import (
     word_embedding_gathers,
 )
 
+REPO = Path(__file__).resolve().parents[1]
 SIDECARS = {"config.json", "tokenizer.json", "tokenizer_config.json"}
 
 
@@ -301,6 +304,24 @@ def test_int8_smooth_smooths_the_ffn_input_and_blocks_the_ffn_output(tmp_path, e
     assert {p.key: p.value for p in model.metadata_props}[MODE_METADATA_KEY] == "int8-smooth"
     assert onnx_precision(out / MODEL_FILE) == "int8-smooth"
     _assert_close_to_pytorch(out, exported)
+
+
+def test_block_quantization_leaves_the_root_logger_as_it_was():
+    """onnxruntime's MatMulNBits module calls logging.basicConfig(level=INFO) on import. Checked in a fresh
+    interpreter: under pytest the root logger already has handlers, and basicConfig then does nothing."""
+    import subprocess
+    import sys
+
+    code = (
+        "import logging\n"
+        "from export.quantize import _matmul_nbits_quantizer\n"
+        "_matmul_nbits_quantizer()\n"
+        "import onnxruntime.quantization.matmul_nbits_quantizer\n"  # imported for real above
+        "root = logging.getLogger()\n"
+        "print(logging.getLevelName(root.level), len(root.handlers))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert done.stdout.split() == ["WARNING", "0"]
 
 
 def test_int8_smooth_needs_calibration_and_the_optimized_graph(tmp_path, exported):
