@@ -173,6 +173,9 @@ class DistillConfig:
     # which teacher layer each student layer learns from, for the per-layer losses:
     # "uniform", "last" (last to last only) or one teacher layer index per student layer
     layer_map: str | list[int] = "uniform"
+    # a parallel corpus (SIB-200: the same sentences, index_id, in every language): each training sentence's
+    # teacher logits and <s> vector are the mean over its translations in the training languages, not its own
+    parallel_targets: bool = False
 
 
 @dataclass(frozen=True)
@@ -565,6 +568,8 @@ def _check_semantics(recipe: Recipe) -> None:
         for lang in data.train_languages:
             if lang not in data.languages:
                 raise RecipeError(f"'data.train_languages' names {lang!r}, which is not in 'data.languages'")
+    if recipe.distill.parallel_targets and data.task == "token":
+        raise RecipeError("'distill.parallel_targets' averages sentence outputs over translations: not a token task's")
     if data.task == "token":
         if data.max_dev_per_language is not None:
             raise RecipeError("'data.max_dev_per_language' is for SIB-200; UD treebanks use max_eval_per_language")

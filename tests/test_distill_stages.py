@@ -87,3 +87,49 @@ def test_agnostic_stage_refuses_task_losses(tmp_path, sib200_path, capsys):
     assert code == 2
     assert "'agnostic.losses' may use only the models' internals" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_parallel_targets_are_the_mean_over_each_sentences_translations():
+    import numpy as np
+    import torch
+
+    from distill.cache import CacheSpec
+    from distill.pipeline import parallel_targets
+
+    logits = torch.tensor([[1.0, 0.0], [0.0, 4.0], [3.0, 2.0], [0.0, 0.0], [5.0, 5.0]])
+    cls = torch.arange(15, dtype=torch.float32).reshape(5, 3)
+
+    class Cache:  # distill.cache.TeacherCache's interface: the spec and rows by example index
+        spec = CacheSpec(features=("cls", "logits"))
+
+        def batch(self, indices, longest):
+            return {"logits": logits[indices], "cls": cls[indices]}
+
+    # examples 0 and 2 are one sentence in two languages, 1 and 3 another; 4 has no translation here
+    targets = parallel_targets(Cache(), [548, 12, 548, 12, 7])
+    assert np.allclose(targets["logits"], [[2, 1], [0, 2], [2, 1], [0, 2], [5, 5]])
+    assert np.allclose(targets["cls"][0], (cls[0] + cls[2]) / 2) and np.allclose(targets["cls"][4], cls[4])
+
+
+def test_parallel_targets_change_what_the_student_learns_from(tmp_path, sib200_path, capsys):
+    out = tmp_path / "runs"
+    common = ["run", str(REPO / "recipes" / "quickstart-scratch.yaml"), f"data.path={sib200_path}",
+              "data.languages=[eng_Latn, hau_Latn]", "data.max_train_per_language=32", "data.max_eval_per_language=8",
+              "teacher.scratch.vocab_size=300", "teacher.scratch.hidden_size=32",
+              "teacher.scratch.intermediate_size=64", "teacher.train.epochs=1", "student.num_layers=2",
+              "student.hidden_size=16", "distill.train.epochs=1", "stages=[teacher, distill]"]  # fmt: skip
+    losses = {}
+    for parallel in ("false", "true"):
+        assert main([*common, f"output_dir={out / parallel}", f"distill.parallel_targets={parallel}"]) == 0
+        m = json.loads(((out / parallel) / "quickstart-scratch" / "latest" / "metrics.json").read_text())
+        losses[parallel] = m["training"]["student"]["history"][0]["train_loss"]
+    assert "teacher targets: each training sentence's mean over its translations" in capsys.readouterr().out
+    assert losses["true"] != losses["false"]  # same seed and data: only the targets differ
+
+
+def test_parallel_targets_refuse_a_token_task(tmp_path, ud_path, capsys):
+    code = main(["run", str(REPO / "recipes" / "udpos-tiny-student.yaml"), f"output_dir={tmp_path}",
+                 f"data.path={ud_path}", "distill.parallel_targets=true"])  # fmt: skip
+    assert code == 2
+    assert "'distill.parallel_targets' averages sentence outputs over translations" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
