@@ -268,8 +268,9 @@ def _run_stages(
     point_latest(base, directory)
     from distill.report import summary_lines
 
-    for line in summary_lines(json.loads((directory / "metrics.json").read_text(encoding="utf-8")), directory):
-        say(line)  # from the metrics.json the report wrote: the scores and sizes are filled in there
+    if place.main:  # from the metrics.json the report wrote (rank 0's alone): the scores and sizes are filled in there
+        for line in summary_lines(json.loads((directory / "metrics.json").read_text(encoding="utf-8")), directory):
+            say(line)
     say(f"run directory: {directory}")
     return directory
 
