@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import io
 import json
 import os
 import shutil
@@ -185,3 +186,45 @@ def run_directory_lock(directory: Path | None) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+RUN_LOG = "run.log"  # in a run directory: everything the run printed, without progress-bar redraws
+
+
+class _Tee(io.TextIOBase):
+    """A console stream that also appends to a log: whole lines go to both, progress-bar redraws (text with a
+    carriage return) to the console only. It answers isatty() as the console does, so bars still decide alone."""
+
+    def __init__(self, console: Any, log: Any) -> None:
+        self.console, self.log = console, log
+
+    def write(self, text: str) -> int:
+        self.console.write(text)
+        if "\r" not in text:
+            self.log.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self.console.flush()
+        self.log.flush()
+
+    def isatty(self) -> bool:
+        return self.console.isatty()
+
+    def fileno(self) -> int:
+        return self.console.fileno()
+
+
+@contextmanager
+def console_logged(path: Path, enabled: bool = True) -> Iterator[None]:
+    """stdout and stderr also appended to `path` (a resumed run adds to its log) while the block runs."""
+    if not enabled:
+        yield
+        return
+    with open(path, "a", encoding="utf-8") as log:
+        saved = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = _Tee(sys.stdout, log), _Tee(sys.stderr, log)
+        try:
+            yield
+        finally:
+            sys.stdout, sys.stderr = saved

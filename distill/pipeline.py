@@ -20,12 +20,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import errno
-import io
 import json
 import os
 import platform
 import re
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -63,7 +61,14 @@ from distill.data import (
 )
 from distill.distributed import from_main, main_first, world
 from distill.errors import DistillError
-from distill.io import atomic_write_json, atomic_write_text, run_directory_lock, save_pretrained_atomic
+from distill.io import (
+    RUN_LOG,
+    atomic_write_json,
+    atomic_write_text,
+    console_logged,
+    run_directory_lock,
+    save_pretrained_atomic,
+)
 from distill.losses import WeightedLoss
 from distill.metrics import accuracy, macro_f1
 from distill.models import build_scratch_teacher, count_parameters, freeze_below_top_layers, load_pretrained
@@ -190,48 +195,6 @@ def run_recipe(recipe: Recipe, *, say: Callable[[str], None] = print, resume: st
         return _run_stages(recipe, data, directory, base, resumed=resume is not None, say=say)
 
 
-RUN_LOG = "run.log"  # in a run directory: everything the run printed, without progress-bar redraws
-
-
-class _Tee(io.TextIOBase):
-    """A console stream that also appends to a log: whole lines go to both, progress-bar redraws (text with a
-    carriage return) to the console only. It answers isatty() as the console does, so bars still decide alone."""
-
-    def __init__(self, console: Any, log: Any) -> None:
-        self.console, self.log = console, log
-
-    def write(self, text: str) -> int:
-        self.console.write(text)
-        if "\r" not in text:
-            self.log.write(text)
-        return len(text)
-
-    def flush(self) -> None:
-        self.console.flush()
-        self.log.flush()
-
-    def isatty(self) -> bool:
-        return self.console.isatty()
-
-    def fileno(self) -> int:
-        return self.console.fileno()
-
-
-@contextmanager
-def console_logged(path: Path, enabled: bool = True) -> Iterator[None]:
-    """stdout and stderr also appended to `path` (a resumed run adds to its log) while the block runs."""
-    if not enabled:
-        yield
-        return
-    with open(path, "a", encoding="utf-8") as log:
-        saved = sys.stdout, sys.stderr
-        sys.stdout, sys.stderr = _Tee(sys.stdout, log), _Tee(sys.stderr, log)
-        try:
-            yield
-        finally:
-            sys.stdout, sys.stderr = saved
-
-
 def _run_stages(
     recipe: Recipe, data: TaskData, directory: Path, base: Path, *, resumed: bool, say: Callable[[str], None]
 ) -> Path:
@@ -263,14 +226,13 @@ def _run_stages(
     from distill.report import write_report  # matplotlib is imported only when reporting
 
     with _failures_named("the report", directory):
-        write_report(run)
+        written = write_report(run)
         save_progress(run, completed, timings, finished=True)
     point_latest(base, directory)
     from distill.report import summary_lines
 
-    if place.main:  # from the metrics.json the report wrote (rank 0's alone): the scores and sizes are filled in there
-        for line in summary_lines(json.loads((directory / "metrics.json").read_text(encoding="utf-8")), directory):
-            say(line)
+    for line in summary_lines(written, directory):  # the metrics the report wrote: scores and sizes filled in
+        say(line)
     say(f"run directory: {directory}")
     return directory
 

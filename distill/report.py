@@ -170,7 +170,8 @@ def transfer_matrix(m: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def write_report(run: Run) -> None:
+def write_report(run: Run) -> dict[str, Any]:
+    """Write metrics.json, report.md and the plots of `run`; returns the metrics written."""
     metrics = build_metrics(run)
     plots = run.directory / "plots"
     plot_path = _plot_accuracy(metrics, plots / "accuracy_per_language.png")
@@ -183,6 +184,7 @@ def write_report(run: Run) -> None:
         metrics["adapt"]["plot"] = str(curve.relative_to(run.directory))
     atomic_write_json(run.directory / "metrics.json", metrics)
     atomic_write_text(run.directory / "report.md", render_report(run.recipe.name, metrics))
+    return metrics
 
 
 def render_report(name: str, m: dict[str, Any]) -> str:
