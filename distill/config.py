@@ -159,6 +159,15 @@ class StudentConfig:
 
 
 @dataclass(frozen=True)
+class AugmentConfig:
+    """Cropped, word-dropped copies of the training sentences, labelled by the teacher (distill.augment)."""
+
+    copies: int = _ranged(0, 0)  # copies of each training sentence; 0: none
+    keep: float = _ranged(0.6, 0, 1, **POSITIVE)  # a copy is a contiguous run of at least this share of the words
+    word_dropout: float = _ranged(0.1, 0, 1, **BELOW_ONE)  # then each word is dropped with this probability
+
+
+@dataclass(frozen=True)
 class DistillConfig:
     """Task-specific distillation on the labelled training data."""
 
@@ -176,6 +185,8 @@ class DistillConfig:
     # a parallel corpus (SIB-200: the same sentences, index_id, in every language): each training sentence's
     # teacher logits and <s> vector are the mean over its translations in the training languages, not its own
     parallel_targets: bool = False
+    # more sentences for the teacher to label (sentence tasks): see distill.augment
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 @dataclass(frozen=True)
@@ -570,6 +581,10 @@ def _check_semantics(recipe: Recipe) -> None:
                 raise RecipeError(f"'data.train_languages' names {lang!r}, which is not in 'data.languages'")
     if recipe.distill.parallel_targets and data.task == "token":
         raise RecipeError("'distill.parallel_targets' averages sentence outputs over translations: not a token task's")
+    if recipe.distill.augment.copies and data.task == "token":
+        raise RecipeError("'distill.augment' crops and drops words, which would misalign a token task's tags")
+    if recipe.distill.augment.copies and recipe.distill.parallel_targets:
+        raise RecipeError("'distill.augment' and 'distill.parallel_targets' do not combine: copies have no translations")
     if data.task == "token":
         if data.max_dev_per_language is not None:
             raise RecipeError("'data.max_dev_per_language' is for SIB-200; UD treebanks use max_eval_per_language")

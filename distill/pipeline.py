@@ -40,6 +40,7 @@ import yaml
 from distill.checkpoint import ResumePoint
 from distill.config import (
     STAGES,
+    AugmentConfig,
     DataConfig,
     Recipe,
     TrainConfig,
@@ -574,7 +575,37 @@ def stage_distill(run: Run, say: Callable[[str], None]) -> None:
     cfg = run.recipe.distill
     if run.student is None:
         run.student = _build_student(run, say)
-    _train_student(run, STUDENT, cfg.train, cfg.losses, cfg.layer_map, say, parallel=cfg.parallel_targets)
+    train = transfer_set(run, cfg.augment, say)
+    _train_student(run, STUDENT, cfg.train, cfg.losses, cfg.layer_map, say, parallel=cfg.parallel_targets, train=train)
+
+
+def transfer_set(run: Run, cfg: AugmentConfig, say: Callable[[str], None]) -> tuple[Encoded, Encoded]:
+    """What the student distils on, as the teacher and as the student encode it (example i the same sentence in
+    both): the labelled training sentences, then `cfg.copies` augmented copies of each (distill.augment),
+    carrying their source's label."""
+    teacher_set, student_set = run.joined("train"), run.joined("train", student=True)
+    if not cfg.copies:
+        return teacher_set, student_set
+    from distill.augment import augment_texts
+
+    texts, labels = [], []
+    for lang, ds in run.data.splits["train"].items():
+        if lang in run.labelled_languages:
+            texts += ds["text"]
+            labels += ds["label"]
+    copies = augment_texts(texts, cfg, seed=run.recipe.seed)
+    max_length = run.recipe.data.max_length
+    extra = encode(run.tokenizer, copies, labels * cfg.copies, max_length)
+    extra_student = encode(run.student_tokenizer, copies, labels * cfg.copies, max_length)
+    words = sum(len(t.split()) for t in copies) / max(1, sum(len(t.split()) for t in texts) * cfg.copies)
+    say(
+        f"transfer set: {len(texts):,} training sentences and {len(copies):,} augmented copies "
+        f"({cfg.copies} each, {words:.0%} of their words on average), labelled by the teacher"
+    )
+    return (
+        Encoded(teacher_set.input_ids + extra.input_ids, teacher_set.labels + extra.labels),
+        Encoded(student_set.input_ids + extra_student.input_ids, student_set.labels + extra_student.labels),
+    )
 
 
 def _build_student(run: Run, say: Callable[[str], None]) -> torch.nn.Module:
@@ -754,22 +785,26 @@ def _train_student(
     scored: bool = True,
     stream: TextStream | None = None,
     parallel: bool = False,
+    train: tuple[Encoded, Encoded] | None = None,
 ) -> None:
     """Distil `run.student` from the teacher with the weighted `losses`; keep the best dev checkpoint
     as `name`. Scored students are evaluated on the test sets; the agnostic one (no labels) is not,
     and its best epoch is the one with the lowest dev loss. With `stream`, the student learns from that
     streamed text (the teacher's features computed live) instead of the recipe's training split. `parallel`:
-    the teacher's sentence outputs averaged over each sentence's translations (`parallel_targets`)."""
+    the teacher's sentence outputs averaged over each sentence's translations (`parallel_targets`). `train`:
+    the examples to learn from as the teacher and the student encode them (default: the training split)."""
     # here, where every student stage trains: a student built, restored (--resume) or trimmed since holds a
     # fresh table whose requires_grad is back to True
     if run.recipe.student.freeze_word_embeddings:
         run.student.get_input_embeddings().weight.requires_grad_(False)
-    step = _distill_step(run, losses, layer_map, say, streamed=stream is not None, parallel=parallel)
+    if train is None and stream is None:
+        train = run.joined("train"), run.joined("train", student=True)
+    step = _distill_step(run, losses, layer_map, say, None if train is None else train[0], parallel=parallel)
     dev, pad_id = run.joined("dev", student=True), run.student_pad_id
     evaluate = dev_accuracy(dev, pad_id) if scored else _negative_dev_loss(step.on(dev), dev, pad_id)
     result = fit(
         run.student,
-        stream if stream is not None else run.joined("train", student=True),
+        stream if stream is not None else train[1],
         step,
         train_cfg,
         evaluate=evaluate,
@@ -907,11 +942,11 @@ def _distill_step(
     losses: dict[str, dict[str, Any]],
     layer_map: str | list[int],
     say,
+    train: Encoded | None,
     *,
-    streamed: bool = False,
     parallel: bool = False,
 ) -> _DistillStep:
-    train = None if streamed else run.joined("train")
+    """`train`: the examples as the teacher encodes them, whose outputs are cached; None (streamed text): all live."""
     if train is not None:
         say(f"teacher outputs for {len(train)} training examples: cached on disk once (reused while unchanged)")
     try:

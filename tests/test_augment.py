@@ -1,0 +1,79 @@
+"""distill.augment: cropped, word-dropped copies of the training sentences, labelled by the teacher."""
+
+import json
+import random
+from pathlib import Path
+
+from distill.augment import augment_texts, augmented_copy
+from distill.cli import main
+from distill.config import AugmentConfig
+
+REPO = Path(__file__).resolve().parents[1]
+SENTENCE = "the quick brown fox jumps over the lazy dog near the river bank today"
+
+
+def test_a_copy_is_an_in_order_subsequence_of_a_contiguous_run_of_at_least_keep_of_the_words():
+    words = SENTENCE.split()
+    rng = random.Random(0)
+    cfg = AugmentConfig(copies=1, keep=0.6, word_dropout=0.2)
+    lengths = []
+    for _ in range(200):
+        copy = augmented_copy(SENTENCE, cfg, rng).split()
+        start = words.index(copy[0])
+        it = iter(words[start:])
+        assert all(word in it for word in copy)  # same words, same order, none invented
+        lengths.append(len(copy))
+    assert min(lengths) >= 1 and max(lengths) <= len(words)
+    assert len(set(lengths)) > 3  # crops and drops vary from copy to copy
+
+
+def test_without_cropping_or_dropping_a_copy_is_the_sentence_and_one_word_is_never_emptied():
+    rng = random.Random(0)
+    assert augmented_copy(SENTENCE, AugmentConfig(copies=1, keep=1.0, word_dropout=0.0), rng) == SENTENCE
+    assert augmented_copy("Ẹ", AugmentConfig(copies=1, keep=0.1, word_dropout=0.9), rng) == "Ẹ"
+    assert augmented_copy("a b", AugmentConfig(copies=1, keep=0.5, word_dropout=0.99), rng) in {"a", "b"}
+
+
+def test_copies_come_copy_by_copy_in_text_order_and_are_the_same_for_the_same_seed():
+    texts = [SENTENCE, "one two three four five", "alpha beta gamma delta"]
+    cfg = AugmentConfig(copies=2)
+    copies = augment_texts(texts, cfg, seed=3)
+    assert len(copies) == 6
+    assert copies == augment_texts(texts, cfg, seed=3)
+    assert copies != augment_texts(texts, cfg, seed=4)
+    assert set(copies[1].split()) <= set(texts[1].split()) and set(copies[4].split()) <= set(texts[1].split())
+    assert augment_texts(texts, AugmentConfig(copies=0), seed=3) == []
+
+
+def _tiny(sib200_path, out):
+    return ["run", str(REPO / "recipes" / "quickstart-scratch.yaml"), f"data.path={sib200_path}",
+            f"output_dir={out}", "data.languages=[eng_Latn, yor_Latn]", "data.max_train_per_language=32",
+            "data.max_eval_per_language=8", "teacher.scratch.vocab_size=300", "teacher.scratch.hidden_size=32",
+            "teacher.scratch.intermediate_size=64", "teacher.train.epochs=1", "student.num_layers=2",
+            "distill.train.epochs=1", "distill.train.batch_size=16", "trim.min_freq=2"]  # fmt: skip
+
+
+def test_augmented_copies_join_the_transfer_set_of_a_student_trimmed_before_distillation(tmp_path, sib200_path, capsys):
+    losses = {}
+    for copies in (0, 2):
+        out = tmp_path / str(copies)
+        args = [*_tiny(sib200_path, out), "stages=[teacher, trim, distill]", f"distill.augment.copies={copies}"]
+        assert main([*args, "distill.losses.cls_mse={weight: 1.0}"]) == 0
+        metrics = json.loads((out / "quickstart-scratch" / "latest" / "metrics.json").read_text())
+        losses[copies] = metrics["training"]["student"]["history"][0]["train_loss"]
+        assert metrics["trim"]["before_distill"] is True
+    assert "64 training sentences and 128 augmented copies (2 each" in capsys.readouterr().out
+    assert losses[2] != losses[0]  # same seed: only the transfer set differs
+
+
+def test_augmentation_refuses_a_token_task_and_parallel_targets(tmp_path, sib200_path, ud_path, capsys):
+    token = ["run", str(REPO / "recipes" / "udpos-tiny-student.yaml"), f"output_dir={tmp_path}",
+             f"data.path={ud_path}", "distill.augment.copies=1"]  # fmt: skip
+    assert main(token) == 2
+    assert "'distill.augment' crops and drops words" in capsys.readouterr().err
+    both = [*_tiny(sib200_path, tmp_path), "distill.augment.copies=1", "distill.parallel_targets=true"]
+    assert main(both) == 2
+    assert "'distill.augment' and 'distill.parallel_targets' do not combine" in capsys.readouterr().err
+    assert main([*_tiny(sib200_path, tmp_path), "distill.augment.keep=0"]) == 2
+    assert "distill.augment.keep" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
