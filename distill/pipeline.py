@@ -9,7 +9,8 @@
       checkpoints/.resume-<name>/     the training state of the model being trained (see distill.checkpoint)
       onnx/student-<variant>/         one ONNX artifact directory per export variant, with its card
       progress.json                   the finished stages and the state --resume restores
-      metrics.json, report.md, plots/
+      metrics.json, report.md, plots/ (distill.report; metrics.json's keys: docs/metrics-schema.md)
+      predictions.jsonl               every model's label for every test example (distill.predictions)
       run.log                         everything the run printed (progress-bar redraws left out)
 
 Each stage is a plain function of the `Run` state; the order is the recipe's `stages` list.
