@@ -681,8 +681,9 @@ def _plot_accuracy_vs_size(m: dict[str, Any], path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(7.5, 3.6))
     for i, (name, size, acc) in enumerate(points):
         mb = f"{size:.1f}" if size >= 10 else f"{size:.3g}"  # tiny runs: 0.066 and 0.074 MB, not 0.1 twice
-        ax.scatter(size, acc, s=60, marker=markers[i % len(markers)], color=f"C{i % 10}", zorder=3,
-                   label=f"{title(name)}: {mb} MB, {acc:.3f}")  # fmt: skip
+        # hollow: a student and its trimmed copy often sit on one spot, and both outlines stay visible there
+        ax.scatter(size, acc, s=70, marker=markers[i % len(markers)], facecolors="none", edgecolors=f"C{i % 10}",
+                   linewidths=1.8, zorder=3, label=f"{title(name)}: {mb} MB, {acc:.3f}")  # fmt: skip
     sizes = [size for _, size, _ in points]
     if max(sizes) / min(sizes) > 20:  # a teacher hundreds of MB beside int8 students of a few
         from matplotlib.ticker import FuncFormatter, NullFormatter
