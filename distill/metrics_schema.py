@@ -49,6 +49,7 @@ DISTILL_KEYS: dict[str, Key] = {
     "transfer": Key(dict, None),
     "training": Key(dict, None),
     "adapt": Key(dict, None),
+    "pruning": Key(dict, None),
     "trim": Key(dict, None),
     "export": Key(dict, None),
     "latency_ms": Key(dict, None),

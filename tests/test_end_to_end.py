@@ -179,6 +179,7 @@ def test_prune_stage_shrinks_the_student_and_export_follows_it(tmp_path, sib200_
     assert code == 0
     run_dir = (out / "quickstart-scratch" / "latest").resolve()
     m = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics_problems(m) == [] and m["pruning"]["heads"] == 0.25
     assert {"student", "student_pruned", "student_onnx_int8-dynamic"} <= set(m["mean"])
     assert m["params"]["student_pruned"] < m["params"]["student"]
     pruned = AutoModelForSequenceClassification.from_pretrained(run_dir / "checkpoints" / "student_pruned")
