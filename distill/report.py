@@ -8,7 +8,10 @@ from typing import Any
 
 import numpy as np
 
+from distill.data import gold_labels
 from distill.io import atomic_write_json, atomic_write_text, save_figure
+from distill.metrics import confusion_matrix, per_class_f1
+from distill.metrics_schema import SCHEMA_VERSION
 from distill.models import count_parameters
 from distill.pipeline import (
     STUDENT,
@@ -16,11 +19,13 @@ from distill.pipeline import (
     STUDENT_TRIMMED,
     TEACHER,
     Run,
+    drop_text,
     file_size_mb,
     onnx_model_name,
     score_table,
     teacher_card_source,
 )
+from distill.predictions import PREDICTIONS_FILE, write_predictions
 
 MODEL_TITLES = {
     TEACHER: "teacher",
@@ -95,10 +100,12 @@ def build_metrics(run: Run) -> dict[str, Any]:
     for variant, directory in run.onnx_dirs.items():
         size_mb[onnx_model_name(variant)] = file_size_mb(directory / "model.onnx")
     metrics = {
+        "schema_version": SCHEMA_VERSION,
         "languages": scores["languages"],
         "mean": scores["mean"],
         "macro_f1": scores["macro_f1"],
         "mean_macro_f1": scores["mean_macro_f1"],
+        "per_class": class_metrics(run),
         "params": params,
         "size_mb": size_mb,
         "teacher_from_scratch": run.teacher_from_scratch,
@@ -119,6 +126,21 @@ def build_metrics(run: Run) -> dict[str, Any]:
     if TEACHER in metrics["mean"] and len(metrics["mean"]) > 1:
         metrics["transfer"] = transfer_matrix(metrics)
     return metrics
+
+
+def class_metrics(run: Run) -> dict[str, Any]:
+    """Per-class F1 and the confusion counts of every scored model on the test sets of all languages pooled
+    (per language, most topics or tags have too few test examples for a per-class score to mean much):
+    which classes a student loses, and what it takes them for, where one accuracy figure cannot say."""
+    labels, test = list(run.data.labels), run.encoded["test"]
+    gold = np.concatenate([gold_labels(enc) for enc in test.values()])
+    f1, confusion = {}, {}
+    for model, per_language in run.predictions.items():
+        predicted = np.concatenate([per_language[lang] for lang in test])
+        f1[model] = dict(zip(labels, per_class_f1(predicted, gold, len(labels)), strict=True))
+        confusion[model] = confusion_matrix(predicted, gold, len(labels)).tolist()
+    support = np.bincount(gold, minlength=len(labels)).tolist()
+    return {"labels": labels, "support": dict(zip(labels, support, strict=True)), "f1": f1, "confusion": confusion}
 
 
 def tfidf_baseline(run: Run, metrics: dict[str, Any]) -> dict[str, Any]:
@@ -170,25 +192,45 @@ def transfer_matrix(m: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+PLOTS = {  # the plots every run can have, by what they show; paths relative to the run directory
+    "accuracy": "plots/accuracy_per_language.png",
+    "size": "plots/accuracy_vs_size.png",
+    "confusion": "plots/confusion_matrix.png",
+    "training": "plots/training_curves.png",
+}
+
+
 def write_report(run: Run) -> dict[str, Any]:
-    """Write metrics.json, report.md and the plots of `run`; returns the metrics written."""
+    """Write metrics.json, report.md, predictions.jsonl and the plots of `run`; returns the metrics written."""
     metrics = build_metrics(run)
     plots = run.directory / "plots"
-    plot_path = _plot_accuracy(metrics, plots / "accuracy_per_language.png")
-    metrics["plots"] = [str(plot_path.relative_to(run.directory))] if plot_path else []
+    drawn = [
+        _plot_accuracy(metrics, run.directory / PLOTS["accuracy"]),
+        _plot_accuracy_vs_size(metrics, run.directory / PLOTS["size"]),
+        _plot_confusion(metrics, run.directory / PLOTS["confusion"]),
+        _plot_training(metrics.get("training", {}), run.directory / PLOTS["training"]),
+    ]
+    metrics["plots"] = [str(path.relative_to(run.directory)) for path in drawn if path]
     if "transfer" in metrics and metrics["zero_shot_languages"]:
         heat = _plot_transfer(metrics, plots / "transfer_matrix.png")
         metrics["transfer"]["plot"] = str(heat.relative_to(run.directory))
     if "adapt" in metrics:
         curve = _plot_mlm_loss(metrics["adapt"], plots / "adapt_mlm_loss.png")
         metrics["adapt"]["plot"] = str(curve.relative_to(run.directory))
+    write_predictions(run, run.directory / PREDICTIONS_FILE)
     atomic_write_json(run.directory / "metrics.json", metrics)
     atomic_write_text(run.directory / "report.md", render_report(run.recipe.name, metrics))
     return metrics
 
 
+def _figure(m: dict[str, Any], which: str, alt: str) -> list[str]:
+    """The report lines that show plot `which` of PLOTS, when this run drew it."""
+    path = PLOTS[which]
+    return ["", f"![{alt}]({path})"] if path in m.get("plots", []) else []
+
+
 def render_report(name: str, m: dict[str, Any]) -> str:
-    models = list(m["mean"])
+    """report.md of a distillation run: each section only when the run has what it shows."""
     lines = [f"# polydistill run: {name}", ""]
     if m.get("teacher_from_scratch"):
         lines += [
@@ -205,7 +247,42 @@ def render_report(name: str, m: dict[str, Any]) -> str:
             f"> Citation: {t['citation']}",
             "",
         ]
-    lines += ["## Test accuracy per language", "", f"Metric: {m['metric']}."]
+    lines += _accuracy_section(m)
+    if "baseline" in m:
+        lines += _baseline_section(m)
+    if "transfer" in m and m["transfer"]["zero_shot_languages"]:
+        lines += _transfer_section(m)
+    if "per_class" in m:
+        lines += _per_class_section(m)
+    lines += _size_section(m)
+    if "adapt" in m:
+        lines += _adapt_section(m["adapt"])
+    if "trim" in m:
+        lines += _trim_section(m["trim"])
+    if "latency_ms" in m:
+        lines += _latency_section(m)
+    if "export" in m:
+        lines += _export_section(m["export"])
+    if m.get("training"):
+        lines += _training_section(m)
+    env = m.get("environment", {})
+    if env:
+        lines += ["", "## Environment", "", ", ".join(f"{k}: {v}" for k, v in env.items())]
+    if "timings_s" in m:
+        lines += ["", "Stage times (s): " + ", ".join(f"{k} {v}" for k, v in m["timings_s"].items())]
+    lines += [
+        "",
+        DATA_LINES[m.get("task", "sequence")],
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _accuracy_section(m: dict[str, Any]) -> list[str]:
+    """Accuracy and macro-F1 per language and model, the retention, and the languages under COLLAPSE_BELOW of
+    the teacher (in every run: a language a student loses matters with or without zero-shot languages)."""
+    models = list(m["mean"])
+    lines = ["## Test accuracy per language", "", f"Metric: {m['metric']}."]
     if m.get("zero_shot_languages"):
         lines.append(f"Zero-shot (no training data in this language): {', '.join(m['zero_shot_languages'])}.")
     lines.append("")
@@ -226,58 +303,77 @@ def render_report(name: str, m: dict[str, Any]) -> str:
         lines += ["", "Retention (mean accuracy relative to the teacher): " + ", ".join(
             f"{title(x)} {m['mean'][x] / m['mean'][TEACHER]:.1%}" for x in models if x != TEACHER
         )]  # fmt: skip
-    if "baseline" in m:
-        lines += _baseline_section(m)
     if "transfer" in m:
-        lines += _transfer_section(m)
-    lines += ["", "## Size", "", "| model | parameters | outside embeddings | file size (MB) |", "|---|---|---|---|"]
+        lines += ["", _under_teacher_line(m["transfer"])]
+    return lines + _figure(m, "accuracy", "accuracy per language")
+
+
+def _under_teacher_line(t: dict[str, Any]) -> str:
+    """The languages where each model keeps under `collapse_below` of the teacher's accuracy, in one line."""
+    limit = f"{t['collapse_below']:.0%}"
+    flagged = {x: langs for x, langs in t["collapsed"].items() if langs}
+    if not flagged:
+        return f"No language is under {limit} of the teacher's accuracy in any model."
+    return f"Languages under {limit} of the teacher's accuracy: " + "; ".join(
+        f"{title(x)}: {', '.join(langs)}" for x, langs in flagged.items()
+    ) + "."  # fmt: skip
+
+
+def _per_class_section(m: dict[str, Any]) -> list[str]:
+    p = m["per_class"]
+    models = list(m["mean"])
+    kind = "tag" if m.get("task") == "token" else "topic"
+    unit = "scored words" if m.get("task") == "token" else "test sentences"
+    lines = [
+        "",
+        f"## F1 per {kind}",
+        "",
+        f"Every language's test set pooled; support = {unit} of that {kind}; – = the {kind} is neither in the "
+        "gold labels nor predicted, so its F1 is undefined.",
+        "",
+        f"| {kind} | support | " + " | ".join(title(x) for x in models) + " |",
+        "|---" * (2 + len(models)) + "|",
+    ]
+    for label in p["labels"]:
+        cells = ["–" if p["f1"][x][label] is None else f"{p['f1'][x][label]:.3f}" for x in models]
+        lines.append(f"| {label} | {p['support'][label]:,} | " + " | ".join(cells) + " |")
+    shown = " and ".join(title(x) for x in _confusion_models(m))
+    if PLOTS["confusion"] in m.get("plots", []):
+        lines += ["", f"Confusion matrices of the {shown} (all models' counts: `per_class.confusion` in metrics.json)."]
+    return lines + _figure(m, "confusion", "confusion matrices")
+
+
+def _size_section(m: dict[str, Any]) -> list[str]:
+    lines = ["", "## Size", "", "| model | parameters | outside embeddings | file size (MB) |", "|---|---|---|---|"]
     params, size = m["params"], m["size_mb"]
     models = [key for key in params if not key.endswith("_non_embedding")]
     for key in models:
-        if key in params:
-            outside = params[f"{key}_non_embedding"] / 1e6
-            lines.append(f"| {key} | {params[key] / 1e6:.2f}M | {outside:.2f}M | {size.get(key, float('nan')):.2f} |")
+        outside = params[f"{key}_non_embedding"] / 1e6
+        lines.append(f"| {key} | {params[key] / 1e6:.2f}M | {outside:.2f}M | {size.get(key, float('nan')):.2f} |")
     for key, value in size.items():
         if key not in models:
             lines.append(f"| {key} | | | {value:.2f} |")
-    if "adapt" in m:
-        lines += _adapt_section(m["adapt"])
-    if "trim" in m:
-        lines += _trim_section(m["trim"])
-    if "latency_ms" in m:
-        lines += _latency_section(m)
-    if "export" in m:
-        lines += _export_section(m["export"])
-    if "training" in m:
-        lines += [
-            "",
-            "## Training",
-            "",
-            "Dev score: accuracy on the dev split; for the task-agnostic student (no labels) minus its dev loss.",
-            "",
-            "| model | epoch | train loss | dev score |",
-            "|---|---|---|---|",
-        ]
-        for key, result in m["training"].items():
-            for h in result["history"]:
-                lines.append(f"| {key} | {h['epoch']} | {h['train_loss']:.4f} | {h['dev_score']:.4f} |")
-        skipped = {key: r.get("skipped_batches", 0) for key, r in m["training"].items()}
-        if any(skipped.values()):
-            lines += ["", "Batches skipped for a NaN/inf loss or gradient (`train.skip_nonfinite`): " + ", ".join(
-                f"{key} {n}" for key, n in skipped.items() if n) + "."]  # fmt: skip
-    if m.get("plots"):
-        lines += ["", *[f"![{Path(p).stem}]({p})" for p in m["plots"]]]
-    env = m.get("environment", {})
-    if env:
-        lines += ["", "## Environment", "", ", ".join(f"{k}: {v}" for k, v in env.items())]
-    if "timings_s" in m:
-        lines += ["", "Stage times (s): " + ", ".join(f"{k} {v}" for k, v in m["timings_s"].items())]
-    lines += [
+    return lines + _figure(m, "size", "mean test accuracy against file size")
+
+
+def _training_section(m: dict[str, Any]) -> list[str]:
+    lines = [
         "",
-        DATA_LINES[m.get("task", "sequence")],
+        "## Training",
         "",
+        "Dev score: accuracy on the dev split; for the task-agnostic student (no labels) minus its dev loss.",
+        "",
+        "| model | epoch | train loss | dev score |",
+        "|---|---|---|---|",
     ]
-    return "\n".join(lines)
+    for key, result in m["training"].items():
+        for h in result["history"]:
+            lines.append(f"| {key} | {h['epoch']} | {h['train_loss']:.4f} | {h['dev_score']:.4f} |")
+    skipped = {key: r.get("skipped_batches", 0) for key, r in m["training"].items()}
+    if any(skipped.values()):
+        lines += ["", "Batches skipped for a NaN/inf loss or gradient (`train.skip_nonfinite`): " + ", ".join(
+            f"{key} {n}" for key, n in skipped.items() if n) + "."]  # fmt: skip
+    return lines + _figure(m, "training", "training curves")
 
 
 def _baseline_section(m: dict[str, Any]) -> list[str]:
@@ -297,43 +393,38 @@ def _baseline_section(m: dict[str, Any]) -> list[str]:
 
 
 def _transfer_section(m: dict[str, Any]) -> list[str]:
-    """The collapse flags; with zero-shot languages, the whole languages x models transfer matrix."""
+    """The languages x models transfer matrix of a run with zero-shot languages (the collapse flags of every
+    run are under the accuracy table)."""
     t = m["transfer"]
     limit = f"{t['collapse_below']:.0%}"
-    flagged = {x: langs for x, langs in t["collapsed"].items() if langs}
-    lines = ["", "## Cross-lingual transfer", ""]
-    if t["zero_shot_languages"]:
-        lines += [
-            f"Labelled training data: {', '.join(t['source_languages'])}. Every other language is **zero-shot**: "
-            "its labels were never seen (its unlabelled train text may have trained the tokenizer). Each cell: "
-            f"test accuracy (share of the teacher's accuracy in that language); **COLLAPSED** marks a model "
-            f"under {limit} of the teacher there. Teacher column: accuracy (share of its mean over the labelled "
-            "languages).",
-            "",
-        ]
-        models = list(m["mean"])
-        lines += ["| language | " + " | ".join(title(x) for x in models) + " |", "|---" * (1 + len(models)) + "|"]
-        for lang, scores in m["languages"].items():
-            cells = []
-            for x in models:
-                ratio = t["teacher_vs_source"][lang] if x == TEACHER else t["retention"][x][lang]
-                text = f"{scores[x]:.3f} ({ratio:.1%})" if ratio is not None else f"{scores[x]:.3f}"
-                if x != TEACHER and lang in t["collapsed"][x]:
-                    text += " **COLLAPSED**"
-                cells.append(text)
-            shot = " (zero-shot)" if lang in t["zero_shot_languages"] else ""
-            lines.append(f"| {lang}{shot} | " + " | ".join(cells) + " |")
-        if t["teacher_transfer_collapsed"]:
-            lines += ["", f"The teacher itself keeps under {limit} of its labelled-language accuracy in: "
-                      + ", ".join(t["teacher_transfer_collapsed"]) + "."]  # fmt: skip
-        if t.get("plot"):
-            lines += ["", f"![transfer matrix]({t['plot']})"]
-        lines.append("")
-    if flagged:
-        lines += [f"Collapsed (under {limit} of the teacher): " + "; ".join(
-            f"{title(x)}: {', '.join(langs)}" for x, langs in flagged.items()) + "."]  # fmt: skip
-    else:
-        lines += [f"No language fell under {limit} of the teacher's accuracy in any model."]
+    lines = [
+        "",
+        "## Cross-lingual transfer",
+        "",
+        f"Labelled training data: {', '.join(t['source_languages'])}. Every other language is **zero-shot**: "
+        "its labels were never seen (its unlabelled train text may have trained the tokenizer). Each cell: "
+        f"test accuracy (share of the teacher's accuracy in that language); **COLLAPSED** marks a model "
+        f"under {limit} of the teacher there. Teacher column: accuracy (share of its mean over the labelled "
+        "languages).",
+        "",
+    ]
+    models = list(m["mean"])
+    lines += ["| language | " + " | ".join(title(x) for x in models) + " |", "|---" * (1 + len(models)) + "|"]
+    for lang, scores in m["languages"].items():
+        cells = []
+        for x in models:
+            ratio = t["teacher_vs_source"][lang] if x == TEACHER else t["retention"][x][lang]
+            text = f"{scores[x]:.3f} ({ratio:.1%})" if ratio is not None else f"{scores[x]:.3f}"
+            if x != TEACHER and lang in t["collapsed"][x]:
+                text += " **COLLAPSED**"
+            cells.append(text)
+        shot = " (zero-shot)" if lang in t["zero_shot_languages"] else ""
+        lines.append(f"| {lang}{shot} | " + " | ".join(cells) + " |")
+    if t["teacher_transfer_collapsed"]:
+        lines += ["", f"The teacher itself keeps under {limit} of its labelled-language accuracy in: "
+                  + ", ".join(t["teacher_transfer_collapsed"]) + "."]  # fmt: skip
+    if t.get("plot"):
+        lines += ["", f"![transfer matrix]({t['plot']})"]
     return lines
 
 
@@ -350,7 +441,8 @@ def _plot_transfer(m: dict[str, Any], path: Path) -> Path:
         [(t["teacher_vs_source"] if x == TEACHER else t["retention"][x])[lang] or 0.0 for x in models]
         for lang in languages
     ])  # fmt: skip
-    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(models), 0.9 + 0.32 * len(languages)))
+    # at least 2.8 in high, the colour bar label on two lines: with three languages it ran off the figure
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(models), max(2.8, 0.9 + 0.32 * len(languages))))
     image = ax.imshow(ratio, cmap="RdYlGn", vmin=0.5, vmax=1.1, aspect="auto")
     for i, lang in enumerate(languages):
         for j, x in enumerate(models):
@@ -359,7 +451,7 @@ def _plot_transfer(m: dict[str, Any], path: Path) -> Path:
     ax.set_xticks(range(len(models)), [title(x) for x in models], rotation=20, ha="right", fontsize=8)
     labels = [f"{lang}{'' if lang in t['source_languages'] else ' (0-shot)'}" for lang in languages]
     ax.set_yticks(range(len(languages)), labels, fontsize=7)
-    fig.colorbar(image, ax=ax, label="share of the teacher (teacher: of its labelled mean)")
+    fig.colorbar(image, ax=ax).set_label("share of the teacher\n(teacher: of its labelled mean)", fontsize=8)
     ax.set_title(f"Test accuracy per language; ✗ under {t['collapse_below']:.0%} of the teacher", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path, dpi=110)
@@ -481,7 +573,7 @@ def _export_section(export: dict[str, Any]) -> list[str]:
         gate = f"**FLAGGED** (> {limit:g})" if v["flagged"] else "ok"
         lines.append(
             f"| {variant} | {v['directory']} | {v['size_mb']:.2f} | {fused} | {v['fp32_max_abs_diff']:.1e} "
-            f"| {v['label_agreement']:.4f} | {v['worst_language']} | {v['worst_drop_points']:+.1f} | {gate} |"
+            f"| {v['label_agreement']:.4f} | {v['worst_language']} | {drop_text(v['worst_drop_points'])} | {gate} |"
         )
     return lines
 
@@ -547,7 +639,7 @@ def _plot_accuracy(m: dict[str, Any], path: Path) -> Path | None:
     models = list(m["mean"])
     if not languages or not models:
         return None
-    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(languages)), 3.6))
+    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(languages)) + 2.2, 3.6))
     width = 0.8 / len(models)
     x = np.arange(len(languages))
     for i, model in enumerate(models):
@@ -560,8 +652,117 @@ def _plot_accuracy(m: dict[str, Any], path: Path) -> Path | None:
     ax.set_xticks(x + 0.4 - width / 2, languages, rotation=45, ha="right", fontsize=8)
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0, 1)
-    ax.legend(fontsize=8)
+    # beside the axes: inside, it covered the bars of any language scored near 1 (POS tagging)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     ax.set_title("Accuracy per language")
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=110)
+
+
+def _pyplot() -> Any:
+    """matplotlib.pyplot on the file-only Agg backend (imported here: only reporting needs matplotlib)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _plot_accuracy_vs_size(m: dict[str, Any], path: Path) -> Path | None:
+    """Mean test accuracy against file size, one point per model or export variant with both; each point its
+    own colour and marker, named in a legend beside the axes, so variants of near-equal size never overprint
+    each other's labels."""
+    points = [(x, m["size_mb"][x], m["mean"][x]) for x in m["mean"] if x in m["size_mb"]]
+    if not points:
+        return None
+    plt = _pyplot()
+    markers = "osD^v<>PX*"
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    for i, (name, size, acc) in enumerate(points):
+        mb = f"{size:.1f}" if size >= 10 else f"{size:.3g}"  # tiny runs: 0.066 and 0.074 MB, not 0.1 twice
+        # hollow: a student and its trimmed copy often sit on one spot, and both outlines stay visible there
+        ax.scatter(size, acc, s=70, marker=markers[i % len(markers)], facecolors="none", edgecolors=f"C{i % 10}",
+                   linewidths=1.8, zorder=3, label=f"{title(name)}: {mb} MB, {acc:.3f}")  # fmt: skip
+    sizes = [size for _, size, _ in points]
+    if max(sizes) / min(sizes) > 20:  # a teacher hundreds of MB beside int8 students of a few
+        from matplotlib.ticker import FuncFormatter, NullFormatter
+
+        ax.set_xscale("log")
+        ax.set_xlim(min(sizes) / 1.6, max(sizes) * 1.6)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())  # "2×10¹ 3×10¹ ..." labels run into each other
+    ax.margins(x=0.12, y=0.15)
+    ax.set_xlabel("file size (MB)")
+    ax.set_ylabel("mean test accuracy")
+    ax.grid(alpha=0.3)
+    ax.set_title("Accuracy against size")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=110)
+
+
+def _confusion_models(m: dict[str, Any]) -> list[str]:
+    """The teacher and the final PyTorch student (the last scored model that is not an ONNX export): the pair
+    whose differences distillation made; the exports' counts stay in metrics.json."""
+    torch_models = [x for x in m["mean"] if not x.startswith(onnx_model_name(""))]
+    students = [x for x in torch_models if x != TEACHER]
+    return [x for x in torch_models if x == TEACHER] + students[-1:]
+
+
+def _plot_confusion(m: dict[str, Any], path: Path) -> Path | None:
+    """Confusion matrices (rows: gold, columns: predicted) of `_confusion_models`, coloured by the share of each
+    gold row so small classes read as clearly as large ones, with the counts written in the non-empty cells."""
+    if "per_class" not in m or not _confusion_models(m):
+        return None
+    plt = _pyplot()
+    labels, models = m["per_class"]["labels"], _confusion_models(m)
+    side = 1.2 + 0.36 * len(labels)
+    fig, axes = plt.subplots(
+        1, len(models), figsize=(side * len(models) + 1.2, side + 0.4), squeeze=False, layout="constrained"
+    )
+    for ax, model in zip(axes[0], models, strict=True):
+        counts = np.asarray(m["per_class"]["confusion"][model])
+        shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+        image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+        for (i, j), n in np.ndenumerate(counts):
+            if n:
+                ax.text(j, i, str(n), ha="center", va="center", fontsize=6,
+                        color="white" if shares[i, j] > 0.6 else "black")  # fmt: skip
+        ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
+        ax.set_yticks(range(len(labels)), labels, fontsize=7)
+        ax.set_xlabel("predicted", fontsize=8)
+        ax.set_ylabel("gold", fontsize=8)
+        ax.set_title(f"{title(model)} (accuracy {m['mean'][model]:.3f})", fontsize=9)
+    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="share of the gold row")
+    return save_figure(fig, path, dpi=110)
+
+
+def _plot_training(training: dict[str, Any], path: Path) -> Path | None:
+    """Train loss and dev score per epoch, one row per trained model: each model's losses and dev scores have
+    their own scale (the agnostic student's dev score is minus a loss), so they get their own axes."""
+    trained = {name: r["history"] for name, r in training.items() if r.get("history")}
+    if not trained:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(trained), 2, figsize=(8, 0.4 + 2.1 * len(trained)), squeeze=False)
+    for (loss_ax, dev_ax), (name, history) in zip(axes, trained.items(), strict=True):
+        epochs = [h["epoch"] for h in history]
+        loss_ax.plot(epochs, [h["train_loss"] for h in history], marker="o", color="C0")
+        dev_ax.plot(epochs, [h["dev_score"] for h in history], marker="o", color="C1")
+        best = training[name].get("best_epoch")
+        if best in epochs:  # ringed, and named beside the model: a legend box would cover a curve somewhere
+            dev_ax.scatter([best], [history[epochs.index(best)]["dev_score"]], s=120, facecolors="none",
+                           edgecolors="C3", zorder=3, clip_on=False)  # fmt: skip
+        loss_ax.set_ylabel(f"{title(name)}\n(kept: epoch {best})" if best in epochs else title(name), fontsize=9)
+        for ax in (loss_ax, dev_ax):
+            ax.set_xticks(epochs)
+            ax.margins(x=0.08, y=0.2)  # the kept epoch's ring stays inside the axes
+            ax.grid(alpha=0.3)
+    axes[0][0].set_title("train loss", fontsize=9)
+    axes[0][1].set_title("dev score (ring: the epoch kept)", fontsize=9)  # what it is: report.md says
+    axes[-1][0].set_xlabel("epoch")
+    axes[-1][1].set_xlabel("epoch")
     fig.tight_layout()
     return save_figure(fig, path, dpi=110)
 

@@ -13,6 +13,7 @@ from distill.adapt import IGNORE_INDEX, MLMStep, copy_encoder, mask_tokens, mask
 from distill.cli import main
 from distill.config import load_recipe
 from distill.errors import RecipeError
+from distill.metrics_schema import metrics_problems
 from distill.train import WHOLE_BATCH
 
 REPO = Path(__file__).resolve().parents[1]
@@ -107,6 +108,7 @@ def run_dir(tmp_path_factory, sib200_path) -> Path:
 
 def test_adapt_teacher_records_mlm_loss_per_epoch_and_lowers_dev_loss(run_dir):
     m = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics_problems(m) == []
     adapt = m["adapt"]
     assert adapt["target"] == "teacher" and adapt["sentences"] == 64
     history = adapt["history"]

@@ -7,6 +7,8 @@ import pytest
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
 from distill.cli import main
+from distill.metrics_schema import metrics_problems
+from distill.ud import UPOS_TAGS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,6 +48,22 @@ def test_token_task_scores_every_language_including_the_zero_shot_one(pos_run):
         assert all(0.0 <= v <= 1.0 for v in scores.values())
     assert m["export"]["variants"]["int8-dynamic"]["fused_attention"] == "2/2"
     assert set(m["training"]["student"]["history"][0]) == {"epoch", "train_loss", "dev_score"}
+
+
+def test_token_task_scores_each_upos_tag_and_lists_every_scored_words_prediction(pos_run):
+    m = json.loads((pos_run / "metrics.json").read_text())
+    assert metrics_problems(m) == []
+    p = m["per_class"]
+    assert p["labels"] == list(UPOS_TAGS) and set(p["f1"]) == set(m["mean"])
+    records = [json.loads(line) for line in (pos_run / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+    teacher = [r for r in records if r["model"] == "teacher"]
+    assert len(teacher) == sum(m["test_sentences_per_language"].values())
+    assert sum(len(r["gold"]) for r in teacher) == sum(p["support"].values())  # one tag per scored word
+    for r in teacher:
+        assert len(r["words"]) == len(r["gold"]) == len(r["predicted_label"])
+        assert r["gold_label"] == [UPOS_TAGS[i] for i in r["gold"]]
+    report = (pos_run / "report.md").read_text()
+    assert "## F1 per tag" in report and "| NOUN |" in report
 
 
 def test_narrow_token_student_reloads_with_auto_classes(pos_run):

@@ -16,6 +16,7 @@ from distill.config import DataConfig, EmbedRecipe, load_any_recipe, resolve_pac
 from distill.embed import beats, embed, load_parallel, retrieval_accuracy
 from distill.errors import DistillError, RecipeError
 from distill.features import mean_pool
+from distill.metrics_schema import SCHEMA_VERSION, metrics_problems
 from students.transfer import TransferConfig, transfer_to_xlmr
 
 REPO = Path(__file__).resolve().parents[1]
@@ -172,6 +173,7 @@ def test_embedding_recipe_end_to_end_writes_a_loadable_multilingual_student(tmp_
     assert main(["run", str(RECIPE), *overrides]) == 0
     run = next(p for p in (tmp_path / "sib200-embedding-kd").iterdir() if p.name != "latest")
     metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["schema_version"] == SCHEMA_VERSION and metrics_problems(metrics) == []
     assert set(metrics["retrieval"]) == {"student", "tfidf", "teacher", "student_init"}
     assert set(metrics["retrieval"]["student"]) == {"hau_Latn", "wol_Latn"}
     assert metrics["pairs"] == {"train": 24, "dev": 12, "test": 12}

@@ -3,10 +3,14 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from distill.cli import main
+from distill.metrics_schema import SCHEMA_VERSION, metrics_problems
+from distill.pipeline import drop_text
+from distill.report import PLOTS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -99,6 +103,54 @@ def test_report_shows_the_table_and_says_the_teacher_was_trained_here(run_dir):
     assert report.count("Tokenisation (timed apart") == 1 and "teacher p50" in report  # one line, each tokenizer named
 
 
+def test_metrics_json_is_the_current_schema_version_and_conforms_to_it(run_dir):
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert m["schema_version"] == SCHEMA_VERSION and metrics_problems(m) == []
+
+
+def test_per_class_counts_pool_every_languages_test_sentences(run_dir):
+    m = json.loads((run_dir / "metrics.json").read_text())
+    p, sentences = m["per_class"], m["test_sentences_per_language"]
+    assert len(p["labels"]) == 7 and sum(p["support"].values()) == sum(sentences.values())
+    for model in SCORED:
+        counts = np.asarray(p["confusion"][model])
+        pooled = sum(m["languages"][lang][model] * n for lang, n in sentences.items()) / sum(sentences.values())
+        assert np.trace(counts) / counts.sum() == pytest.approx(pooled)  # the diagonal is what accuracy counts
+
+
+def test_predictions_jsonl_holds_every_models_label_for_every_test_sentence(run_dir):
+    m = json.loads((run_dir / "metrics.json").read_text())
+    records = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(records) == len(SCORED) * sum(m["test_sentences_per_language"].values())
+    for model in SCORED:
+        for lang, scores in m["languages"].items():
+            mine = [r for r in records if r["model"] == model and r["language"] == lang]
+            assert [r["index"] for r in mine] == list(range(m["test_sentences_per_language"][lang]))
+            assert np.mean([r["gold"] == r["predicted"] for r in mine]) == pytest.approx(scores[model])
+    labels = m["per_class"]["labels"]
+    assert all(r["gold_label"] == labels[r["gold"]] and r["predicted_label"] == labels[r["predicted"]] for r in records)
+    assert all(isinstance(r["text"], str) and r["text"] for r in records)
+
+
+def test_report_shows_every_plot_and_no_transfer_section_without_zero_shot_languages(run_dir):
+    m = json.loads((run_dir / "metrics.json").read_text())
+    report = (run_dir / "report.md").read_text()
+    assert sorted(m["plots"]) == sorted(PLOTS.values())
+    for path in PLOTS.values():
+        assert (run_dir / path).stat().st_size > 0 and f"]({path})" in report
+    assert "## Cross-lingual transfer" not in report and "## F1 per topic" in report
+    assert "of the teacher's accuracy" in report.split("## F1 per topic")[0]  # the 90% line, under the accuracy table
+
+
+def test_console_and_report_give_each_variants_drop_the_same_sign(run_dir):
+    m = json.loads((run_dir / "metrics.json").read_text())
+    log, report = (run_dir / "run.log").read_text(encoding="utf-8"), (run_dir / "report.md").read_text()
+    for variant, v in m["export"]["variants"].items():
+        drop = drop_text(v["worst_drop_points"])
+        assert f"{variant}: " in log and f"worst language {v['worst_language']} drop {drop} points" in log
+        assert f"| {v['worst_language']} | {drop} |" in report
+
+
 def test_each_exported_variant_has_a_card_with_its_own_per_language_scores(run_dir):
     m = json.loads((run_dir / "metrics.json").read_text())
     card = (run_dir / "onnx" / "student-int8-static" / "README.md").read_text()
@@ -127,6 +179,7 @@ def test_prune_stage_shrinks_the_student_and_export_follows_it(tmp_path, sib200_
     assert code == 0
     run_dir = (out / "quickstart-scratch" / "latest").resolve()
     m = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics_problems(m) == [] and m["pruning"]["heads"] == 0.25
     assert {"student", "student_pruned", "student_onnx_int8-dynamic"} <= set(m["mean"])
     assert m["params"]["student_pruned"] < m["params"]["student"]
     pruned = AutoModelForSequenceClassification.from_pretrained(run_dir / "checkpoints" / "student_pruned")

@@ -10,6 +10,7 @@ from distill.cli import main
 from distill.config import load_recipe
 from distill.data import Encoded
 from distill.errors import RecipeError
+from distill.metrics_schema import metrics_problems
 from distill.pipeline import Run
 from distill.report import COLLAPSE_BELOW, transfer_matrix
 
@@ -79,6 +80,7 @@ def test_zero_shot_recipe_reports_the_transfer_matrix_heat_map_and_collapse_flag
     assert main(["run", str(RECIPE), f"output_dir={tmp_path}", f"data.path={sib200_path}", *TINY]) == 0
     run = (tmp_path / "sib200-zero-shot" / "latest").resolve()
     metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics_problems(metrics) == []
     assert metrics["zero_shot_languages"] == ["hau_Latn", "amh_Ethi"]
     transfer = metrics["transfer"]
     assert transfer["source_languages"] == ["eng_Latn"]
