@@ -584,7 +584,7 @@ def _check_semantics(recipe: Recipe) -> None:
     if recipe.distill.augment.copies and data.task == "token":
         raise RecipeError("'distill.augment' crops and drops words, which would misalign a token task's tags")
     if recipe.distill.augment.copies and recipe.distill.parallel_targets:
-        raise RecipeError("'distill.augment' and 'distill.parallel_targets' do not combine: copies have no translations")
+        raise RecipeError("'distill.augment' and 'distill.parallel_targets' do not combine: copies lack translations")
     if data.task == "token":
         if data.max_dev_per_language is not None:
             raise RecipeError("'data.max_dev_per_language' is for SIB-200; UD treebanks use max_eval_per_language")
