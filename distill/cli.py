@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from distill.console import silent
 from distill.errors import DistillError, first_line
 
 EXIT_USER_ERROR = 2
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         help="data-parallel over N processes on this machine, as torchrun --standalone --nproc_per_node N "
         "-m distill run ... would (one per GPU; gloo processes on a CPU-only machine)",
     )
+    add_verbosity_flags(run, quiet="print only the end-of-run summary (run.log still gets every line)")
 
     validate = sub.add_parser("validate", help="check a recipe (and its data paths) without running it")
     validate.add_argument("recipe")
@@ -93,9 +95,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         what = "embedding-kd" if isinstance(recipe, EmbedRecipe) else f"stages {' → '.join(recipe.stages)}"
         print(f"recipe {args.recipe} is valid: {recipe.name}, {what}")
         return 0
-    import datasets
+    from distill.console import VERBOSE, third_party_quiet
 
-    datasets.disable_progress_bars()
+    verbosity = verbosity_of(args)
     if isinstance(recipe, EmbedRecipe):
         if args.resume:
             raise DistillError("--resume is for distillation recipes; an embedding-kd run starts again")
@@ -103,7 +105,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             raise DistillError("embedding-kd recipes run in one process; drop --nproc / torchrun")
         from distill.embed import run_embedding_kd
 
-        run_embedding_kd(recipe)
+        with third_party_quiet(verbosity < VERBOSE):  # -q is not told apart here: this kind has no summary yet
+            run_embedding_kd(recipe)
         return 0
     if args.nproc is not None:
         return launch(args)  # the recipe is valid: start the processes
@@ -112,14 +115,30 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     place = join_from_env()
     try:
-        run_recipe(recipe, resume=args.resume, say=print if place.main else _quiet)
+        # on ranks other than 0 of a data-parallel run nothing is said: rank 0 speaks for the run
+        run_recipe(recipe, resume=args.resume, say=print if place.main else silent, verbosity=verbosity)
     finally:
         leave()
     return 0
 
 
-def _quiet(_line: str) -> None:
-    """`say` on ranks other than 0 of a data-parallel run: rank 0 speaks for the run."""
+def add_verbosity_flags(parser: argparse.ArgumentParser, *, quiet: str) -> None:
+    """`-q/--quiet` (help text `quiet`) and `-v/--verbose`, one or the other."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-q", "--quiet", action="store_true", help=quiet)
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also show transformers' and datasets' progress bars and messages (held back by default)",
+    )
+
+
+def verbosity_of(args: argparse.Namespace) -> int:
+    """distill.console's QUIET, NORMAL or VERBOSE from the parsed -q / -v flags."""
+    from distill.console import NORMAL, QUIET, VERBOSE
+
+    return QUIET if getattr(args, "quiet", False) else VERBOSE if getattr(args, "verbose", False) else NORMAL
 
 
 def launch(args: argparse.Namespace) -> int:
@@ -148,6 +167,8 @@ def launch(args: argparse.Namespace) -> int:
         args.recipe,
         *args.overrides,
         *(["--resume", args.resume] if args.resume else []),
+        *(["--quiet"] if args.quiet else []),
+        *(["--verbose"] if args.verbose else []),
     ]
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.nproc)))
     config = LaunchConfig(
