@@ -342,6 +342,14 @@ def load_any_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (
     return recipe
 
 
+def load_data_config(path: str | Path) -> DataConfig:
+    """The `data` section of a recipe file alone, validated: what `distill export` needs from a run's recipe.yaml
+    snapshot to read that run's dev sentences, without checking its teacher or stages again (a teacher folder
+    the run read may be gone by now)."""
+    raw = read_yaml(path)
+    return _build(DataConfig, raw.get("data") or {}, "data")
+
+
 class UniqueKeySafeLoader(yaml.SafeLoader):
     """`yaml.safe_load`'s loader, except that a mapping naming the same key twice is an error: plain YAML
     keeps the last value silently, so a recipe's second `lr:` would quietly win over the first."""

@@ -89,7 +89,8 @@ def _known_export_warnings_hidden() -> Iterator[None]:
     message; any other warning still shows):
 
     - DeprecationWarning "You are using the legacy TorchScript-based ONNX export": chosen on purpose (see the
-      module's docstring), shown only where DeprecationWarnings are (tests, `python -W default`).
+      module's docstring), shown only where DeprecationWarnings are (tests, `python -W default`), and the
+      DeprecationWarning "The feature will be removed" that exporter raises about its own logging set-up.
 
     - TracerWarning "Converting a tensor to a Python boolean": transformers' mask code (masking_utils) tests
       whether the keys outnumber the mask's columns. In an encoder without a cache they never do, at any batch
@@ -100,6 +101,7 @@ def _known_export_warnings_hidden() -> Iterator[None]:
     Either way `export_onnx` then checks the graph against PyTorch on real sentences before it is kept."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "You are using the legacy TorchScript-based ONNX export", DeprecationWarning)
+        warnings.filterwarnings("ignore", "The feature will be removed", DeprecationWarning, r"torch\.onnx\.")
         warnings.filterwarnings("ignore", "Converting a tensor to a Python boolean", torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", "Exporting aten::index operator of advanced indexing", UserWarning)
         yield
