@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from distill.console import silent
+from distill.console import add_verbosity_flags, silent, verbosity_of
 from distill.errors import DistillError, first_line
 
 EXIT_USER_ERROR = 2
@@ -120,25 +120,6 @@ def _dispatch(args: argparse.Namespace) -> int:
     finally:
         leave()
     return 0
-
-
-def add_verbosity_flags(parser: argparse.ArgumentParser, *, quiet: str) -> None:
-    """`-q/--quiet` (help text `quiet`) and `-v/--verbose`, one or the other."""
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("-q", "--quiet", action="store_true", help=quiet)
-    group.add_argument(
-        "-v",
-        "--verbose",
-        action="store_true",
-        help="also show transformers' and datasets' progress bars and messages (held back by default)",
-    )
-
-
-def verbosity_of(args: argparse.Namespace) -> int:
-    """distill.console's QUIET, NORMAL or VERBOSE from the parsed -q / -v flags."""
-    from distill.console import NORMAL, QUIET, VERBOSE
-
-    return QUIET if getattr(args, "quiet", False) else VERBOSE if getattr(args, "verbose", False) else NORMAL
 
 
 def launch(args: argparse.Namespace) -> int:

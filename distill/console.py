@@ -9,6 +9,7 @@ settings. Nothing here imports torch, transformers or datasets at import time: `
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from collections.abc import Callable, Iterator
@@ -19,6 +20,23 @@ LOGGER_NAME = "polydistill"
 # how much a run prints: QUIET the end summary only (run.log still gets every line), NORMAL stage progress too,
 # VERBOSE also the third-party bars and info logs (for debugging a loader or a slow download)
 QUIET, NORMAL, VERBOSE = 0, 1, 2
+
+
+def add_verbosity_flags(parser: argparse.ArgumentParser, *, quiet: str) -> None:
+    """`-q/--quiet` (help text `quiet`) and `-v/--verbose`, one or the other."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-q", "--quiet", action="store_true", help=quiet)
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also show transformers' and datasets' progress bars and messages (held back by default)",
+    )
+
+
+def verbosity_of(args: argparse.Namespace) -> int:
+    """distill.console's QUIET, NORMAL or VERBOSE from the parsed -q / -v flags."""
+    return QUIET if getattr(args, "quiet", False) else VERBOSE if getattr(args, "verbose", False) else NORMAL
 
 
 def logger() -> logging.Logger:
@@ -71,15 +89,20 @@ class _CurrentStdout(logging.StreamHandler):
 
 
 @contextmanager
-def third_party_quiet(enabled: bool = True) -> Iterator[None]:
+def third_party_quiet(enabled: bool = True, *, datasets: bool = True) -> Iterator[None]:
     """transformers' and datasets' logs below ERROR and their progress bars off while the block runs; both
     libraries' own settings are put back on the way out, whatever happened. `enabled=False` (VERBOSE) leaves
-    them alone."""
+    them alone; `datasets=False` leaves datasets unimported where the block does not read data with it (its
+    import alone takes seconds out of `distill bench`'s budget)."""
     if not enabled:
         yield
         return
-    with _transformers_quiet(), _datasets_quiet():
-        yield
+    with _transformers_quiet():
+        if not datasets:
+            yield
+            return
+        with _datasets_quiet():
+            yield
 
 
 @contextmanager
@@ -99,9 +122,12 @@ def _transformers_quiet() -> Iterator[None]:
 
 @contextmanager
 def _datasets_quiet() -> Iterator[None]:
-    import datasets
-    from datasets.utils import logging as ds_logging
-
+    try:
+        import datasets
+        from datasets.utils import logging as ds_logging
+    except ImportError:  # `distill bench` on a machine without datasets (benchmarks/gpu.sh): nothing to hold back
+        yield
+        return
     verbosity, bars = ds_logging.get_verbosity(), not datasets.are_progress_bars_disabled()
     ds_logging.set_verbosity(logging.ERROR)
     datasets.disable_progress_bars()

