@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -205,14 +206,40 @@ def add_trim_vocab_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
+@dataclass(frozen=True)
+class TrimResult:
+    """What `distill trim-vocab` wrote: the folder, what was kept (students.vocab.TrimReport) and the share of
+    each text's sentences that tokenise as before."""
+
+    model_dir: Path
+    directory: Path
+    report: Any
+    coverage: dict[str, float]
+
+    def lines(self) -> list[str]:
+        """The command's output."""
+        lines = [f"trim-vocab: {self.model_dir} -> {self.directory}", *(f"  {line}" for line in self.report.lines())]
+        for where, share in self.coverage.items():
+            lines.append(f"  coverage on {where}: {share:.2%} tokenise into the same pieces as before")
+        return lines
+
+
 def run_trim_vocab(args: argparse.Namespace) -> int:
     """`distill trim-vocab`: every user error is a one-line `DistillError`, raised before OUT_DIR is touched."""
-    import datasets
+    from distill.console import third_party_quiet
 
+    with third_party_quiet():  # reading a .tsv corpus, loading and saving the model would draw bars
+        result = trim_from_args(args)
+    for line in result.lines():
+        print(line)
+    return 0
+
+
+def trim_from_args(args: argparse.Namespace) -> TrimResult:
+    """What `distill trim-vocab` does with its parsed arguments, short of printing (the Python API's
+    `distill.trim_vocab` calls it too)."""
     from distill.data import read_corpus
     from students.vocab import TrimConfig, check_top_k, coverage, save_trimmed, tokenizer_kind, trim_vocab
-
-    datasets.disable_progress_bars()  # reading a .tsv corpus would draw bars
 
     try:
         cfg = TrimConfig(top_k=args.top_k, min_freq=args.min_freq)
@@ -249,12 +276,7 @@ def run_trim_vocab(args: argparse.Namespace) -> int:
         covered[f"{path} ({len(sents):,} sentences)"] = coverage(tokenizer, new_tokenizer, sents)
     save_trimmed(trimmed, new_tokenizer, report, out_dir)
     mark_output_dir(out_dir, "trim-vocab")
-    print(f"trim-vocab: {model_dir} -> {out_dir}")
-    for line in report.lines():
-        print(f"  {line}")
-    for where, share in covered.items():
-        print(f"  coverage on {where}: {share:.2%} tokenise into the same pieces as before")
-    return 0
+    return TrimResult(model_dir, out_dir, report, covered)
 
 
 def _load_tokenizer(model_dir: Path) -> Any:
@@ -270,11 +292,9 @@ def _load_model(model_dir: Path) -> Any:
     """The saved model with its head: the class `config.architectures` names (AutoModel if none)."""
     import transformers
     from transformers import AutoConfig, AutoModel
-    from transformers.utils import logging as hf_logging
 
     from distill.models import load_model_folder
 
-    hf_logging.disable_progress_bar()  # "Loading weights" / "Writing model shards" bars would bury the summary
     try:
         config = AutoConfig.from_pretrained(model_dir)
     except (OSError, ValueError) as exc:
