@@ -14,12 +14,17 @@ import argparse
 import os
 import shlex
 import sys
+import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from distill.console import QUIET, VERBOSE, add_verbosity_flags, silent, third_party_quiet, verbosity_of
 from distill.errors import DistillError
 
+# beside the runs, not in the repository's benchmarks/results/ (which holds the committed, documented results)
+DEFAULT_OUT = "runs/bench"
 DEFAULT_PRECISIONS = {"cpu": "fp32,bf16,int8-dynamic", "cuda": "fp32,bf16,fp16"}
 EXIT_USER_ERROR = 2
 
@@ -92,8 +97,14 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--lengths", help="length mix: comma-separated token lengths or a file of them")
     p.add_argument("--texts", help="sentences (a SIB-200 .tsv, a .conllu or one a line): tokenisation rows (and "
                    "the length mix if --lengths is not given)")  # fmt: skip
-    p.add_argument("--out", help="output folder (default benchmarks/results/<UTC time>-<device>)")
-    p.add_argument("--max-seconds", type=float, default=120.0, help="timing budget over all cells (default 120)")
+    p.add_argument("--out", help=f"output folder (default {DEFAULT_OUT}/<UTC time>-<device>)")
+    p.add_argument(
+        "--max-seconds",
+        type=float,
+        default=120.0,
+        help="wall-time budget of the whole benchmark: probes, loading and exporting the models, warm-up and "
+        "timing (default 120); each cell still gets --min-runs, and writing the results comes after",
+    )
     p.add_argument("--min-runs", type=int, default=10)
     p.add_argument("--max-runs", type=int, default=1000)
     p.add_argument("--warmup", type=int, default=5)
@@ -105,6 +116,7 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--cuda-graphs", action="store_true", help="also time torch CUDA variants as CUDA graph replays")
     p.add_argument("--no-probe", action="store_true", help="skip the matmul peak probes (no efficiency column)")
+    add_verbosity_flags(p, quiet="print only the results table and where it was written")
     p.add_argument(
         "--dry-run",
         action="store_true",
@@ -136,6 +148,7 @@ def settings_from_args(args: argparse.Namespace):
         max_runs=args.max_runs,
         rel_ci_width=args.ci_width,
         max_seconds=args.max_seconds,
+        budget_includes_setup=True,
         cuda_graphs=args.cuda_graphs,
         probe=not args.no_probe,
         dry_run=args.dry_run,
@@ -156,25 +169,45 @@ def settings_from_args(args: argparse.Namespace):
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    """Run the benchmark the parsed `args` describe; writes results into --out. Returns 0."""
+    """Run the benchmark the parsed `args` describe; writes results into --out. Returns 0. With -q only the
+    table and the closing lines are printed, not each model's preparation and cell."""
+    from benchmarks.report import render_markdown
+
+    verbosity = verbosity_of(args)
+    with third_party_quiet(verbosity < VERBOSE, datasets=bool(args.texts)):  # only --texts reads with datasets
+        say = silent if verbosity == QUIET else (lambda line: print(line, flush=True))
+        _, doc, written = bench_from_args(args, say=say)
+    print(render_markdown(doc).split("## Forward pass", 1)[-1].split("\n## ", 1)[0].strip())
+    print("bench: wrote " + ", ".join(str(p) for p in written.values()))
+    return 0
+
+
+def bench_from_args(
+    args: argparse.Namespace, say: Callable[[str], None]
+) -> tuple[Path, dict[str, Any], dict[str, Path]]:
+    """What `distill bench` does with its parsed arguments, short of printing the table (the Python API's
+    `distill.bench` calls it too): (output folder, results document, the files written). --max-seconds counts
+    from here, imports included; writing the results comes after it and is said with its time."""
+    started = time.perf_counter()
     from benchmarks.harness import run_benchmark
-    from benchmarks.report import render_markdown, write_outputs
+    from benchmarks.report import write_outputs
     from benchmarks.variants import parse_sources
 
     settings = settings_from_args(args)
     sources = [s for spec in args.models for s in parse_sources(spec, dry_run=settings.dry_run)]
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    out = Path(args.out) if args.out else Path("benchmarks") / "results" / f"{stamp}-{settings.device}"
-    print(f"bench: {len(sources)} model(s), device {settings.device}, writing to {out}", flush=True)
+    out = Path(args.out) if args.out else Path(DEFAULT_OUT) / f"{stamp}-{settings.device}"
+    say(f"bench: {len(sources)} model(s), device {settings.device}, writing to {out}")
 
     def checkpoint(doc: dict[str, Any]) -> None:  # partial results survive a timeout or a kill
         write_outputs(out, doc, plot=False)
 
-    def say(line: str) -> None:
-        print(line, flush=True)
-
-    doc = run_benchmark(sources, settings, say=say, on_progress=checkpoint)
+    doc = run_benchmark(sources, settings, say=say, on_progress=checkpoint, started=started)
+    timed = time.perf_counter()
     written = write_outputs(out, doc)
-    print(render_markdown(doc).split("## Forward pass", 1)[-1].split("\n## ", 1)[0].strip())
-    print("bench: wrote " + ", ".join(str(p) for p in written.values()))
-    return 0
+    done = time.perf_counter()
+    say(
+        f"bench: {done - started:.1f} s in all against --max-seconds {settings.max_seconds:g} "
+        f"(the last {done - timed:.1f} s writing the results and the plot)"
+    )
+    return out, doc, written

@@ -199,7 +199,7 @@ def run_dir_sources(run: Path) -> list[Source]:
             mean = json.loads((run / "metrics.json").read_text()).get("mean", {}) or {}
         except json.JSONDecodeError as exc:
             raise DistillError(f"bench: {run / 'metrics.json'} is not valid JSON: {exc}") from exc
-    from distill.pipeline import onnx_model_name  # the names metrics.json gives exported variants
+    from distill.config import onnx_model_name  # the names metrics.json gives exported variants
 
     prefix = f"{run.parent.name}/{run.name}"
     sources: list[Source] = []

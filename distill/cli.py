@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from distill.console import add_verbosity_flags, silent, verbosity_of
 from distill.errors import DistillError, first_line
 
 EXIT_USER_ERROR = 2
@@ -38,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         help="data-parallel over N processes on this machine, as torchrun --standalone --nproc_per_node N "
         "-m distill run ... would (one per GPU; gloo processes on a CPU-only machine)",
     )
+    add_verbosity_flags(run, quiet="print only the end-of-run summary (run.log still gets every line)")
 
     validate = sub.add_parser("validate", help="check a recipe (and its data paths) without running it")
     validate.add_argument("recipe")
@@ -93,9 +96,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         what = "embedding-kd" if isinstance(recipe, EmbedRecipe) else f"stages {' → '.join(recipe.stages)}"
         print(f"recipe {args.recipe} is valid: {recipe.name}, {what}")
         return 0
-    import datasets
+    from distill.console import VERBOSE, third_party_quiet
 
-    datasets.disable_progress_bars()
+    verbosity = verbosity_of(args)
     if isinstance(recipe, EmbedRecipe):
         if args.resume:
             raise DistillError("--resume is for distillation recipes; an embedding-kd run starts again")
@@ -103,7 +106,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             raise DistillError("embedding-kd recipes run in one process; drop --nproc / torchrun")
         from distill.embed import run_embedding_kd
 
-        run_embedding_kd(recipe)
+        with third_party_quiet(verbosity < VERBOSE):  # -q is not told apart here: this kind has no summary yet
+            run_embedding_kd(recipe)
         return 0
     if args.nproc is not None:
         return launch(args)  # the recipe is valid: start the processes
@@ -112,14 +116,11 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     place = join_from_env()
     try:
-        run_recipe(recipe, resume=args.resume, say=print if place.main else _quiet)
+        # on ranks other than 0 of a data-parallel run nothing is said: rank 0 speaks for the run
+        run_recipe(recipe, resume=args.resume, say=print if place.main else silent, verbosity=verbosity)
     finally:
         leave()
     return 0
-
-
-def _quiet(_line: str) -> None:
-    """`say` on ranks other than 0 of a data-parallel run: rank 0 speaks for the run."""
 
 
 def launch(args: argparse.Namespace) -> int:
@@ -148,6 +149,8 @@ def launch(args: argparse.Namespace) -> int:
         args.recipe,
         *args.overrides,
         *(["--resume", args.resume] if args.resume else []),
+        *(["--quiet"] if args.quiet else []),
+        *(["--verbose"] if args.verbose else []),
     ]
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.nproc)))
     config = LaunchConfig(
@@ -203,14 +206,40 @@ def add_trim_vocab_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
+@dataclass(frozen=True)
+class TrimResult:
+    """What `distill trim-vocab` wrote: the folder, what was kept (students.vocab.TrimReport) and the share of
+    each text's sentences that tokenise as before."""
+
+    model_dir: Path
+    directory: Path
+    report: Any
+    coverage: dict[str, float]
+
+    def lines(self) -> list[str]:
+        """The command's output."""
+        lines = [f"trim-vocab: {self.model_dir} -> {self.directory}", *(f"  {line}" for line in self.report.lines())]
+        for where, share in self.coverage.items():
+            lines.append(f"  coverage on {where}: {share:.2%} tokenise into the same pieces as before")
+        return lines
+
+
 def run_trim_vocab(args: argparse.Namespace) -> int:
     """`distill trim-vocab`: every user error is a one-line `DistillError`, raised before OUT_DIR is touched."""
-    import datasets
+    from distill.console import third_party_quiet
 
+    with third_party_quiet():  # reading a .tsv corpus, loading and saving the model would draw bars
+        result = trim_from_args(args)
+    for line in result.lines():
+        print(line)
+    return 0
+
+
+def trim_from_args(args: argparse.Namespace) -> TrimResult:
+    """What `distill trim-vocab` does with its parsed arguments, short of printing (the Python API's
+    `distill.trim_vocab` calls it too)."""
     from distill.data import read_corpus
     from students.vocab import TrimConfig, check_top_k, coverage, save_trimmed, tokenizer_kind, trim_vocab
-
-    datasets.disable_progress_bars()  # reading a .tsv corpus would draw bars
 
     try:
         cfg = TrimConfig(top_k=args.top_k, min_freq=args.min_freq)
@@ -247,12 +276,7 @@ def run_trim_vocab(args: argparse.Namespace) -> int:
         covered[f"{path} ({len(sents):,} sentences)"] = coverage(tokenizer, new_tokenizer, sents)
     save_trimmed(trimmed, new_tokenizer, report, out_dir)
     mark_output_dir(out_dir, "trim-vocab")
-    print(f"trim-vocab: {model_dir} -> {out_dir}")
-    for line in report.lines():
-        print(f"  {line}")
-    for where, share in covered.items():
-        print(f"  coverage on {where}: {share:.2%} tokenise into the same pieces as before")
-    return 0
+    return TrimResult(model_dir, out_dir, report, covered)
 
 
 def _load_tokenizer(model_dir: Path) -> Any:
@@ -268,11 +292,9 @@ def _load_model(model_dir: Path) -> Any:
     """The saved model with its head: the class `config.architectures` names (AutoModel if none)."""
     import transformers
     from transformers import AutoConfig, AutoModel
-    from transformers.utils import logging as hf_logging
 
     from distill.models import load_model_folder
 
-    hf_logging.disable_progress_bar()  # "Loading weights" / "Writing model shards" bars would bury the summary
     try:
         config = AutoConfig.from_pretrained(model_dir)
     except (OSError, ValueError) as exc:

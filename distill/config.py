@@ -41,6 +41,17 @@ def headline_int8(variants: list[str]) -> str | None:
     return next((v for v in variants if v in INT8_VARIANTS), None)
 
 
+def variant_tag(variant: str) -> str:
+    """`export.variants` entry -> the name its files and scores go by ("none" is the fp32 graph)."""
+    return "fp32" if variant == "none" else variant
+
+
+def onnx_model_name(variant: str) -> str:
+    """The name an exported variant of the student has in metrics.json ("student_onnx_int8-dynamic"); here, not
+    in distill.pipeline, so `distill bench` can read a run's metrics without importing the pipeline (datasets)."""
+    return f"student_onnx_{variant_tag(variant)}"
+
+
 def _path_field(default: str | None = None) -> Any:
     """A string field that may hold `${VAR}` / `${VAR:-default}` and is expanded on load."""
     return field(default=default, metadata={"path": True})
@@ -351,6 +362,14 @@ def load_any_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (
     recipe = _build(EmbedRecipe, raw, "")
     _check_embed_semantics(recipe)
     return recipe
+
+
+def load_data_config(path: str | Path) -> DataConfig:
+    """The `data` section of a recipe file alone, validated: what `distill export` needs from a run's recipe.yaml
+    snapshot to read that run's dev sentences, without checking its teacher or stages again (a teacher folder
+    the run read may be gone by now)."""
+    raw = read_yaml(path)
+    return _build(DataConfig, raw.get("data") or {}, "data")
 
 
 class UniqueKeySafeLoader(yaml.SafeLoader):

@@ -216,15 +216,23 @@ class _Tee(io.TextIOBase):
 
 
 @contextmanager
-def console_logged(path: Path, enabled: bool = True) -> Iterator[None]:
-    """stdout and stderr also appended to `path` (a resumed run adds to its log) while the block runs."""
+def console_logged(path: Path, enabled: bool = True) -> Iterator[Callable[[str], None]]:
+    """stdout and stderr also appended to `path` (a resumed run adds to its log) while the block runs.
+
+    Yields a function that writes one line to the log alone, for what a quiet run keeps off the console
+    (nothing at all when not `enabled`)."""
     if not enabled:
-        yield
+        yield lambda _line: None
         return
     with open(path, "a", encoding="utf-8") as log:
+
+        def log_only(line: str) -> None:
+            log.write(line + "\n")
+            log.flush()
+
         saved = sys.stdout, sys.stderr
         sys.stdout, sys.stderr = _Tee(sys.stdout, log), _Tee(sys.stderr, log)
         try:
-            yield
+            yield log_only
         finally:
             sys.stdout, sys.stderr = saved

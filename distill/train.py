@@ -125,6 +125,7 @@ def fit(
     desc: str,
     extra_parameters: list[torch.nn.Parameter] | None = None,
     resume: ResumePoint | None = None,
+    say: Callable[[str], None] = print,
 ) -> FitResult:
     """Train for `cfg.epochs`, score with `evaluate` (higher is better) after each epoch, keep the best.
 
@@ -151,8 +152,15 @@ def fit(
     nothing is random (dropout 0).
 
     `cfg.dropout` (not None) sets every dropout of the model while it trains; its own values return after.
+
+    `say` gets the epoch lines (and the resume and skipped-batch notes), written above a live progress bar.
     """
     place = world()
+
+    def tell(line: str) -> None:
+        with tqdm.external_write_mode():  # clear a bar drawn on a terminal, write, redraw it
+            say(line)
+
     torch.manual_seed(seed)
     model.to(place.device)
     for param in extra_parameters or []:
@@ -210,7 +218,7 @@ def fit(
     if resume is not None and resume.exists():
         start_epoch, start_step, running, best_state = resume.load(trainables, result)
         if place.main:
-            tqdm.write(f"{desc}: resuming at epoch {start_epoch + 1}, step {start_step} (from {resume.directory})")
+            tell(f"{desc}: resuming at epoch {start_epoch + 1}, step {start_step} (from {resume.directory})")
 
     def save(epoch: int, step: int) -> None:
         if resume is not None:
@@ -252,7 +260,7 @@ def fit(
                     result.skipped_batches += 1
                     optimizer.zero_grad(set_to_none=True)
                     if place.main:
-                        tqdm.write(f"{desc}: skipped batch {step + 1} of epoch {epoch + 1}: non-finite {problem}")
+                        tell(f"{desc}: skipped batch {step + 1} of epoch {epoch + 1}: non-finite {problem}")
                     continue
                 optimizer.step()
                 scheduler.step()
@@ -268,7 +276,7 @@ def fit(
             if place.main:
                 speed = tokens / max(1e-9, time.perf_counter() - started)
                 summary = f"train loss {np.mean(running):.4f}, dev score {score:.4f} ({speed:.0f} tokens/s)"
-                tqdm.write(f"{desc} epoch {epoch + 1}: {summary}")
+                tell(f"{desc} epoch {epoch + 1}: {summary}")
             if score > result.best_dev_score:
                 result.best_dev_score, result.best_epoch = score, epoch + 1
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}

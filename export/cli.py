@@ -1,12 +1,13 @@
 """`distill export`: a saved classifier checkpoint → one ONNX artifact directory with a model card.
 
-    distill export MODEL_DIR OUT_DIR --texts FILE [--quantize MODE] [--calibration-method M]
+    distill export MODEL_DIR OUT_DIR [--texts FILE] [--quantize MODE] [--calibration-method M]
                    [--calibration-texts FILE] [--no-optimize] [--tolerance T] [--metrics FILE] ...
 
 Steps, each gated: TorchScript export with eager attention (parity with PyTorch on the --texts
 sentences), onnxruntime's transformer optimizer (every layer's Attention fused, parity again), then
-the quantization variant. OUT_DIR is written atomically: it is the complete artifact or it is
-left as it was. `add_export_parser(subparsers)` adds the sub-command; `run_export(args)` runs it.
+the quantization variant. Without --texts a run's checkpoint is gated on that run's dev sentences.
+OUT_DIR is written atomically: it is the complete artifact or it is left as it was.
+`add_export_parser(subparsers)` adds the sub-command; `run_export(args)` runs it.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ import argparse
 import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distill.console import add_verbosity_flags
 from distill.errors import DistillError
 from distill.io import atomic_directory
 
@@ -238,7 +241,9 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--texts",
         help="real sentences (dev sentences of every language): a SIB-200 .tsv, a .conllu or one a line. The "
-        "parity gate, and calibration for int8-static and int8-smooth unless --calibration-texts is given. Required.",
+        "parity gate, and calibration for int8-static and int8-smooth unless --calibration-texts is given. "
+        "Default when MODEL_DIR is a run's checkpoints/NAME: that run's dev sentences (data.path and languages "
+        "from its recipe.yaml); required otherwise.",
     )
     p.add_argument("--calibration-texts", help="sentences to calibrate int8-static / int8-smooth on (default --texts)")
     p.add_argument("--calibration-method", choices=sorted(CALIBRATION_METHODS), default="minmax")
@@ -252,22 +257,32 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--languages", help="comma list of language codes for the model card")
     p.add_argument("--metrics", help="JSON {lang: {metric: value}} or a run's metrics.json, for the model card")
     p.add_argument("--name", help="model card title")
+    add_verbosity_flags(p, quiet="print the one-line summary only (not where the default sentences came from)")
     p.set_defaults(handler=run_export)
     return p
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from transformers.utils import logging as hf_logging
+    """`distill export`: the export, then its one-line summary."""
+    from distill.console import QUIET, VERBOSE, silent, third_party_quiet, verbosity_of
 
-    hf_logging.disable_progress_bar()  # "Loading weights" bars would bury the one-line summary
-    if not args.texts:
-        raise DistillError(
-            "export: --texts FILE is required: the parity gate compares ONNX with PyTorch on real sentences "
-            "(one a line; dev sentences of every language work best)"
-        )
+    verbosity = verbosity_of(args)
+    with third_party_quiet(verbosity < VERBOSE):  # "Loading weights" bars would bury the summary
+        summary = export_from_args(args, say=silent if verbosity == QUIET else print)
+    print(summary.line())
+    return 0
+
+
+def export_from_args(args: argparse.Namespace, say: Callable[[str], None]) -> ExportSummary:
+    """What `distill export` does with its parsed arguments, short of printing the summary (the Python API's
+    `distill.export` calls it too). `say` hears where the sentences came from when --texts was not given."""
     if args.parity_sentences < 1:
         raise DistillError("export: --parity-sentences must be at least 1")
-    texts = read_sentences(args.texts, "--texts")
+    if args.texts:
+        texts = read_sentences(args.texts, "--texts")
+    else:
+        run, texts = run_dev_sentences(args.model_dir)
+        say(f"export: parity and calibration on the {len(texts)} dev sentences of the run {run} (no --texts given)")
     calibration = read_sentences(args.calibration_texts, "--calibration-texts") if args.calibration_texts else None
     options = ExportOptions(
         mode=args.quantize,
@@ -288,8 +303,24 @@ def run_export(args: argparse.Namespace) -> int:
     check_output_dir(args.out_dir, [p for p in inputs if p], overwrite=args.overwrite, what="export")
     summary = export_directory(args.model_dir, args.out_dir, texts, options, calibration)
     mark_output_dir(summary.directory, "export")
-    print(summary.line())
-    return 0
+    return summary
+
+
+def run_dev_sentences(model_dir: str) -> tuple[Path, list[str]]:
+    """(run directory, its dev sentences) when `model_dir` is a run's checkpoints/NAME: the sentences that run's
+    export stage gated on, read as it read them (its recipe.yaml snapshot names data.path, the languages and
+    the sample sizes). Anything else is one line asking for --texts."""
+    path = Path(model_dir).resolve()
+    run = path.parent.parent
+    if path.parent.name != "checkpoints" or not (run / "recipe.yaml").is_file():
+        raise DistillError(
+            f"export: pass --texts FILE: {model_dir} is not a run's checkpoints/NAME folder, so there are no dev "
+            "sentences to default to (the parity gate compares ONNX with PyTorch on real sentences)"
+        )
+    from distill.config import load_data_config
+    from distill.pipeline import load_data
+
+    return run, load_data(load_data_config(run / "recipe.yaml")).texts("dev")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,7 @@ import contextlib
 import io
 import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from distill.io import OUTPUT_MARKER
 from export.card import CardInfo, render_card, usage_example
 from export.cli import classifier_task, main, read_metrics, spread
 
+REPO = Path(__file__).resolve().parents[1]
 ARTIFACT_FILES = {"model.onnx", "config.json", "tokenizer.json", "tokenizer_config.json", "README.md"}
 
 
@@ -101,9 +103,32 @@ def test_cli_no_optimize_fp32(tmp_path, checkpoints, texts_file):
     assert "fused Attention" not in stdout and "label agreement with PyTorch 1.0000 on 4 sentences" in stdout
 
 
+def test_without_texts_a_run_checkpoint_is_gated_on_that_runs_dev_sentences(tmp_path, checkpoints, sib200_path):
+    import shutil
+
+    import yaml
+
+    from distill.config import load_recipe, recipe_to_dict
+
+    run = tmp_path / "runs" / "tiny" / "20261204-120000"
+    overrides = [f"data.path={sib200_path}", "data.max_eval_per_language=3"]
+    recipe = load_recipe(REPO / "recipes" / "tiny.yaml", overrides)  # languages eng_Latn and hau_Latn
+    run.mkdir(parents=True)
+    (run / "recipe.yaml").write_text(yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))  # as a run writes it
+    shutil.copytree(checkpoints["sequence"], run / "checkpoints" / "student")
+    argv = ["export", str(run / "checkpoints" / "student"), str(tmp_path / "out"), "--quantize", "none"]
+    code, stdout, stderr = _run(argv + ["--no-optimize"])
+    assert code == 0, stderr
+    first, summary = stdout.splitlines()
+    assert first == f"export: parity and calibration on the 6 dev sentences of the run {run} (no --texts given)"
+    assert "label agreement with PyTorch 1.0000 on 6 sentences" in summary
+    code, stdout, _ = _run(argv + ["--no-optimize", "-q", "--overwrite"])
+    assert code == 0 and len(stdout.splitlines()) == 1  # -q: the summary alone
+
+
 def test_cli_errors_are_one_line_and_leave_out_dir_alone(tmp_path, checkpoints, texts_file):
     code, _, stderr = _run(["export", str(checkpoints["sequence"]), str(tmp_path / "x")])
-    assert code == 2 and "--texts FILE is required" in stderr and len(stderr.strip().splitlines()) == 1
+    assert code == 2 and "pass --texts FILE" in stderr and len(stderr.strip().splitlines()) == 1
     code, _, stderr = _run(["export", str(tmp_path / "missing"), str(tmp_path / "x"), "--texts", str(texts_file)])
     assert code == 2 and "not a saved model directory" in stderr
     # a failed gate keeps the previous artifact (an earlier export's, replaced only with --overwrite) byte for byte

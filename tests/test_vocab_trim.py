@@ -360,6 +360,18 @@ def test_cli_trims_a_saved_model_and_reports_params_pieces_and_coverage(saved_xl
     assert report["texts"] == len(sib(sib200_path, "hau_Latn", "train")) + 2
 
 
+def test_the_python_api_trims_as_the_command_does_and_returns_what_it_printed(saved_xlmr, sib200_path, tmp_path):
+    import distill
+
+    dev = sib200_path / "data/hau_Latn/dev.tsv"
+    result = distill.trim_vocab(saved_xlmr, tmp_path / "out", [sib200_path / "data/hau_Latn/train.tsv"], top_k=200,
+                                coverage_file=[dev])  # fmt: skip
+    assert result.directory == tmp_path / "out" and (result.directory / REPORT_FILE).is_file()
+    assert len(AutoTokenizer.from_pretrained(result.directory)) == 200
+    assert list(result.coverage)[1] == f"{dev} ({len(sib(sib200_path, 'hau_Latn', 'dev'))} sentences)"
+    assert result.lines()[0] == f"trim-vocab: {saved_xlmr} -> {tmp_path / 'out'}"
+
+
 @pytest.mark.parametrize(
     ("case", "culprit"),
     [
