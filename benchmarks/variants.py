@@ -199,7 +199,7 @@ def run_dir_sources(run: Path) -> list[Source]:
             mean = json.loads((run / "metrics.json").read_text()).get("mean", {}) or {}
         except json.JSONDecodeError as exc:
             raise DistillError(f"bench: {run / 'metrics.json'} is not valid JSON: {exc}") from exc
-    from distill.config import onnx_model_name  # the names metrics.json gives exported variants
+    from distill.config import variant_mean  # the names metrics.json gives exported variants
 
     prefix = f"{run.parent.name}/{run.name}"
     sources: list[Source] = []
@@ -212,11 +212,13 @@ def run_dir_sources(run: Path) -> list[Source]:
         if (directory / ONNX_FILE).is_file():
             variant = directory.name.removeprefix("student-")  # fp32 for the unquantized ("none") export
             # fp32 and int8-dynamic files share the student's label, so they replace the harness's own
-            # export and quantization of its checkpoint; the other variants are rows of their own
+            # export and quantization of its checkpoint; the other variants are rows of their own, named as their
+            # folder is (and as metrics.json names them)
             own_row = variant not in ("fp32", "int8-dynamic")
-            source = onnx_source(directory, f"{prefix}/student" + (f"-onnx-{variant}" if own_row else ""), "student")
-            if onnx_model_name(variant) in mean:
-                source.accuracy[f"onnxruntime/{source.onnx_precision}"] = mean[onnx_model_name(variant)]
+            source = onnx_source(directory, f"{prefix}/{directory.name if own_row else 'student'}", "student")
+            score = variant_mean(mean, variant)
+            if score is not None:
+                source.accuracy[f"onnxruntime/{source.onnx_precision}"] = score
             sources.append(source)
     if not sources:
         raise DistillError(f"bench: run dir {run} holds no checkpoints/teacher, checkpoints/student or onnx/*")

@@ -47,9 +47,27 @@ def variant_tag(variant: str) -> str:
 
 
 def onnx_model_name(variant: str) -> str:
-    """The name an exported variant of the student has in metrics.json ("student_onnx_int8-dynamic"); here, not
-    in distill.pipeline, so `distill bench` can read a run's metrics without importing the pipeline (datasets)."""
-    return f"student_onnx_{variant_tag(variant)}"
+    """The one name of an exported variant of the student: its folder under onnx/ ("student-int8-dynamic",
+    "student-fp32" for "none"), and its key in metrics.json, report.md, the console summary and bench rows. Here,
+    not in distill.pipeline, so `distill bench` can read a run's metrics without importing the pipeline."""
+    return f"student-{variant_tag(variant)}"
+
+
+LEGACY_ONNX_PREFIX = "student_onnx_"  # what runs before the one-name scheme called an export in metrics.json
+
+
+def is_onnx_model_name(name: str) -> bool:
+    """Whether a metrics.json model name is an exported variant (new name or the older `student_onnx_*`)."""
+    return name.startswith((onnx_model_name(""), LEGACY_ONNX_PREFIX))
+
+
+def variant_mean(mean: dict[str, float], variant: str) -> float | None:
+    """An exported variant's mean accuracy from a run's metrics.json `mean`, under its name or under the name runs
+    written before the one-name scheme gave it ("student_onnx_int8-dynamic"): `distill bench` reads both."""
+    for name in (onnx_model_name(variant), f"{LEGACY_ONNX_PREFIX}{variant_tag(variant)}"):
+        if name in mean:
+            return mean[name]
+    return None
 
 
 def _path_field(default: str | None = None) -> Any:

@@ -50,7 +50,6 @@ from distill.config import (
     onnx_model_name,
     recipe_to_dict,
     shape_of_config,
-    variant_tag,
 )
 from distill.console import NORMAL, QUIET, VERBOSE, third_party_quiet
 from distill.data import (
@@ -1044,7 +1043,8 @@ def teacher_card_source(model: str | None) -> Any:
 def stage_export(run: Run, say: Callable[[str], None]) -> None:
     """Every variant in `export.variants` through `distill export`'s gated path, then scored per language.
 
-    Each variant is its own artifact directory, onnx/student-<variant>/ (student-fp32 for "none"):
+    Each variant is its own artifact directory, onnx/student-<variant>/ (student-fp32 for "none"), whose folder
+    name is the variant's name everywhere (`onnx_model_name`):
     parity-gated fp32 export, optimizer with the fused-Attention check, the quantization, a model card.
     It is then run on every language's test split: label agreement with the PyTorch student and the accuracy drop per
     language; a variant that loses more than `export.max_drop_points` in any language is flagged.
@@ -1065,17 +1065,16 @@ def stage_export(run: Run, say: Callable[[str], None]) -> None:
     gold = {lang: gold_labels(enc) for lang, enc in test.items()}
     report: dict[str, Any] = {}
     for variant in cfg.variants:
+        name = onnx_model_name(variant)  # its folder, and its name in metrics.json, the report and bench rows
         options = ExportOptions(
             mode=variant, optimize=cfg.optimize, calibration_method=cfg.calibration_method, per_channel=cfg.per_channel,
             tolerance=cfg.parity_tolerance, opset=cfg.opset, max_parity_sentences=cfg.parity_sentences,
-            languages=list(run.recipe.data.languages), name=f"{run.recipe.name} student ({variant})",
+            languages=list(run.recipe.data.languages), name=f"{run.recipe.name} {name}",
             teacher=teacher_card_source(run.recipe.teacher.model),
         )  # fmt: skip
         # dev sentences of every language: the parity gate, and the calibration set of int8-static and int8-smooth
-        out_dir = run.directory / "onnx" / f"student-{variant_tag(variant)}"
-        summary = export_directory(student_dir, out_dir, dev_texts, options)
+        summary = export_directory(student_dir, run.directory / "onnx" / name, dev_texts, options)
         run.onnx_dirs[variant] = summary.directory
-        name = onnx_model_name(variant)
         sess = session(summary.directory / "model.onnx")
         for lang, enc in test.items():
             run.predictions.setdefault(name, {})[lang] = _onnx_predictions(sess, enc, run.student_pad_id)

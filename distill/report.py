@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+import math
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from distill.config import is_onnx_model_name
 from distill.data import gold_labels
 from distill.io import atomic_write_json, atomic_write_text, save_figure
 from distill.metrics import confusion_matrix, per_class_f1
 from distill.metrics_schema import SCHEMA_VERSION
 from distill.models import count_parameters
 from distill.pipeline import (
-    STUDENT,
-    STUDENT_PRUNED,
-    STUDENT_TRIMMED,
     TEACHER,
     Run,
     drop_text,
@@ -27,49 +26,74 @@ from distill.pipeline import (
 )
 from distill.predictions import PREDICTIONS_FILE, write_predictions
 
-MODEL_TITLES = {
-    TEACHER: "teacher",
-    STUDENT: "student",
-    STUDENT_PRUNED: "pruned student",
-    STUDENT_TRIMMED: "trimmed student",
-}
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The export a run recommends for deployment, with what its report line and console line say about it."""
+
+    name: str  # the variant's one name: its folder under onnx/ and its key in metrics.json
+    directory: str  # relative to the run directory
+    size_mb: float
+    mean_accuracy: float | None
+    p50_ms: float | None  # at latency_setup's batch and seq, when stage bench timed it
+    label_agreement: float
+    gate_points: float
 
 
-def title(name: str) -> str:
-    """ "student_onnx_int8-static" -> "student ONNX int8-static"; the fixed names from MODEL_TITLES."""
-    prefix = onnx_model_name("")
-    return f"student ONNX {name[len(prefix) :]}" if name.startswith(prefix) else MODEL_TITLES.get(name, name)
+def variant_p50(m: dict[str, Any], name: str) -> float | None:
+    """p50 of an export at the bench's fixed sequence length: its latency_ms entry (the headline int8 variant),
+    else its own bench row (every other variant is a row under its own name); None when it was not timed."""
+    if name in m.get("latency_ms", {}):
+        return m["latency_ms"][name]["p50"]
+    seq = m.get("latency_setup", {}).get("seq")
+    rows = m.get("bench", {}).get("rows", [])
+    found = [r["p50_ms"] for r in rows if (r.get("model"), r.get("stage"), r.get("seq")) == (name, "forward", seq)]
+    return found[0] if found else None
+
+
+def recommended_export(m: dict[str, Any]) -> Recommendation | None:
+    """The smallest export within the accuracy gate (not flagged), the faster of equal sizes: what report.md and
+    the console summary both recommend, chosen here once. None when no variant passed, or none was exported."""
+    variants = m.get("export", {}).get("variants", {})
+    kept = [Recommendation(
+        name=onnx_model_name(variant), directory=entry["directory"], size_mb=entry["size_mb"],
+        mean_accuracy=m.get("mean", {}).get(onnx_model_name(variant)), p50_ms=variant_p50(m, onnx_model_name(variant)),
+        label_agreement=entry["label_agreement"], gate_points=m["export"].get("max_drop_points"),
+    ) for variant, entry in variants.items() if not entry["flagged"]]  # fmt: skip
+    return min(kept, key=lambda r: (r.size_mb, math.inf if r.p50_ms is None else r.p50_ms), default=None)
+
+
+def recommendation_text(m: dict[str, Any]) -> str | None:
+    """One sentence for the recommended export (or why there is none); None for a run without stage export."""
+    if not m.get("export", {}).get("variants"):
+        return None
+    best, gate = recommended_export(m), m["export"].get("max_drop_points")
+    if best is None:
+        return (f"no export kept every language within {gate:g} point(s) of the PyTorch student; ship the PyTorch "
+                "student or an fp32 export")  # fmt: skip
+    accuracy = "not scored" if best.mean_accuracy is None else f"{best.mean_accuracy:.3f}"
+    p50 = "not timed" if best.p50_ms is None else f"{best.p50_ms:.2f} ms"
+    return (
+        f"{best.name} ({best.directory}): {best.size_mb:.2f} MB, mean accuracy {accuracy}, p50 {p50}, label "
+        f"agreement {best.label_agreement:.1%} with the PyTorch student; the smallest export within the "
+        f"{gate:g}-point gate"
+    )
 
 
 def summary_lines(metrics: dict[str, Any], directory: Path) -> list[str]:
-    """What a run ends with on the console: each model's mean score, size and measured p50, the variant to
-    ship (the smallest export within the recipe's accuracy gate) and where the report is."""
-    sizes, latency = metrics.get("size_mb", {}), metrics.get("latency_ms", {})
-    latency_of = {"teacher": "teacher_torch_fp32", **{name: name for name in latency if name.startswith("student")}}
+    """What a run ends with on the console: each model's mean score, size and measured p50 in aligned columns
+    (the name column as wide as the longest name), the export to ship (`recommended_export`) and the report."""
+    sizes, latency, means = metrics.get("size_mb", {}), metrics.get("latency_ms", {}), metrics.get("mean", {})
+    width = max((len(name) for name in means), default=0)
     lines = [f"summary: mean over languages of the {metrics.get('metric', 'test accuracy')}"]
-    for name, score in metrics.get("mean", {}).items():
-        parts = [f"  {title(name):<28} {score:.3f}"]
-        if name in sizes:
-            parts.append(f"{sizes[name]:8.1f} MB")
-        timed = latency.get(latency_of.get(name, ""))
-        if timed:
-            parts.append(f"p50 {timed['p50']:.2f} ms")
-        lines.append("  ".join(parts))
-    variants = metrics.get("export", {}).get("variants", {})
-    if variants:
-        gate = metrics["export"].get("max_drop_points")
-        kept = {v: e for v, e in variants.items() if not e["flagged"]}
-        if kept:
-            best = min(kept, key=lambda v: kept[v]["size_mb"])
-            name = onnx_model_name(best)
-            lines.append(
-                f"recommended for deployment: {kept[best]['directory']} ({title(name)}: "
-                f"{metrics['mean'].get(name, float('nan')):.3f}, {kept[best]['size_mb']:.1f} MB, label agreement "
-                f"{kept[best]['label_agreement']:.1%}), the smallest export within the {gate}-point gate"
-            )
-        else:
-            lines.append(f"recommended for deployment: no export kept every language within {gate} points; "
-                         "ship the PyTorch student or an fp32 export")  # fmt: skip
+    for name, score in means.items():
+        size = f"{sizes[name]:9.2f} MB" if name in sizes else " " * 12
+        timed = latency.get("teacher_torch_fp32" if name == TEACHER else name)
+        p50 = f"  p50 {timed['p50']:.2f} ms" if timed else ""
+        lines.append(f"  {name:<{width}}  {score:.3f}  {size}{p50}".rstrip())
+    recommendation = recommendation_text(metrics)
+    if recommendation:
+        lines.append(f"recommended for deployment: {recommendation}")
     lines.append(f"report: {directory / 'report.md'}")
     return lines
 
@@ -232,6 +256,9 @@ def _figure(m: dict[str, Any], which: str, alt: str) -> list[str]:
 def render_report(name: str, m: dict[str, Any]) -> str:
     """report.md of a distillation run: each section only when the run has what it shows."""
     lines = [f"# polydistill run: {name}", ""]
+    recommendation = recommendation_text(m)
+    if recommendation:
+        lines += [f"**Recommended for deployment:** {recommendation}.", ""]
     if m.get("teacher_from_scratch"):
         lines += [
             "> The teacher is an **XLM-R-architecture model trained from scratch in this run**: its",
@@ -286,8 +313,8 @@ def _accuracy_section(m: dict[str, Any]) -> list[str]:
     if m.get("zero_shot_languages"):
         lines.append(f"Zero-shot (no training data in this language): {', '.join(m['zero_shot_languages'])}.")
     lines.append("")
-    header = "| language | " + " | ".join(f"{title(x)} acc" for x in models)
-    header += " | " + " | ".join(f"{title(x)} macro-F1" for x in models) + " |"
+    header = "| language | " + " | ".join(f"{x} acc" for x in models)
+    header += " | " + " | ".join(f"{x} macro-F1" for x in models) + " |"
     lines += [header, "|---" * (1 + 2 * len(models)) + "|"]
     for lang, scores in m["languages"].items():
         f1 = m["macro_f1"][lang]
@@ -301,7 +328,7 @@ def _accuracy_section(m: dict[str, Any]) -> list[str]:
     )  # fmt: skip
     if m["mean"].get(TEACHER):  # absent, or 0 (a tiny teacher that got every test sentence wrong): no ratio
         lines += ["", "Retention (mean accuracy relative to the teacher): " + ", ".join(
-            f"{title(x)} {m['mean'][x] / m['mean'][TEACHER]:.1%}" for x in models if x != TEACHER
+            f"{x} {m['mean'][x] / m['mean'][TEACHER]:.1%}" for x in models if x != TEACHER
         )]  # fmt: skip
     if "transfer" in m:
         lines += ["", _under_teacher_line(m["transfer"])]
@@ -315,7 +342,7 @@ def _under_teacher_line(t: dict[str, Any]) -> str:
     if not flagged:
         return f"No language is under {limit} of the teacher's accuracy in any model."
     return f"Languages under {limit} of the teacher's accuracy: " + "; ".join(
-        f"{title(x)}: {', '.join(langs)}" for x, langs in flagged.items()
+        f"{x}: {', '.join(langs)}" for x, langs in flagged.items()
     ) + "."  # fmt: skip
 
 
@@ -331,13 +358,13 @@ def _per_class_section(m: dict[str, Any]) -> list[str]:
         f"Every language's test set pooled; support = {unit} of that {kind}; – = the {kind} is neither in the "
         "gold labels nor predicted, so its F1 is undefined.",
         "",
-        f"| {kind} | support | " + " | ".join(title(x) for x in models) + " |",
+        f"| {kind} | support | " + " | ".join(models) + " |",
         "|---" * (2 + len(models)) + "|",
     ]
     for label in p["labels"]:
         cells = ["–" if p["f1"][x][label] is None else f"{p['f1'][x][label]:.3f}" for x in models]
         lines.append(f"| {label} | {p['support'][label]:,} | " + " | ".join(cells) + " |")
-    shown = " and ".join(title(x) for x in _confusion_models(m))
+    shown = " and ".join(_confusion_models(m))
     if PLOTS["confusion"] in m.get("plots", []):
         lines += ["", f"Confusion matrices of the {shown} (all models' counts: `per_class.confusion` in metrics.json)."]
     return lines + _figure(m, "confusion", "confusion matrices")
@@ -382,7 +409,7 @@ def _baseline_section(m: dict[str, Any]) -> list[str]:
         "", "## Against the TF-IDF baseline", "", f"Baseline: {b['method']}; same test sets.", "",
         f"**The teacher beats it in {len(b['teacher_beats'])} of {len(languages)} languages**; mean "
         f"{m['mean'][TEACHER]:.3f} against {b['mean']:.3f}.", "",
-        "| language | TF-IDF | teacher | " + " | ".join(title(x) for x in m["mean"] if x != TEACHER) + " |",
+        "| language | TF-IDF | teacher | " + " | ".join(x for x in m["mean"] if x != TEACHER) + " |",
         "|---" * (2 + len(m["mean"])) + "|",
     ]  # fmt: skip
     for lang, scores in languages.items():
@@ -409,7 +436,7 @@ def _transfer_section(m: dict[str, Any]) -> list[str]:
         "",
     ]
     models = list(m["mean"])
-    lines += ["| language | " + " | ".join(title(x) for x in models) + " |", "|---" * (1 + len(models)) + "|"]
+    lines += ["| language | " + " | ".join(models) + " |", "|---" * (1 + len(models)) + "|"]
     for lang, scores in m["languages"].items():
         cells = []
         for x in models:
@@ -448,7 +475,7 @@ def _plot_transfer(m: dict[str, Any], path: Path) -> Path:
         for j, x in enumerate(models):
             mark = " ✗" if x != TEACHER and lang in t["collapsed"][x] else ""
             ax.text(j, i, f"{m['languages'][lang][x]:.2f}{mark}", ha="center", va="center", fontsize=7)
-    ax.set_xticks(range(len(models)), [title(x) for x in models], rotation=20, ha="right", fontsize=8)
+    ax.set_xticks(range(len(models)), models, rotation=20, ha="right", fontsize=8)
     labels = [f"{lang}{'' if lang in t['source_languages'] else ' (0-shot)'}" for lang in languages]
     ax.set_yticks(range(len(languages)), labels, fontsize=7)
     fig.colorbar(image, ax=ax).set_label("share of the teacher\n(teacher: of its labelled mean)", fontsize=8)
@@ -508,7 +535,7 @@ def _trim_section(t: dict[str, Any]) -> list[str]:
         "",
         "## Vocabulary trimming",
         "",
-        f"The {title(t['untrimmed'])}'s vocabulary ({t['tokenizer']}) cut to the pieces its tokenizer produces on the "
+        f"The {t['untrimmed']}'s vocabulary ({t['tokenizer']}) cut to the pieces its tokenizer produces on the "
         f"recipe languages' training text ({t['counted_sentences']:,} sentences, {t['counted_tokens']:,} tokens; "
         f"pieces seen at least {t['min_freq']} time(s), {cap}; special tokens always kept, ids in their original "
         f"order). Checkpoint {t['checkpoint']}, with its own tokenizer; the teacher keeps its own."
@@ -587,13 +614,12 @@ def _latency_section(m: dict[str, Any]) -> list[str]:
         "",
     ]
     lat = m["latency_ms"]
-    student = next((name for name in lat if name.startswith("student_onnx_")), None)  # the headline int8 variant
+    student = next((name for name in lat if is_onnx_model_name(name)), None)  # the headline int8 variant
     if "teacher_torch_fp32" in lat and student:
         t, s = lat["teacher_torch_fp32"], lat[student]
-        variant = student.removeprefix("student_onnx_")
         lines += [
             f"At sequence {setup['seq']}: teacher PyTorch fp32 p50 {t['p50']:.2f} ms (p90 {t['p90']:.2f}, "
-            f"{t['runs']} runs), student {variant} ONNX p50 {s['p50']:.2f} ms (p90 {s['p90']:.2f}, {s['runs']} runs): "
+            f"{t['runs']} runs), {student} (ONNX) p50 {s['p50']:.2f} ms (p90 {s['p90']:.2f}, {s['runs']} runs): "
             f"**{t['p50'] / s['p50']:.1f}× lower**.",
             "",
         ]
@@ -647,7 +673,7 @@ def _plot_accuracy(m: dict[str, Any], path: Path) -> Path | None:
             x + i * width,
             [m["languages"][lang][model] for lang in languages],
             width,
-            label=title(model),
+            label=model,
         )
     ax.set_xticks(x + 0.4 - width / 2, languages, rotation=45, ha="right", fontsize=8)
     ax.set_ylabel("test accuracy")
@@ -683,7 +709,7 @@ def _plot_accuracy_vs_size(m: dict[str, Any], path: Path) -> Path | None:
         mb = f"{size:.1f}" if size >= 10 else f"{size:.3g}"  # tiny runs: 0.066 and 0.074 MB, not 0.1 twice
         # hollow: a student and its trimmed copy often sit on one spot, and both outlines stay visible there
         ax.scatter(size, acc, s=70, marker=markers[i % len(markers)], facecolors="none", edgecolors=f"C{i % 10}",
-                   linewidths=1.8, zorder=3, label=f"{title(name)}: {mb} MB, {acc:.3f}")  # fmt: skip
+                   linewidths=1.8, zorder=3, label=f"{name}: {mb} MB, {acc:.3f}")  # fmt: skip
     sizes = [size for _, size, _ in points]
     if max(sizes) / min(sizes) > 20:  # a teacher hundreds of MB beside int8 students of a few
         from matplotlib.ticker import FuncFormatter, NullFormatter
@@ -705,7 +731,7 @@ def _plot_accuracy_vs_size(m: dict[str, Any], path: Path) -> Path | None:
 def _confusion_models(m: dict[str, Any]) -> list[str]:
     """The teacher and the final PyTorch student (the last scored model that is not an ONNX export): the pair
     whose differences distillation made; the exports' counts stay in metrics.json."""
-    torch_models = [x for x in m["mean"] if not x.startswith(onnx_model_name(""))]
+    torch_models = [x for x in m["mean"] if not is_onnx_model_name(x)]
     students = [x for x in torch_models if x != TEACHER]
     return [x for x in torch_models if x == TEACHER] + students[-1:]
 
@@ -733,7 +759,7 @@ def _plot_confusion(m: dict[str, Any], path: Path) -> Path | None:
         ax.set_yticks(range(len(labels)), labels, fontsize=7)
         ax.set_xlabel("predicted", fontsize=8)
         ax.set_ylabel("gold", fontsize=8)
-        ax.set_title(f"{title(model)} (accuracy {m['mean'][model]:.3f})", fontsize=9)
+        ax.set_title(f"{model} (accuracy {m['mean'][model]:.3f})", fontsize=9)
     fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="share of the gold row")
     return save_figure(fig, path, dpi=110)
 
@@ -754,7 +780,7 @@ def _plot_training(training: dict[str, Any], path: Path) -> Path | None:
         if best in epochs:  # ringed, and named beside the model: a legend box would cover a curve somewhere
             dev_ax.scatter([best], [history[epochs.index(best)]["dev_score"]], s=120, facecolors="none",
                            edgecolors="C3", zorder=3, clip_on=False)  # fmt: skip
-        loss_ax.set_ylabel(f"{title(name)}\n(kept: epoch {best})" if best in epochs else title(name), fontsize=9)
+        loss_ax.set_ylabel(f"{name}\n(kept: epoch {best})" if best in epochs else name, fontsize=9)
         for ax in (loss_ax, dev_ax):
             ax.set_xticks(epochs)
             ax.margins(x=0.08, y=0.2)  # the kept epoch's ring stays inside the axes

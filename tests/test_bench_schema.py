@@ -240,3 +240,18 @@ def test_prepared_4d_mask_gives_the_same_logits(tiny_teacher):
         expected = tiny_teacher(input_ids=ids, attention_mask=mask).logits
         got = tiny_teacher(input_ids=ids, attention_mask=additive_mask(mask, torch.float32)).logits
     assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_run_dir_sources_name_other_exports_by_their_folder_and_read_old_or_new_metric_names(tmp_path, hf_dir):
+    from distill.config import variant_mean
+
+    run = tmp_path / "runs" / "quick" / "20260101-000000"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "student").symlink_to(hf_dir)
+    fake_onnx(run / "onnx" / "student-int8-smooth", "DynamicQuantizeLinear")
+    (run / "metrics.json").write_text(json.dumps({"mean": {"student": 0.7, "student-int8-smooth": 0.68}}))
+    smooth = next(s for s in parse_sources(str(run)) if s.kind == "onnx")
+    assert smooth.label == "quick/20260101-000000/student-int8-smooth"  # the folder's name, as in metrics.json
+    assert smooth.accuracy == {"onnxruntime/int8-dynamic": 0.68}
+    assert variant_mean({"student_onnx_int8-smooth": 0.5}, "int8-smooth") == 0.5  # a run written before the rename
+    assert variant_mean({"student-fp32": 0.6}, "none") == 0.6 and variant_mean({}, "fp16") is None

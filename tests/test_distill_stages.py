@@ -44,7 +44,7 @@ def test_token_task_scores_every_language_including_the_zero_shot_one(pos_run):
     m = json.loads((pos_run / "metrics.json").read_text())
     assert set(m["languages"]) == {"wol_Latn", "mlt_Latn", "yor_Latn"}  # yor: test split only
     for scores in m["languages"].values():
-        assert {"teacher", "student", "student_onnx_int8-dynamic"} <= set(scores)
+        assert {"teacher", "student", "student-int8-dynamic"} <= set(scores)
         assert all(0.0 <= v <= 1.0 for v in scores.values())
     assert m["export"]["variants"]["int8-dynamic"]["fused_attention"] == "2/2"
     assert set(m["training"]["student"]["history"][0]) == {"epoch", "train_loss", "dev_score"}

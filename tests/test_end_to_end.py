@@ -32,8 +32,8 @@ TINY = [
 
 
 VARIANTS = ["int8-smooth", "int8-dynamic", "int8-static", "none"]  # the first int8 one is the headline row
-SCORED = {"teacher", "student", "student_onnx_int8-smooth", "student_onnx_int8-dynamic", "student_onnx_int8-static",
-          "student_onnx_fp32"}  # fmt: skip
+SCORED = {"teacher", "student", "student-int8-smooth", "student-int8-dynamic", "student-int8-static",
+          "student-fp32"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +64,8 @@ def test_run_log_keeps_what_the_run_printed_with_its_summary(run_dir):
     log = (run_dir / "run.log").read_text(encoding="utf-8")
     assert "== stage teacher" in log and "== stage bench" in log and "\r" not in log  # no bar redraws
     summary = log[log.index("summary: mean over languages of the test accuracy") :]
-    assert "student ONNX int8-smooth" in summary and f"report: {run_dir / 'report.md'}" in summary
-    assert "recommended for deployment: onnx/student-" in summary or "no export kept every language" in summary
+    assert "student-int8-smooth" in summary and f"report: {run_dir / 'report.md'}" in summary
+    assert "recommended for deployment: student-" in summary or "no export kept every language" in summary
 
 
 def test_metrics_have_the_documented_shape(run_dir):
@@ -77,9 +77,9 @@ def test_metrics_have_the_documented_shape(run_dir):
     assert set(m["mean"]) == SCORED
     assert {"teacher", "student", "teacher_non_embedding", "student_non_embedding"} <= set(m["params"])
     assert m["params"]["student_non_embedding"] < m["params"]["teacher_non_embedding"]
-    assert {"teacher", "student_onnx_int8-dynamic", "student_onnx_int8-static"} <= set(m["size_mb"])
-    assert set(m["latency_ms"]) == {"teacher_torch_fp32", "student_onnx_int8-smooth"}  # the headline rows
-    for variant in ("teacher_torch_fp32", "student_onnx_int8-smooth"):
+    assert {"teacher", "student-int8-dynamic", "student-int8-static"} <= set(m["size_mb"])
+    assert set(m["latency_ms"]) == {"teacher_torch_fp32", "student-int8-smooth"}  # the headline rows
+    for variant in ("teacher_torch_fp32", "student-int8-smooth"):
         assert m["latency_ms"][variant]["p90"] >= m["latency_ms"][variant]["p50"] > 0
     assert list(m["export"]["variants"]) == VARIANTS
     for v in m["export"]["variants"].values():
@@ -99,7 +99,7 @@ def test_report_shows_the_table_and_says_the_teacher_was_trained_here(run_dir):
     assert "![accuracy vs latency](bench/pareto.png)" in report
     assert "| length mix |" in report  # the dev sentences' real lengths were benchmarked too
     assert "## Exported variants" in report and "| int8-static | onnx/student-int8-static |" in report
-    assert "student int8-smooth ONNX p50" in report  # the latency headline names the variant it measured
+    assert "student-int8-smooth (ONNX) p50" in report  # the latency headline names the variant it measured
     assert report.count("Tokenisation (timed apart") == 1 and "teacher p50" in report  # one line, each tokenizer named
 
 
@@ -180,7 +180,7 @@ def test_prune_stage_shrinks_the_student_and_export_follows_it(tmp_path, sib200_
     run_dir = (out / "quickstart-scratch" / "latest").resolve()
     m = json.loads((run_dir / "metrics.json").read_text())
     assert metrics_problems(m) == [] and m["pruning"]["heads"] == 0.25
-    assert {"student", "student_pruned", "student_onnx_int8-dynamic"} <= set(m["mean"])
+    assert {"student", "student_pruned", "student-int8-dynamic"} <= set(m["mean"])
     assert m["params"]["student_pruned"] < m["params"]["student"]
     pruned = AutoModelForSequenceClassification.from_pretrained(run_dir / "checkpoints" / "student_pruned")
     assert (pruned.config.num_attention_heads, pruned.config.hidden_size) == (3, 24)  # 4 x 8 -> 3 x 8

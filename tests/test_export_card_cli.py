@@ -325,24 +325,63 @@ def test_card_front_matter_loads_with_huggingface_hub(tmp_path):
     assert bare.data.license == "other" and bare.data.pipeline_tag == "token-classification"
 
 
-def test_run_summary_recommends_the_smallest_export_within_the_gate(tmp_path):
-    from distill.report import summary_lines
+def _summary_metrics() -> dict:
+    """A run's metrics as the summary and the report read them: two exports within a 1-point gate."""
 
     def variant(size: float, flagged: bool) -> dict:
         return {"directory": f"onnx/student-{size}", "size_mb": size, "label_agreement": 0.99, "flagged": flagged}
 
-    metrics = {
+    return {
         "metric": "accuracy",
-        "mean": {"teacher": 0.7, "student": 0.65, "student_onnx_int8-smooth": 0.649, "student_onnx_fp32": 0.65},
-        "size_mb": {"teacher": 470.6, "student": 47.1},
-        "latency_ms": {"teacher_torch_fp32": {"p50": 69.0}, "student_onnx_int8-smooth": {"p50": 7.5}},
+        "mean": {"teacher": 0.7, "student_trimmed": 0.65, "student-int8-smooth": 0.649, "student-fp32": 0.65},
+        "size_mb": {"teacher": 470.6, "student_trimmed": 47.1, "student-int8-smooth": 12.7},
+        "latency_ms": {"teacher_torch_fp32": {"p50": 69.0}, "student-int8-smooth": {"p50": 7.5}},
         "export": {"max_drop_points": 1.0,
                    "variants": {"int8-smooth": variant(12.7, False), "none": variant(47.0, False)}},
     }  # fmt: skip
+
+
+def test_run_summary_recommends_the_smallest_export_within_the_gate(tmp_path):
+    from distill.report import summary_lines
+
+    metrics = _summary_metrics()
     lines = summary_lines(metrics, tmp_path)
     assert any(line.split()[:2] == ["teacher", "0.700"] and "p50 69.00 ms" in line for line in lines)
-    assert any("student ONNX int8-smooth" in line and "p50 7.50 ms" in line for line in lines)
-    assert "recommended for deployment: onnx/student-12.7 (student ONNX int8-smooth: 0.649, 12.7 MB" in "\n".join(lines)
+    assert any(line.split()[:2] == ["student-int8-smooth", "0.649"] and "p50 7.50 ms" in line for line in lines)
+    assert (
+        "recommended for deployment: student-int8-smooth (onnx/student-12.7): 12.70 MB, mean accuracy 0.649, "
+        "p50 7.50 ms, label agreement 99.0%" in "\n".join(lines)
+    )
     assert lines[-1] == f"report: {tmp_path / 'report.md'}"
-    metrics["export"]["variants"] = {"int8-smooth": variant(12.7, True)}
-    assert "no export kept every language within 1.0 points" in "\n".join(summary_lines(metrics, tmp_path))
+    metrics["export"]["variants"]["int8-smooth"]["flagged"] = True
+    metrics["export"]["variants"]["none"]["flagged"] = True
+    assert "no export kept every language within 1 point(s)" in "\n".join(summary_lines(metrics, tmp_path))
+
+
+def test_run_summary_columns_line_up_whatever_the_names_length(tmp_path):
+    from distill.report import summary_lines
+
+    metrics = _summary_metrics()
+    metrics["mean"]["student-int8-dynamic-fp32-emb"] = 0.648
+    metrics["size_mb"]["student-int8-dynamic-fp32-emb"] = 14.2
+    rows = [line for line in summary_lines(metrics, tmp_path) if line.startswith("  ")]
+    assert len(rows) == 5
+    assert len({line.index("  0.") for line in rows}) == 1  # the score column
+    assert len({line.index(" MB") for line in rows if " MB" in line}) == 1  # the size column, student-fp32 blank
+    assert len({line.index("p50") for line in rows if "p50" in line}) == 1
+
+
+def test_console_recommends_the_shared_choice_and_equal_sizes_go_to_the_faster():
+    from distill.report import recommendation_text, recommended_export, summary_lines
+
+    metrics = _summary_metrics()
+    metrics["export"]["variants"]["int8-dynamic"] = {**metrics["export"]["variants"]["int8-smooth"]}
+    metrics["mean"]["student-int8-dynamic"] = 0.64
+    metrics["latency_setup"] = {"batch": 1, "seq": 128, "threads": 2, "warmup": 1}
+    metrics["bench"] = {"rows": [{"model": "student-int8-dynamic", "stage": "forward", "seq": 128, "p50_ms": 6.0}]}
+    best = recommended_export(metrics)
+    assert (best.name, best.p50_ms, best.size_mb) == ("student-int8-dynamic", 6.0, 12.7)  # as small, and faster
+    text = recommendation_text(metrics)
+    assert text.startswith("student-int8-dynamic (onnx/student-12.7): 12.70 MB, mean accuracy 0.640, p50 6.00 ms")
+    console = next(line for line in summary_lines(metrics, Path(".")) if line.startswith("recommended"))
+    assert console == f"recommended for deployment: {text}"

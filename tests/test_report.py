@@ -106,7 +106,7 @@ def test_plots_appear_in_their_sections_only_when_drawn():
 
 def test_training_size_and_confusion_plots_are_drawn(tmp_path):
     m = metrics([])
-    m["size_mb"]["student_onnx_int8-dynamic"], m["mean"]["student_onnx_int8-dynamic"] = 0.6, 0.65
+    m["size_mb"]["student-int8-dynamic"], m["mean"]["student-int8-dynamic"] = 0.6, 0.65
     assert _plot_training(m["training"], tmp_path / "t.png").stat().st_size > 0
     assert _plot_accuracy_vs_size(m, tmp_path / "s.png").stat().st_size > 0
     assert _plot_confusion(m, tmp_path / "c.png").stat().st_size > 0
@@ -157,3 +157,19 @@ def test_predictions_file_is_replaced_whole_or_not_at_all(tmp_path):
         write_predictions(run, path)
     assert path.read_text(encoding="utf-8") == before
     assert [p.name for p in tmp_path.iterdir()] == ["predictions.jsonl"]  # no temporary left behind
+
+
+def test_report_opens_with_the_export_recommended_for_deployment():
+    from distill.report import recommendation_text
+
+    m = metrics([])
+    entry = {"directory": "onnx/student-int8-dynamic", "size_mb": 1.5, "fp32_max_abs_diff": 1e-6,
+             "optimized_max_abs_diff": 1e-6, "fused_attention": "1/1", "label_agreement": 0.98,
+             "worst_language": "hau_Latn", "worst_drop_points": 0.5, "flagged": False, "languages": {}}  # fmt: skip
+    m["export"] = {"max_drop_points": 1.0, "parity_sentences": 8, "parity_tolerance": 1e-4,
+                   "variants": {"int8-dynamic": entry, "none": {**entry, "size_mb": 6.0}}}  # fmt: skip
+    lines = render_report("run", m).splitlines()
+    assert lines[2] == f"**Recommended for deployment:** {recommendation_text(m)}."
+    assert lines[2].startswith("**Recommended for deployment:** student-int8-dynamic (onnx/student-int8-dynamic): "
+                               "1.50 MB, mean accuracy not scored, p50 not timed, label agreement 98.0%")  # fmt: skip
+    assert "Recommended" not in render_report("run", metrics([]))  # no export stage, no recommendation
