@@ -1096,6 +1096,7 @@ def stage_export(run: Run, say: Callable[[str], None]) -> None:
         write_card(summary.directory, dataclasses.replace(summary.card, metrics=card_metrics))
         say(export_line(variant, entry))
     run.metrics["export"] = {
+        "exported_from": run.student_name,  # the PyTorch model every variant is an export of
         "max_drop_points": cfg.max_drop_points,
         "parity_sentences": min(cfg.parity_sentences, len(dev_texts)),
         "parity_tolerance": cfg.parity_tolerance,

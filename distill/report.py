@@ -377,9 +377,14 @@ def _size_section(m: dict[str, Any]) -> list[str]:
     for key in models:
         outside = params[f"{key}_non_embedding"] / 1e6
         lines.append(f"| {key} | {params[key] / 1e6:.2f}M | {outside:.2f}M | {size.get(key, float('nan')):.2f} |")
+    source = m.get("export", {}).get("exported_from")
     for key, value in size.items():
-        if key not in models:
-            lines.append(f"| {key} | | | {value:.2f} |")
+        if key not in models:  # an ONNX export: the parameters of the model it was exported from
+            if source in params:
+                outside = params[f"{source}_non_embedding"] / 1e6
+                lines.append(f"| {key} | {params[source] / 1e6:.2f}M (as {source}) | {outside:.2f}M | {value:.2f} |")
+            else:  # a run written before metrics.json recorded the source
+                lines.append(f"| {key} | | | {value:.2f} |")
     return lines + _figure(m, "size", "mean test accuracy against file size")
 
 

@@ -173,3 +173,12 @@ def test_report_opens_with_the_export_recommended_for_deployment():
     assert lines[2].startswith("**Recommended for deployment:** student-int8-dynamic (onnx/student-int8-dynamic): "
                                "1.50 MB, mean accuracy not scored, p50 not timed, label agreement 98.0%")  # fmt: skip
     assert "Recommended" not in render_report("run", metrics([]))  # no export stage, no recommendation
+
+
+def test_an_onnx_export_row_of_the_size_table_carries_the_parameters_of_the_model_it_was_exported_from():
+    m = metrics([])
+    m["size_mb"]["student-int8-dynamic"] = 0.6
+    assert "| student-int8-dynamic | | | 0.60 |" in render_report("run", m)  # older runs did not record the source
+    m["export"] = {"exported_from": "student", "max_drop_points": 1.0, "parity_sentences": 4, "parity_tolerance": 1e-4,
+                   "variants": {}}  # fmt: skip
+    assert "| student-int8-dynamic | 0.50M (as student) | 0.20M | 0.60 |" in render_report("run", m)
