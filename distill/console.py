@@ -109,15 +109,9 @@ def third_party_quiet(enabled: bool = True, *, datasets: bool = True) -> Iterato
 def _transformers_quiet() -> Iterator[None]:
     from transformers.utils import logging as hf_logging
 
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity(logging.ERROR)
-    hf_logging.disable_progress_bar()
-    try:
+    bars = hf_logging.is_progress_bar_enabled, hf_logging.disable_progress_bar, hf_logging.enable_progress_bar
+    with _quiet(hf_logging, *bars):
         yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 @contextmanager
@@ -128,12 +122,23 @@ def _datasets_quiet() -> Iterator[None]:
     except ImportError:  # `distill bench` on a machine without datasets (benchmarks/gpu.sh): nothing to hold back
         yield
         return
-    verbosity, bars = ds_logging.get_verbosity(), not datasets.are_progress_bars_disabled()
-    ds_logging.set_verbosity(logging.ERROR)
-    datasets.disable_progress_bars()
+    bars_on = lambda: not datasets.are_progress_bars_disabled()  # noqa: E731
+    with _quiet(ds_logging, bars_on, datasets.disable_progress_bars, datasets.enable_progress_bars):
+        yield
+
+
+@contextmanager
+def _quiet(
+    logs: Any, bars_on: Callable[[], bool], bars_off: Callable[[], None], bars_back: Callable[[], None]
+) -> Iterator[None]:
+    """A library's logs (`logs`: its logging module, with get_verbosity / set_verbosity) at ERROR and its progress
+    bars off for the block; both as they were after it."""
+    verbosity, bars = logs.get_verbosity(), bars_on()
+    logs.set_verbosity(logging.ERROR)
+    bars_off()
     try:
         yield
     finally:
-        ds_logging.set_verbosity(verbosity)
+        logs.set_verbosity(verbosity)
         if bars:
-            datasets.enable_progress_bars()
+            bars_back()
