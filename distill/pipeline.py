@@ -620,15 +620,14 @@ def transfer_set(run: Run, cfg: AugmentConfig, say: Callable[[str], None]) -> tu
         return teacher_set, student_set
     from distill.augment import augment_texts
 
-    texts, labels = [], []
-    for lang, ds in run.data.splits["train"].items():
-        if lang in run.labelled_languages:
-            texts += ds["text"]
-            labels += ds["label"]
+    # the texts in joined()'s order, so the copies' labels are the joined labels repeated
+    texts = [t for lang, ds in run.data.splits["train"].items() if lang in run.labelled_languages for t in ds["text"]]
     copies = augment_texts(texts, cfg, seed=run.recipe.seed)
-    max_length = run.recipe.data.max_length
-    extra = encode(run.tokenizer, copies, labels * cfg.copies, max_length)
-    extra_student = encode(run.student_tokenizer, copies, labels * cfg.copies, max_length)
+    labels, max_length = teacher_set.labels * cfg.copies, run.recipe.data.max_length
+    extra = encode(run.tokenizer, copies, labels, max_length)
+    # one encoding when the student still reads the teacher's pieces (not trimmed before distillation)
+    trimmed = run.trimmed_tokenizer is not None
+    extra_student = encode(run.student_tokenizer, copies, labels, max_length) if trimmed else extra
     words = sum(len(t.split()) for t in copies) / max(1, sum(len(t.split()) for t in texts) * cfg.copies)
     say(
         f"transfer set: {len(texts):,} training sentences and {len(copies):,} augmented copies "

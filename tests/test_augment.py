@@ -66,6 +66,13 @@ def test_augmented_copies_join_the_transfer_set_of_a_student_trimmed_before_dist
     assert losses[2] != losses[0]  # same seed: only the transfer set differs
 
 
+def test_augmented_copies_train_a_student_that_reads_the_teachers_own_pieces(tmp_path, sib200_path, capsys):
+    args = [*_tiny(sib200_path, tmp_path), "stages=[teacher, distill]", "distill.augment.copies=1"]
+    assert main(args) == 0
+    assert "64 training sentences and 64 augmented copies (1 each" in capsys.readouterr().out
+    assert (tmp_path / "quickstart-scratch" / "latest" / "checkpoints" / "student" / "model.safetensors").is_file()
+
+
 def test_augmentation_refuses_a_token_task_and_parallel_targets(tmp_path, sib200_path, ud_path, capsys):
     token = ["run", str(REPO / "recipes" / "udpos-tiny-student.yaml"), f"output_dir={tmp_path}",
              f"data.path={ud_path}", "distill.augment.copies=1"]  # fmt: skip
