@@ -5,7 +5,7 @@
 - UD POS: each word's most frequent tag in the training data (the unknown-word fallback is the most
   frequent tag overall), the textbook tagging baseline.
 
-    python -m benchmarks.baselines --out benchmarks/results/baselines
+    python -m polydistill.benchmarks.baselines --out benchmarks/results/baselines
 
 writes `baselines.json` and `baselines.md` with the command. Same data, splits and language codes as
 the recipes; `POLYDISTILL_DATA` moves the data root.
@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.outputs import command_line, write_results
-from distill.config import ALL_SIB200_LANGUAGES, DataConfig
-from distill.data import load_task_data
-from distill.ud import UD_TREEBANKS, UPOS_TAGS, load_pos_data
+from polydistill.benchmarks.outputs import command_line, write_results
+from polydistill.config import ALL_SIB200_LANGUAGES, DataConfig
+from polydistill.data import load_task_data
+from polydistill.ud import UD_TREEBANKS, UPOS_TAGS, load_pos_data
 
 DATA_ROOT = Path(os.environ.get("POLYDISTILL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 POS_LANGUAGES = ["wol_Latn", "mlt_Latn", "fao_Latn", "afr_Latn", "uig_Arab", "eng_Latn", "yor_Latn"]
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.perf_counter()
     doc = {
-        "command": command_line("benchmarks.baselines", argv),
+        "command": command_line("polydistill.benchmarks.baselines", argv),
         "sib200": sib200_tfidf(Path(args.data) / "sib-200"),
         "ud_pos": ud_most_frequent_tag(Path(args.data) / "ud-pos"),
     }

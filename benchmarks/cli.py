@@ -5,7 +5,7 @@
 
 `add_bench_parser(subparsers)` adds the sub-command to `distill`'s parser and `run_bench(args)` runs
 it. Nothing here imports `datasets` or `torch_pruning`, so benchmarks/gpu.sh can run
-`python -m distill bench` from a checkout on a machine that has neither.
+`python -m polydistill bench` from a checkout on a machine that has neither.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from distill.console import QUIET, VERBOSE, add_verbosity_flags, silent, third_party_quiet, verbosity_of
-from distill.errors import DistillError
+from polydistill.console import QUIET, VERBOSE, add_verbosity_flags, silent, third_party_quiet, verbosity_of
+from polydistill.errors import DistillError
 
 # beside the runs, not in the repository's benchmarks/results/ (which holds the committed, documented results)
 DEFAULT_OUT = "runs/bench"
@@ -66,15 +66,15 @@ def read_lengths(spec: str) -> list[int]:
 
 
 def read_texts(path: str) -> list[str]:
-    """`--texts` as trim-vocab reads a corpus (`distill.data.read_corpus`): .tsv text column, .conllu, or lines."""
-    from distill.data import read_corpus  # here: the parser must build without datasets and torch
+    """`--texts` as trim-vocab reads a corpus (`polydistill.data.read_corpus`): .tsv text column, .conllu, or lines."""
+    from polydistill.data import read_corpus  # here: the parser must build without datasets and torch
 
     return read_corpus(path, "bench: --texts")
 
 
 def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add `bench` to a `parser.add_subparsers()` object; returns the sub-parser."""
-    from benchmarks.variants import BACKENDS, DEVICES, PRECISIONS
+    from polydistill.benchmarks.variants import BACKENDS, DEVICES, PRECISIONS
 
     p = subparsers.add_parser(
         "bench",
@@ -126,8 +126,8 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def settings_from_args(args: argparse.Namespace):
-    from benchmarks.harness import Settings
-    from benchmarks.variants import BACKENDS, PRECISIONS, ort_has_cuda
+    from polydistill.benchmarks.harness import Settings
+    from polydistill.benchmarks.variants import BACKENDS, PRECISIONS, ort_has_cuda
 
     device = args.device
     backends = _csv(args.backends, BACKENDS, "backend")
@@ -171,7 +171,7 @@ def settings_from_args(args: argparse.Namespace):
 def run_bench(args: argparse.Namespace) -> int:
     """Run the benchmark the parsed `args` describe; writes results into --out. Returns 0. With -q only the
     table and the closing lines are printed, not each model's preparation and cell."""
-    from benchmarks.report import render_markdown
+    from polydistill.benchmarks.report import render_markdown
 
     verbosity = verbosity_of(args)
     with third_party_quiet(verbosity < VERBOSE, datasets=bool(args.texts)):  # only --texts reads with datasets
@@ -186,12 +186,12 @@ def bench_from_args(
     args: argparse.Namespace, say: Callable[[str], None]
 ) -> tuple[Path, dict[str, Any], dict[str, Path]]:
     """What `distill bench` does with its parsed arguments, short of printing the table (the Python API's
-    `distill.bench` calls it too): (output folder, results document, the files written). --max-seconds counts
+    `polydistill.bench` calls it too): (output folder, results document, the files written). --max-seconds counts
     from here, imports included; writing the results comes after it and is said with its time."""
     started = time.perf_counter()
-    from benchmarks.harness import run_benchmark
-    from benchmarks.report import write_outputs
-    from benchmarks.variants import parse_sources
+    from polydistill.benchmarks.harness import run_benchmark
+    from polydistill.benchmarks.report import write_outputs
+    from polydistill.benchmarks.variants import parse_sources
 
     settings = settings_from_args(args)
     sources = [s for spec in args.models for s in parse_sources(spec, dry_run=settings.dry_run)]

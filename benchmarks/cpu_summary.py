@@ -1,6 +1,6 @@
 """Summarise two back-to-back CPU benchmark runs into benchmarks/results/cpu.md (+ cpu.json).
 
-    python -m benchmarks.cpu_summary RUN1_DIR RUN2_DIR OUT_STEM
+    python -m polydistill.benchmarks.cpu_summary RUN1_DIR RUN2_DIR OUT_STEM
 
 Reads each run's results.json, checks the issue's targets on run 1 (best student ≥ 30× lower p50
 than the fp32 PyTorch teacher and ≥ 10× lower than the teacher's best int8 export; the teacher's
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from distill.io import atomic_write_json, atomic_write_text
+from polydistill.io import atomic_write_json, atomic_write_text
 
 REPEAT_TOLERANCE = 0.10
 

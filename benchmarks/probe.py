@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.latency import Timer, cuda_event_timer, host_timer
+from polydistill.benchmarks.latency import Timer, cuda_event_timer, host_timer
 
 # which probe(s) bound each benchmark precision; the best available one is the peak
 PEAK_KEYS: dict[str, tuple[str, ...]] = {

@@ -1,6 +1,6 @@
 """Every quantization variant of a pipeline run's student: per-language accuracy, size and CPU latency.
 
-    python -m benchmarks.quantization RUN_DIR [--out benchmarks/results] [--languages a,b] [--max-eval N]
+    python -m polydistill.benchmarks.quantization RUN_DIR [--out benchmarks/results] [--languages a,b] [--max-eval N]
 
 RUN_DIR is `runs/<name>/<timestamp>/` (or `.../latest`): `checkpoints/student`, `onnx/student-fp32` and
 `recipe.yaml` with `data.path` and `data.languages`. From the fp32 export this builds
@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from distill.errors import DistillError
+from polydistill.errors import DistillError
 
 JSON_FILE, MD_FILE = "quantization.json", "quantization.md"
 FP32 = "fp32"
@@ -89,8 +89,8 @@ def evaluate(
     path: Path, encoded: dict, pad_id: int, threads: int | None, batch_size: int = 64
 ) -> dict[str, np.ndarray]:
     """Predicted labels per language on length-bucketed, right-padded batches (as the pipeline evaluates)."""
-    from distill.data import collate, length_batches
-    from export.onnx import session
+    from polydistill.data import collate, length_batches
+    from polydistill.export.onnx import session
 
     sess = session(path, threads)
     predictions = {}
@@ -127,8 +127,8 @@ def build_variants(
     say: Callable[[str], None],
 ) -> tuple[dict[str, Path], dict[str, Any]]:
     """name -> artifact directory, plus notes (fusion, reduce_range, calibration, failures)."""
-    from export.optimize import optimize_export
-    from export.quantize import (
+    from polydistill.export.optimize import optimize_export
+    from polydistill.export.quantize import (
         calibration_batches,
         cpu_has_vnni,
         quantize_dynamic_int8,
@@ -176,12 +176,12 @@ def build_variants(
 
 
 def run_benchmark(args: argparse.Namespace, say: Callable[[str], None] = print) -> dict[str, Any]:
-    from benchmarks.environment import collect_environment
-    from benchmarks.latency import interleaved_latency
-    from distill.config import DataConfig
-    from distill.data import encode, load_task_data
-    from export.cli import load_classifier_dir
-    from export.onnx import MODEL_FILE, session
+    from polydistill.benchmarks.environment import collect_environment
+    from polydistill.benchmarks.latency import interleaved_latency
+    from polydistill.config import DataConfig
+    from polydistill.data import encode, load_task_data
+    from polydistill.export.cli import load_classifier_dir
+    from polydistill.export.onnx import MODEL_FILE, session
 
     run = read_run(args.run_dir, args.data)
     languages = [x.strip() for x in args.languages.split(",")] if args.languages else run.languages
@@ -237,7 +237,7 @@ def run_benchmark(args: argparse.Namespace, say: Callable[[str], None] = print) 
         for name, stats in latency.items():
             rows[name]["latency_ms"] = {k: stats[k] for k in ("p50", "p90", "mean", "stdev", "runs")}
     flag_drops(rows, args.max_drop)
-    command = "python -m benchmarks.quantization " + shlex.join(args.argv)
+    command = "python -m polydistill.benchmarks.quantization " + shlex.join(args.argv)
     return {
         "command": command,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -318,7 +318,9 @@ def render_markdown(doc: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    p = argparse.ArgumentParser(prog="python -m benchmarks.quantization", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m polydistill.benchmarks.quantization", description=__doc__.splitlines()[0]
+    )
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--out", default="benchmarks/results", help="folder for quantization.{json,md}")
     p.add_argument("--data", help="SIB-200 folder (default: the recipe's data.path)")
@@ -342,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         datasets.disable_progress_bars()
         hf_logging.disable_progress_bar()
         doc = run_benchmark(args)
-        from distill.io import atomic_write_json, atomic_write_text
+        from polydistill.io import atomic_write_json, atomic_write_text
 
         out = Path(args.out)
         atomic_write_json(out / JSON_FILE, doc)

@@ -1,8 +1,8 @@
 """Every fault and bad input of the reliability issue, tried through the real `distill` command line.
 
-    python -m benchmarks.reliability --out benchmarks/results/reliability
+    python -m polydistill.benchmarks.reliability --out benchmarks/results/reliability
 
-Each case runs `python -m distill ...` in a fresh process (tiny recipes, a scratch folder), and records the
+Each case runs `python -m polydistill ...` in a fresh process (tiny recipes, a scratch folder), and records the
 exit code, the last line the user saw on stderr, how many lines stderr had, and what was left on disk:
 no half-written artifact (no `*.tmp`), and for faults, that the run could be continued or its files read.
 Writes `reliability.json` and `reliability.md` with this command.
@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.outputs import command_line, write_results
+from polydistill.benchmarks.outputs import command_line, write_results
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_ROOT = Path(os.environ.get("POLYDISTILL_DATA", REPO.parent / "shared" / "data"))
@@ -45,7 +45,7 @@ def distill(*args: str, limit_bytes: int | None = None) -> subprocess.CompletedP
             resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
 
     return subprocess.run(
-        [sys.executable, "-m", "distill", *args], env=ENV, capture_output=True, text=True, preexec_fn=limit
+        [sys.executable, "-m", "polydistill", *args], env=ENV, capture_output=True, text=True, preexec_fn=limit
     )
 
 
@@ -112,7 +112,7 @@ def override(*overrides: str) -> Callable[[Path], dict[str, Any]]:
 def vocabulary_mismatch(tmp: Path) -> dict[str, Any]:
     from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
 
-    from distill.tokenizer import train_unigram_tokenizer
+    from polydistill.tokenizer import train_unigram_tokenizer
 
     tokenizer = train_unigram_tokenizer(["a small corpus of words for a tokenizer"] * 50 + ["more text here"] * 50, 40)
     config = XLMRobertaConfig(vocab_size=10, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
@@ -206,7 +206,7 @@ def killed_and_resumed(tmp: Path) -> dict[str, Any]:
     whole = distill("run", RECIPE, f"output_dir={tmp / 'whole'}", data, *TINY)
     assert whole.returncode == 0, whole.stderr
     expected = json.loads((run_dirs(tmp / "whole")[0] / "metrics.json").read_text())
-    args = [sys.executable, "-m", "distill", "run", RECIPE, f"output_dir={tmp / 'runs'}", data, *TINY]
+    args = [sys.executable, "-m", "polydistill", "run", RECIPE, f"output_dir={tmp / 'runs'}", data, *TINY]
     process = subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 600
     state = None
@@ -244,8 +244,8 @@ def saved_student(tmp: Path) -> Path:
     """A small trained-shape classifier folder, as a run's checkpoints/student is."""
     from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
 
-    from distill.io import save_pretrained_atomic
-    from distill.tokenizer import train_unigram_tokenizer
+    from polydistill.io import save_pretrained_atomic
+    from polydistill.tokenizer import train_unigram_tokenizer
 
     tokenizer = train_unigram_tokenizer(["a small corpus of words for a tokenizer"] * 50 + ["more text here"] * 50, 40)
     config = XLMRobertaConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
@@ -319,7 +319,7 @@ def damaged_resume_point(tmp: Path) -> dict[str, Any]:
     """A run killed after its first resume point, whose optimizer.pt is then overwritten with junk."""
     data = f"data.path={DATA_ROOT / 'sib-200'}"
     args = ["run", RECIPE, f"output_dir={tmp / 'runs'}", data, *TINY]
-    process = subprocess.Popen([sys.executable, "-m", "distill", *args], env=ENV, stdout=subprocess.DEVNULL,
+    process = subprocess.Popen([sys.executable, "-m", "polydistill", *args], env=ENV, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and process.poll() is None:
@@ -338,7 +338,7 @@ def resume_while_running(tmp: Path) -> dict[str, Any]:
     """--resume of a run another live process is still writing (started, then a second process resumes it)."""
     data = f"data.path={DATA_ROOT / 'sib-200'}"
     args = ["run", RECIPE, f"output_dir={tmp / 'runs'}", data, *TINY, "teacher.train.epochs=50"]
-    process = subprocess.Popen([sys.executable, "-m", "distill", *args], env=ENV, stdout=subprocess.DEVNULL,
+    process = subprocess.Popen([sys.executable, "-m", "polydistill", *args], env=ENV, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)  # fmt: skip
     try:
         deadline = time.monotonic() + 600
@@ -471,7 +471,7 @@ def render(doc: dict[str, Any]) -> str:
     lines = [
         "# Reliability: every fault and bad input, through the `distill` command line",
         "",
-        f"Command: `{doc['command']}` ({doc['seconds']} s). Each case ran `python -m distill ...` in a fresh "
+        f"Command: `{doc['command']}` ({doc['seconds']} s). Each case ran `python -m polydistill ...` in a fresh "
         "process on tiny recipes and small model folders. *Half-written*: temporary files left anywhere under the "
         "output folder. "
         "*Traceback*: whether stderr held a Python traceback (it should only ever hold the one-line error).",
@@ -521,9 +521,9 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             print(f"-- {name}", flush=True)
             cases.append({"case": name, "input": given, "files_lost": [], **case(Path(tmp))})
-    doc = {"command": command_line("benchmarks.reliability", argv), "cases": cases}
-    from distill.config import load_recipe
-    from distill.data import load_task_data
+    doc = {"command": command_line("polydistill.benchmarks.reliability", argv), "cases": cases}
+    from polydistill.config import load_recipe
+    from polydistill.data import load_task_data
 
     tiny = load_recipe(RECIPE, [f"data.path={DATA_ROOT / 'sib-200'}"])
     test = load_task_data(tiny.data).splits["test"]

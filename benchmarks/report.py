@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from distill.io import atomic_write_json, atomic_write_text, save_figure
+from polydistill.io import atomic_write_json, atomic_write_text, save_figure
 
 RESULTS_JSON, RESULTS_MD, PARETO_PNG = "results.json", "results.md", "pareto.png"
 

@@ -1,6 +1,6 @@
 """What caching the teacher's outputs saves: a distillation epoch with the teacher run live vs read from disk.
 
-The teacher is frozen, so `distill.cache.teacher_cache` writes its outputs once (Arrow, via `datasets`)
+The teacher is frozen, so `polydistill.cache.teacher_cache` writes its outputs once (Arrow, via `datasets`)
 and every later epoch — and every later student on the same data — reads them. This measures, on real
 SIB-200 sentences, an XLM-R-base-architecture teacher (12 layers × 768, an 8,000-piece Unigram
 vocabulary trained here; random weights — timing does not depend on them) and a 4-layer × 384 student:
@@ -9,7 +9,7 @@ vocabulary trained here; random weights — timing does not depend on them) and 
 - cached: per batch, reading the teacher's outputs from the cache + the same student step;
 - the one-time cost of writing the cache, its size on disk, and after how many epochs it pays off.
 
-    python -m benchmarks.teacher_cache --sentences 512 --out benchmarks/results/teacher_cache
+    python -m polydistill.benchmarks.teacher_cache --sentences 512 --out benchmarks/results/teacher_cache
 
 Two loss mixes: logits only (KL + CE: the cache holds [N, labels]) and logits + MiniLMv2 relations on the
 teacher's last layer (the cache also holds that layer's q, k, v for every token).
@@ -28,13 +28,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.outputs import command_line, write_results
-from distill.cache import CacheSpec, teacher_cache
-from distill.config import DataConfig
-from distill.data import Encoded, encode, iterate_batches, load_task_data
-from distill.features import features_for, forward_features
-from distill.losses import WeightedLoss, aligned, map_layers, needs
-from distill.tokenizer import train_unigram_tokenizer
+from polydistill.benchmarks.outputs import command_line, write_results
+from polydistill.cache import CacheSpec, teacher_cache
+from polydistill.config import DataConfig
+from polydistill.data import Encoded, encode, iterate_batches, load_task_data
+from polydistill.features import features_for, forward_features
+from polydistill.losses import WeightedLoss, aligned, map_layers, needs
+from polydistill.tokenizer import train_unigram_tokenizer
 
 DATA = Path(os.environ.get("POLYDISTILL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 MIXES = {
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: live {live_s:.1f} s/epoch, cached {cached_s:.1f} s/epoch ({live_s / cached_s:.1f}x), "
               f"cache written in {build:.1f} s, {size:.1f} MB", flush=True)  # fmt: skip
     doc = {
-        "command": command_line("benchmarks.teacher_cache", argv),
+        "command": command_line("polydistill.benchmarks.teacher_cache", argv),
         "sentences": len(data), "batch_size": args.batch_size, "threads": torch.get_num_threads(),
         "teacher": "XLM-R-base architecture 12 x 768, 8,000-piece vocabulary, random weights",
         "student": "4 x 384, 6 heads", "rows": rows,

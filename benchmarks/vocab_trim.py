@@ -15,7 +15,7 @@ max |hidden-state diff| (MiniLM: last_hidden_state and pooler) between the untri
 test sentences that tokenise identically, and whether the saved directory reloads with AutoModel/AutoTokenizer
 (pad id, embedding rows, same outputs).
 
-    python -m benchmarks.vocab_trim --out benchmarks/results/vocab_trim
+    python -m polydistill.benchmarks.vocab_trim --out benchmarks/results/vocab_trim
 
 writes `vocab_trim.json` and `vocab_trim.md` with the command. `POLYDISTILL_DATA` (or `--data`) moves the data
 root. `--max-per-split`, `--vocab-size`, `--hidden` etc. shrink the run for a smoke test.
@@ -33,11 +33,11 @@ from typing import Any
 
 import torch
 
-from benchmarks.outputs import command_line, write_results
-from distill.config import ALL_SIB200_LANGUAGES, DataConfig, resolve_package_path
-from distill.data import SPLITS, load_task_data, read_corpus
-from distill.ud import UD_TREEBANKS, find_split_files, resolve_ud_root
-from students.vocab import TrimReport, same_tokenisation, save_trimmed, trim_vocab
+from polydistill.benchmarks.outputs import command_line, write_results
+from polydistill.config import ALL_SIB200_LANGUAGES, DataConfig, resolve_package_path
+from polydistill.data import SPLITS, load_task_data, read_corpus
+from polydistill.students.vocab import TrimReport, same_tokenisation, save_trimmed, trim_vocab
+from polydistill.ud import UD_TREEBANKS, find_split_files, resolve_ud_root
 
 DATA_ROOT = Path(os.environ.get("POLYDISTILL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 TARGET_LANGUAGES = ("hau_Latn", "swh_Latn", "yor_Latn", "ibo_Latn", "wol_Latn")
@@ -123,7 +123,7 @@ def reload_check(model, tokenizer, report: TrimReport, auto_name: str, texts: li
 def xlmr_side(args: argparse.Namespace) -> dict[str, Any]:
     from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
 
-    from distill.tokenizer import train_unigram_tokenizer
+    from polydistill.tokenizer import train_unigram_tokenizer
 
     languages = args.tokenizer_languages.split(",")
     targets = args.targets.split(",")
@@ -268,7 +268,7 @@ def render(doc: dict[str, Any]) -> str:
     n = len(x["target_languages"])
     lines += [f"## XLM-R side: Unigram tokenizer on all the shared text, trimmed to {n} SIB-200 languages", ""]
     lines += [
-        f"Tokenizer: `distill.tokenizer.train_unigram_tokenizer` on {tok['training_sentences']:,} sentences "
+        f"Tokenizer: `polydistill.tokenizer.train_unigram_tokenizer` on {tok['training_sentences']:,} sentences "
         f"({tok['sources']}); asked for {tok['requested_vocab']:,} pieces, the trainer produced "
         f"**{tok['vocab']:,}** ({tok['seconds']} s).",
         f"Model: {m['class']}, hidden {m['hidden']}, {m['heads']} heads, FFN {m['intermediate']}, **layers: "
@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.disable_progress_bar()
     started = time.perf_counter()
     doc: dict[str, Any] = {
-        "command": command_line("benchmarks.vocab_trim", argv),
+        "command": command_line("polydistill.benchmarks.vocab_trim", argv),
         "versions": {p: metadata.version(p) for p in ("torch", "transformers", "tokenizers")},
         "torch_threads": torch.get_num_threads(),
         "xlmr": xlmr_side(args),

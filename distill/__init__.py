@@ -2,28 +2,28 @@
 
 The Python API (README, "Python API"), the commands without the shell:
 
-    import distill
+    import polydistill
 
-    result = distill.run("recipes/quickstart.yaml", {"distill.train.epochs": 5})
+    result = polydistill.run("recipes/quickstart.yaml", {"distill.train.epochs": 5})
     result.directory, result.metrics, result.accuracy_table()
-    distill.export(result.directory / "checkpoints" / "student", "out/student-int8")
-    distill.trim_vocab(model_dir, out_dir, corpus=["train.tsv"])
-    distill.bench([result.directory], max_seconds=60)
+    polydistill.export_checkpoint(result.directory / "checkpoints" / "student", "out/student-int8")
+    polydistill.trim_vocab(model_dir, out_dir, corpus=["train.tsv"])
+    polydistill.bench([result.directory], max_seconds=60)
 
-They are imported on first use (distill.api), so `import distill` and `distill validate` load neither torch nor
+They are imported on first use (polydistill.api), so `import polydistill` and `distill validate` load neither torch nor
 transformers.
 """
 
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["RunResult", "bench", "export", "run", "trim_vocab"]
+__all__ = ["RunResult", "bench", "export_checkpoint", "run", "trim_vocab"]
 
 
 def __getattr__(name: str) -> Any:
-    """`distill.run` and the rest of `__all__`, from distill.api when first asked for."""
+    """`polydistill.run` and the rest of `__all__`, from polydistill.api when first asked for."""
     if name in __all__:
-        from distill import api
+        from polydistill import api
 
         return getattr(api, name)
-    raise AttributeError(f"module 'distill' has no attribute {name!r}")
+    raise AttributeError(f"module 'polydistill' has no attribute {name!r}")

@@ -1,3 +1,3 @@
-from distill.cli import main
+from polydistill.cli import main
 
 raise SystemExit(main())

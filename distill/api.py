@@ -1,11 +1,12 @@
-"""The Python API: `distill.run`, `distill.export`, `distill.trim_vocab`, `distill.bench` (README, "Python API").
+"""The Python API: `polydistill.run`, `polydistill.export_checkpoint`, `polydistill.trim_vocab`, `polydistill.bench`
+(README, "Python API").
 
 Each is the command of the same name without the shell: the same recipe loading and overrides, the same
 defaults (read from the command's own parser) and the same code path (`run_recipe`, `export_from_args`,
 `trim_from_args`, `bench_from_args`), returning what was written instead of printing it. Progress goes to the
-`polydistill` logger (printed to stdout while nobody configured logging, see distill.console.library_logging);
+`polydistill` logger (printed to stdout while nobody configured logging, see polydistill.console.library_logging);
 transformers' and datasets' bars and logs are held back for the call and restored after it. Mistakes raise
-`distill.errors.DistillError` with the command's one-line message.
+`polydistill.errors.DistillError` with the command's one-line message.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distill.config import EmbedRecipe, Recipe, apply_override, load_recipe, parse_recipe, recipe_to_dict
-from distill.console import NORMAL, QUIET, library_logging, third_party_quiet
-from distill.errors import DistillError
+from polydistill.config import EmbedRecipe, Recipe, apply_override, load_recipe, parse_recipe, recipe_to_dict
+from polydistill.console import NORMAL, QUIET, library_logging, third_party_quiet
+from polydistill.errors import DistillError
 
 Overrides = Sequence[str] | Mapping[str, Any]
 
@@ -49,23 +50,25 @@ class RunResult:
 def run(recipe: str | Path | Recipe, overrides: Overrides | None = None, *, quiet: bool = False) -> RunResult:
     """Run a distillation recipe, as `distill run` does; returns the run directory and its metrics.
 
-    `recipe`: a recipe file or a loaded `distill.config.Recipe`. `overrides`: `["key.path=value", ...]` as on
+    `recipe`: a recipe file or a loaded `polydistill.config.Recipe`. `overrides`: `["key.path=value", ...]` as on
     the command line, or `{"key.path": value}`. `quiet`: only the end-of-run summary is logged (run.log still
     gets every line)."""
     loaded = _with_overrides(recipe, overrides)
-    from distill.pipeline import run_recipe
+    from polydistill.pipeline import run_recipe
 
     with library_logging() as say:
         directory = run_recipe(loaded, say=say, verbosity=QUIET if quiet else NORMAL)
     return RunResult(directory, json.loads((directory / "metrics.json").read_text(encoding="utf-8")))
 
 
-def export(model_dir: str | Path, out_dir: str | Path, quantize: str = "int8-dynamic", **options: Any) -> Any:
-    """`distill export MODEL_DIR OUT_DIR --quantize MODE`; returns its `export.cli.ExportSummary` (`.line()` is the
-    command's summary). `options` are the command's long options with underscores (`texts="dev.txt"`,
+def export_checkpoint(
+    model_dir: str | Path, out_dir: str | Path, quantize: str = "int8-dynamic", **options: Any
+) -> Any:
+    """`distill export MODEL_DIR OUT_DIR --quantize MODE`; returns its `polydistill.export.cli.ExportSummary`
+    (`.line()` is the command's summary). `options` are the command's long options with underscores (`texts="dev.txt"`,
     `no_optimize=True`, `overwrite=True`, ...), with its defaults; without `texts` a run's checkpoint is gated
     on that run's dev sentences."""
-    from export.cli import add_export_parser, export_from_args
+    from polydistill.export.cli import add_export_parser, export_from_args
 
     args = _command_args(add_export_parser, ["export", str(model_dir), str(out_dir)], {"quantize": quantize, **options})
     with library_logging() as say, third_party_quiet():
@@ -73,9 +76,9 @@ def export(model_dir: str | Path, out_dir: str | Path, quantize: str = "int8-dyn
 
 
 def trim_vocab(model_dir: str | Path, out_dir: str | Path, corpus: Sequence[str | Path], **options: Any) -> Any:
-    """`distill trim-vocab MODEL_DIR OUT_DIR --corpus FILE ...`; returns its `distill.cli.TrimResult` (the report
+    """`distill trim-vocab MODEL_DIR OUT_DIR --corpus FILE ...`; returns its `polydistill.cli.TrimResult` (the report
     of what was kept and the coverage). `options`: `top_k`, `min_freq`, `coverage_file` (a list), `overwrite`."""
-    from distill.cli import add_trim_vocab_parser, trim_from_args
+    from polydistill.cli import add_trim_vocab_parser, trim_from_args
 
     argv = ["trim-vocab", str(model_dir), str(out_dir), "--corpus", *map(str, corpus)]
     args = _command_args(add_trim_vocab_parser, argv, options)
@@ -87,7 +90,7 @@ def bench(models: Sequence[str | Path], **options: Any) -> tuple[Path, dict[str,
     """`distill bench MODEL_OR_RUN ...`; returns (output folder, results document as in results.json). `options`
     are the command's long options with underscores (`max_seconds=15`, `batch=[1, 8]`, `out="runs/bench/x"`,
     `dry_run=True`, ...), with its defaults."""
-    from benchmarks.cli import add_bench_parser, bench_from_args
+    from polydistill.benchmarks.cli import add_bench_parser, bench_from_args
 
     args = _command_args(add_bench_parser, ["bench", *map(str, models)], options)
     with library_logging() as say, third_party_quiet(datasets=bool(args.texts)):
@@ -105,7 +108,7 @@ def _with_overrides(recipe: str | Path | Recipe, overrides: Overrides | None) ->
             apply_override(raw, override)
         return parse_recipe(raw)
     if isinstance(recipe, EmbedRecipe):
-        raise DistillError("distill.run is for distillation recipes; run an embedding-kd recipe with `distill run`")
+        raise DistillError("polydistill.run is for distillation recipes; run an embedding-kd recipe with `distill run`")
     return load_recipe(recipe, pairs)
 
 

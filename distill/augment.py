@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import random
 
-from distill.config import AugmentConfig
+from polydistill.config import AugmentConfig
 
 
 def augmented_copy(text: str, cfg: AugmentConfig, rng: random.Random) -> str:

@@ -31,7 +31,7 @@ import datasets
 import numpy as np
 import torch
 
-from distill.data import Encoded, collate, length_batches
+from polydistill.data import Encoded, collate, length_batches
 
 CACHEABLE = ("logits", "hidden", "qkv", "cls")  # attention maps are [T, T] per head: recomputed instead
 
@@ -95,7 +95,7 @@ def teacher_cache(
     teacher: torch.nn.Module, data: Encoded, spec: CacheSpec, root: str | Path, *, pad_id: int, batch_size: int = 64
 ) -> TeacherCache:
     """Load the cache of (teacher, data, spec) under `root`, or compute and write it first."""
-    from distill.features import features_to, forward_features
+    from polydistill.features import features_to, forward_features
 
     unknown = set(spec.features) - set(CACHEABLE)
     if unknown:

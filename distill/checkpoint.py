@@ -1,6 +1,6 @@
 """Resumable training state: what `distill.train.fit` needs to continue a killed run exactly.
 
-One folder, replaced atomically (distill.io.atomic_directory), so a kill while it is written leaves the
+One folder, replaced atomically (polydistill.io.atomic_directory), so a kill while it is written leaves the
 previous state whole:
 
 - `model.safetensors`, `best.safetensors`, `extra.safetensors`: the weights now, the best epoch's, and a
@@ -22,9 +22,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
-from distill.distributed import is_main
-from distill.errors import DistillError
-from distill.io import atomic_directory
+from polydistill.distributed import is_main
+from polydistill.errors import DistillError
+from polydistill.io import atomic_directory
 
 STATE_FILE = "state.json"
 

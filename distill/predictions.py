@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from distill.data import gold_labels
-from distill.errors import DistillError
-from distill.io import atomic_file
-from distill.pipeline import Run, per_sentence
+from polydistill.data import gold_labels
+from polydistill.errors import DistillError
+from polydistill.io import atomic_file
+from polydistill.pipeline import Run, per_sentence
 
 PREDICTIONS_FILE = "predictions.jsonl"
 

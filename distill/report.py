@@ -9,13 +9,13 @@ from typing import Any
 
 import numpy as np
 
-from distill.config import is_onnx_model_name
-from distill.data import gold_labels
-from distill.io import atomic_write_json, atomic_write_text, save_figure
-from distill.metrics import confusion_matrix, per_class_f1
-from distill.metrics_schema import SCHEMA_VERSION
-from distill.models import count_parameters
-from distill.pipeline import (
+from polydistill.config import is_onnx_model_name
+from polydistill.data import gold_labels
+from polydistill.io import atomic_write_json, atomic_write_text, save_figure
+from polydistill.metrics import confusion_matrix, per_class_f1
+from polydistill.metrics_schema import SCHEMA_VERSION
+from polydistill.models import count_parameters
+from polydistill.pipeline import (
     TEACHER,
     Run,
     drop_text,
@@ -24,7 +24,7 @@ from distill.pipeline import (
     score_table,
     teacher_card_source,
 )
-from distill.predictions import PREDICTIONS_FILE, write_predictions
+from polydistill.predictions import PREDICTIONS_FILE, write_predictions
 
 
 @dataclass(frozen=True)
@@ -171,7 +171,7 @@ def tfidf_baseline(run: Run, metrics: dict[str, Any]) -> dict[str, Any]:
     """The baseline a user would try first, on this run's own data: char-n-gram TF-IDF + logistic regression
     trained on the same labelled training sentences as the teacher, scored on the same test sets; and the
     languages where the teacher beats it (a tie is not a win)."""
-    from benchmarks.baselines import TFIDF_CLASSIFIER, tfidf_accuracy
+    from polydistill.benchmarks.baselines import TFIDF_CLASSIFIER, tfidf_accuracy
 
     train = [run.data.splits["train"][lang] for lang in run.labelled_languages]
     test = {lang: run.data.splits["test"][lang] for lang in metrics["languages"]}

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distill.data import Encoded
-from distill.errors import DistillError
+from polydistill.data import Encoded
+from polydistill.errors import DistillError
 
 
 @dataclass

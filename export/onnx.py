@@ -21,8 +21,8 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from distill.errors import DistillError
-from distill.io import atomic_directory
+from polydistill.errors import DistillError
+from polydistill.io import atomic_directory
 
 INPUT_NAMES = ["input_ids", "attention_mask"]
 MODEL_FILE = "model.onnx"

@@ -16,9 +16,9 @@ from onnxruntime.transformers.fusion_options import FusionOptions
 from onnxruntime.transformers.optimizer import optimize_model
 from torch import nn
 
-from distill.errors import DistillError
-from distill.io import atomic_directory
-from export.onnx import MODEL_FILE, copy_sidecar_files, max_logit_diff, pytorch_reference, run_onnx
+from polydistill.errors import DistillError
+from polydistill.export.onnx import MODEL_FILE, copy_sidecar_files, max_logit_diff, pytorch_reference, run_onnx
+from polydistill.io import atomic_directory
 
 # XLM-R, BERT and their pruned or layer-dropped students all match the "bert" fusion patterns
 MODEL_TYPE = "bert"

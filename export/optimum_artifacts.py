@@ -1,6 +1,6 @@
 """Artifacts for the optimum loading proof (`make test-optimum`), made in the main venv.
 
-    python -m export.optimum_artifacts OUT_DIR
+    python -m polydistill.export.optimum_artifacts OUT_DIR
 
 optimum-onnx needs transformers < 4.58 and cannot share a venv with this project (transformers 5), so
 the proof is split: this module exports tiny sequence and token classifiers with `distill export`'s
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from distill.io import atomic_directory, atomic_write_json
+from polydistill.io import atomic_directory, atomic_write_json
 
 EXPECTED_FILE = "expected.json"
 LANGUAGES = ("eng_Latn", "yor_Latn", "amh_Ethi", "mlt_Latn")
@@ -82,9 +82,9 @@ def tiny_checkpoint(directory: Path, task: str, tokenizer, num_labels: int) -> N
 
 def produce(out_dir: str | Path, data_root: str | Path) -> Path:
     """Write every artifact of `ARTIFACTS` and `expected.json` into `out_dir`, atomically."""
-    from distill.tokenizer import train_unigram_tokenizer
-    from export.cli import ExportOptions, export_directory, load_classifier_dir
-    from export.onnx import MODEL_FILE, pytorch_reference, run_onnx
+    from polydistill.export.cli import ExportOptions, export_directory, load_classifier_dir
+    from polydistill.export.onnx import MODEL_FILE, pytorch_reference, run_onnx
+    from polydistill.tokenizer import train_unigram_tokenizer
 
     data_root = Path(data_root)
     train = sib200_rows(data_root, "train", 150)
@@ -118,7 +118,9 @@ def produce(out_dir: str | Path, data_root: str | Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export.optimum_artifacts", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m polydistill.export.optimum_artifacts", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("out_dir")
     default_data = os.environ.get("POLYDISTILL_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     parser.add_argument("--data", default=str(Path(default_data) / "sib-200"), help="SIB-200 folder")

@@ -42,9 +42,9 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
-from distill.errors import DistillError
-from distill.io import atomic_directory
-from export.onnx import INPUT_NAMES, MODEL_FILE, copy_sidecar_files
+from polydistill.errors import DistillError
+from polydistill.export.onnx import INPUT_NAMES, MODEL_FILE, copy_sidecar_files
+from polydistill.io import atomic_directory
 
 Mode = Literal["none", "int8-dynamic", "int8-dynamic-fp32-emb", "int8-static", "int8-blocks", "int8-smooth", "fp16"]
 MODES: tuple[str, ...] = get_args(Mode)
@@ -218,7 +218,7 @@ def calibration_batches(tokenizer, texts: list[str], *, batch_size: int = 8, max
     Right padding matters: onnxruntime's fused Attention assumes it, and calibration should see the
     activations inference will.
     """
-    from distill.data import collate, encode, length_batches
+    from polydistill.data import collate, encode, length_batches
 
     if not texts:
         raise DistillError("static quantization needs calibration sentences")

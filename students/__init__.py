@@ -1,9 +1,9 @@
 """Student builders: small models initialised from a teacher's weights."""
 
-from students.layers import pick_layers, student_from_teacher
-from students.prune import PruneConfig, PruneSummary, prune, prune_with_summary
-from students.transfer import TransferConfig, TransferReport, transfer_to_xlmr
-from students.width import WidthPlan, plan_width, shrink_width, shrink_width_with_plan, student_from_config
+from polydistill.students.layers import pick_layers, student_from_teacher
+from polydistill.students.prune import PruneConfig, PruneSummary, prune, prune_with_summary
+from polydistill.students.transfer import TransferConfig, TransferReport, transfer_to_xlmr
+from polydistill.students.width import WidthPlan, plan_width, shrink_width, shrink_width_with_plan, student_from_config
 
 __all__ = [
     "PruneConfig",

@@ -30,7 +30,7 @@ import torch_pruning as tp
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
-from distill.models import count_parameters
+from polydistill.models import count_parameters
 
 Importance = Literal["magnitude", "taylor"]
 Batch = dict[str, torch.Tensor]

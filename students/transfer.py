@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, XLMRobertaConfig, XLMRobertaModel
 
-from distill.models import ATTN_IMPLEMENTATION
+from polydistill.models import ATTN_IMPLEMENTATION
 
 XLMR_PAD_ID = 1  # XLM-R derives position ids from the pad id: positions start at pad id + 1
 METASPACE = "▁"  # SentencePiece's word-start marker

@@ -47,7 +47,7 @@ import torch
 from tokenizers import Tokenizer
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from distill.io import atomic_directory
+from polydistill.io import atomic_directory
 
 # weights with one row per vocabulary id: the word embedding, and a masked-LM head's decoder and bias
 _VOCAB_ROWS = re.compile(

@@ -62,7 +62,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PretrainedConfig, PreTrainedModel
 
-from students.layers import student_from_teacher
+from polydistill.students.layers import student_from_teacher
 
 # axis kinds: "hidden" (the shared residual-stream set), "heads" / "ffn" (per layer), "pooler" and
 # "cls_dense" (own-ranked hidden-wide projections outside the stream), None (kept whole: vocab, positions, labels)

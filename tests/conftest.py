@@ -39,7 +39,7 @@ def small_texts(sib200_path) -> list[str]:
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer(small_texts):
-    from distill.tokenizer import train_unigram_tokenizer
+    from polydistill.tokenizer import train_unigram_tokenizer
 
     return train_unigram_tokenizer(small_texts, vocab_size=600)
 
@@ -63,8 +63,8 @@ def tiny_xlmr_config():
 def tiny_teacher(tiny_tokenizer):
     import torch
 
-    from distill.config import ScratchConfig
-    from distill.models import build_scratch_teacher
+    from polydistill.config import ScratchConfig
+    from polydistill.models import build_scratch_teacher
 
     torch.manual_seed(0)
     cfg = ScratchConfig(vocab_size=600, hidden_size=32, num_layers=4, num_heads=2, intermediate_size=64)

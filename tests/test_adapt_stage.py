@@ -9,12 +9,12 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-from distill.adapt import IGNORE_INDEX, MLMStep, copy_encoder, mask_tokens, masked_lm_for
-from distill.cli import main
-from distill.config import load_recipe
-from distill.errors import RecipeError
-from distill.metrics_schema import metrics_problems
-from distill.train import WHOLE_BATCH
+from polydistill.adapt import IGNORE_INDEX, MLMStep, copy_encoder, mask_tokens, masked_lm_for
+from polydistill.cli import main
+from polydistill.config import load_recipe
+from polydistill.errors import RecipeError
+from polydistill.metrics_schema import metrics_problems
+from polydistill.train import WHOLE_BATCH
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "recipes" / "quickstart-scratch.yaml"
@@ -135,7 +135,7 @@ def test_adapted_checkpoint_reloads_and_its_encoder_is_the_one_the_teacher_fine_
 
 def test_teacher_stage_receives_the_adapted_encoder(tmp_path, sib200_path, monkeypatch):
     """With the task's fine-tuning at lr 0, the teacher checkpoint's encoder is exactly the adapted one."""
-    import distill.pipeline as pipeline
+    import polydistill.pipeline as pipeline
 
     seen = {}
     original = pipeline.fit

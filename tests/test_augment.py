@@ -4,9 +4,9 @@ import json
 import random
 from pathlib import Path
 
-from distill.augment import augment_texts, augmented_copy
-from distill.cli import main
-from distill.config import AugmentConfig
+from polydistill.augment import augment_texts, augmented_copy
+from polydistill.cli import main
+from polydistill.config import AugmentConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SENTENCE = "the quick brown fox jumps over the lazy dog near the river bank today"

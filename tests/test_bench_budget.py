@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import time
 
-from benchmarks.harness import CellBudget, Settings
-from distill.cli import main
+from polydistill.benchmarks.harness import CellBudget, Settings
+from polydistill.cli import main
 
 
 def test_a_wall_time_budget_gives_each_cell_an_equal_share_of_what_setup_left():

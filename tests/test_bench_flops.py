@@ -2,10 +2,10 @@
 
 import pytest
 
-from benchmarks.flops import attention_width, efficiency, encoder_flops
-from benchmarks.harness import make_row
-from benchmarks.probe import peak_flops_per_s
-from benchmarks.variants import XLMR_BASE_ARCH, builtin_config
+from polydistill.benchmarks.flops import attention_width, efficiency, encoder_flops
+from polydistill.benchmarks.harness import make_row
+from polydistill.benchmarks.probe import peak_flops_per_s
+from polydistill.benchmarks.variants import XLMR_BASE_ARCH, builtin_config
 
 TINY = {"hidden_size": 4, "intermediate_size": 8, "num_hidden_layers": 2, "num_attention_heads": 2, "num_labels": 3}
 

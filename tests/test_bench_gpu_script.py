@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.harness import ROW_FIELDS, SCHEMA
+from polydistill.benchmarks.harness import ROW_FIELDS, SCHEMA
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -6,7 +6,7 @@ from math import comb
 
 import pytest
 
-from benchmarks.latency import (
+from polydistill.benchmarks.latency import (
     host_timer,
     interleaved_until_settled,
     is_settled,

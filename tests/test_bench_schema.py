@@ -9,10 +9,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from benchmarks.harness import ROW_FIELDS, SCHEMA, Settings, make_row, run_benchmark
-from benchmarks.report import pareto_front, render_markdown, write_outputs
-from benchmarks.variants import expand_variants, parse_sources, unsupported
-from distill.errors import DistillError
+from polydistill.benchmarks.harness import ROW_FIELDS, SCHEMA, Settings, make_row, run_benchmark
+from polydistill.benchmarks.report import pareto_front, render_markdown, write_outputs
+from polydistill.benchmarks.variants import expand_variants, parse_sources, unsupported
+from polydistill.errors import DistillError
 
 REPO = Path(__file__).resolve().parents[1]
 TOP_LEVEL = {
@@ -53,8 +53,8 @@ def check_document(doc: dict) -> None:
 def hf_dir(tmp_path_factory, small_texts, tiny_tokenizer):
     import torch
 
-    from distill.config import ScratchConfig
-    from distill.models import build_scratch_teacher
+    from polydistill.config import ScratchConfig
+    from polydistill.models import build_scratch_teacher
 
     torch.manual_seed(0)
     cfg = ScratchConfig(vocab_size=600, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)
@@ -213,10 +213,11 @@ def test_benchmarks_import_without_datasets_or_torch_pruning():
         "        if name.split('.')[0] in ('datasets', 'torch_pruning'):\n"
         "            raise ImportError('blocked: ' + name)\n"
         "sys.meta_path.insert(0, Block())\n"
-        "import distill.cli, benchmarks.harness, benchmarks.report, benchmarks.variants, benchmarks.probe\n"
-        "import benchmarks.environment, benchmarks.flops, benchmarks.latency\n"
+        "import polydistill.cli, polydistill.benchmarks.harness, polydistill.benchmarks.report\n"
+        "import polydistill.benchmarks.variants, polydistill.benchmarks.probe\n"
+        "import polydistill.benchmarks.environment, polydistill.benchmarks.flops, polydistill.benchmarks.latency\n"
         "try:\n"
-        "    distill.cli.main(['bench', '--help'])\n"
+        "    polydistill.cli.main(['bench', '--help'])\n"
         "except SystemExit as e:\n"
         "    assert e.code == 0\n"
         "assert 'datasets' not in sys.modules and 'torch_pruning' not in sys.modules\n"
@@ -230,7 +231,7 @@ def test_prepared_4d_mask_gives_the_same_logits(tiny_teacher):
     """CUDA-graph variants feed additive_mask(...) instead of the 0/1 mask: the logits must not change."""
     import torch
 
-    from benchmarks.variants import additive_mask
+    from polydistill.benchmarks.variants import additive_mask
 
     ids = torch.randint(3, 500, (3, 10))
     mask = torch.ones_like(ids)
@@ -243,7 +244,7 @@ def test_prepared_4d_mask_gives_the_same_logits(tiny_teacher):
 
 
 def test_run_dir_sources_name_other_exports_by_their_folder_and_read_old_or_new_metric_names(tmp_path, hf_dir):
-    from distill.config import variant_mean
+    from polydistill.config import variant_mean
 
     run = tmp_path / "runs" / "quick" / "20260101-000000"
     (run / "checkpoints").mkdir(parents=True)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from distill.metrics import confusion_matrix, macro_f1, per_class_f1
+from polydistill.metrics import confusion_matrix, macro_f1, per_class_f1
 
 
 def test_confusion_counts_gold_rows_against_predicted_columns():

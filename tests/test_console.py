@@ -14,8 +14,8 @@ import datasets
 import torch
 from transformers.utils import logging as hf_logging
 
-from distill.cli import main
-from distill.console import library_logging, third_party_quiet
+from polydistill.cli import main
+from polydistill.console import library_logging, third_party_quiet
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "tiny.yaml"
@@ -30,7 +30,7 @@ def the_run(out: Path) -> Path:
 
 def test_a_tiny_run_prints_no_python_warnings_and_no_progress_bar_redraws(tmp_path, sib200_path):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
-    command = [sys.executable, "-m", "distill", "run", str(RECIPE), f"data.path={sib200_path}"]
+    command = [sys.executable, "-m", "polydistill", "run", str(RECIPE), f"data.path={sib200_path}"]
     command += [f"output_dir={tmp_path}", *QUICK]
     done = subprocess.run(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert done.returncode == 0, done.stdout
@@ -96,7 +96,7 @@ def test_library_lines_reach_stdout_only_while_nobody_configured_logging(capsys)
 
 
 def test_only_the_known_export_warnings_are_hidden_and_only_during_the_export():
-    from export.onnx import _known_export_warnings_hidden
+    from polydistill.export.onnx import _known_export_warnings_hidden
 
     tracer = "Converting a tensor to a Python boolean might cause the trace to be incorrect"
     index = "Exporting aten::index operator of advanced indexing in opset 17"
@@ -112,7 +112,7 @@ def test_only_the_known_export_warnings_are_hidden_and_only_during_the_export():
 
 
 def test_only_the_quantizers_preprocessing_advice_is_hidden_and_root_handlers_stay_as_they_were(capsys):
-    from export.quantize import _preprocessing_advice_hidden
+    from polydistill.export.quantize import _preprocessing_advice_hidden
 
     root = logging.getLogger()
     saved = root.handlers[:]

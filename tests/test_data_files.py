@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from distill.cli import main
-from distill.config import DataConfig
-from distill.data import load_task_data, resolve_local_root
-from distill.errors import DistillError
+from polydistill.cli import main
+from polydistill.config import DataConfig
+from polydistill.data import load_task_data, resolve_local_root
+from polydistill.errors import DistillError
 
 LANG = "eng_Latn"
 ROWS = 24  # data rows kept per split: small enough to load in milliseconds

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
-from distill.cli import main
-from distill.metrics_schema import metrics_problems
-from distill.ud import UPOS_TAGS
+from polydistill.cli import main
+from polydistill.metrics_schema import metrics_problems
+from polydistill.ud import UPOS_TAGS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -111,13 +111,13 @@ def test_parallel_targets_are_the_mean_over_each_sentences_translations():
     import numpy as np
     import torch
 
-    from distill.cache import CacheSpec
-    from distill.pipeline import parallel_targets
+    from polydistill.cache import CacheSpec
+    from polydistill.pipeline import parallel_targets
 
     logits = torch.tensor([[1.0, 0.0], [0.0, 4.0], [3.0, 2.0], [0.0, 0.0], [5.0, 5.0]])
     cls = torch.arange(15, dtype=torch.float32).reshape(5, 3)
 
-    class Cache:  # distill.cache.TeacherCache's interface: the spec and rows by example index
+    class Cache:  # polydistill.cache.TeacherCache's interface: the spec and rows by example index
         spec = CacheSpec(features=("cls", "logits"))
 
         def batch(self, indices, longest):

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from distill.cli import main
+from polydistill.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "tiny.yaml"  # two languages, 96 train sentences, a 4 x 32 teacher
@@ -51,7 +51,8 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS
 
 def distill_run(out: Path, data: Path, *extra: str, nproc: int | None = None) -> subprocess.Popen:
     launch = ["--nproc", str(nproc)] if nproc else []
-    command = [sys.executable, "-m", "distill", "run", *launch, str(RECIPE), f"output_dir={out}", f"data.path={data}"]
+    command = [sys.executable, "-m", "polydistill", "run", *launch, str(RECIPE), f"output_dir={out}"]
+    command.append(f"data.path={data}")
     return subprocess.Popen(
         [*command, *TINY, *extra], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip

@@ -11,13 +11,13 @@ import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer, BertModel, XLMRobertaTokenizer
 
-from distill.cli import main
-from distill.config import DataConfig, EmbedRecipe, load_any_recipe, resolve_package_path
-from distill.embed import beats, embed, load_parallel, retrieval_accuracy
-from distill.errors import DistillError, RecipeError
-from distill.features import mean_pool
-from distill.metrics_schema import SCHEMA_VERSION, metrics_problems
-from students.transfer import TransferConfig, transfer_to_xlmr
+from polydistill.cli import main
+from polydistill.config import DataConfig, EmbedRecipe, load_any_recipe, resolve_package_path
+from polydistill.embed import beats, embed, load_parallel, retrieval_accuracy
+from polydistill.errors import DistillError, RecipeError
+from polydistill.features import mean_pool
+from polydistill.metrics_schema import SCHEMA_VERSION, metrics_problems
+from polydistill.students.transfer import TransferConfig, transfer_to_xlmr
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "sib200-embedding-kd.yaml"

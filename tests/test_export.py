@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from distill.errors import DistillError
-from export.onnx import export_onnx, run_onnx
-from export.quantize import quantize_dynamic_int8
+from polydistill.errors import DistillError
+from polydistill.export.onnx import export_onnx, run_onnx
+from polydistill.export.quantize import quantize_dynamic_int8
 
 
 def test_export_matches_pytorch_on_real_sentences_with_dynamic_axes(

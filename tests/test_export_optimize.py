@@ -7,9 +7,9 @@ import torch
 from torch import nn
 from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification, XLMRobertaForTokenClassification
 
-from distill.errors import DistillError
-from export.onnx import MODEL_FILE, export_onnx, logits_axes, max_logit_diff, run_onnx
-from export.optimize import (
+from polydistill.errors import DistillError
+from polydistill.export.onnx import MODEL_FILE, export_onnx, logits_axes, max_logit_diff, run_onnx
+from polydistill.export.optimize import (
     AttentionShape,
     attention_shape,
     attention_shape_from_config,

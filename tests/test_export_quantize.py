@@ -8,10 +8,10 @@ import pytest
 import torch
 from transformers import XLMRobertaForSequenceClassification
 
-from distill.errors import DistillError
-from export.onnx import MODEL_FILE, export_onnx, label_agreement, pytorch_reference, run_onnx
-from export.optimize import optimize_export
-from export.quantize import (
+from polydistill.errors import DistillError
+from polydistill.export.onnx import MODEL_FILE, export_onnx, label_agreement, pytorch_reference, run_onnx
+from polydistill.export.optimize import optimize_export
+from polydistill.export.quantize import (
     MODE_METADATA_KEY,
     MODES,
     BatchReader,
@@ -291,7 +291,7 @@ def test_smoothing_keeps_the_product_and_shrinks_an_outlier_channel():
 
 
 def test_int8_smooth_smooths_the_ffn_input_and_blocks_the_ffn_output(tmp_path, exported):
-    from benchmarks.variants import onnx_precision
+    from polydistill.benchmarks.variants import onnx_precision
 
     into_gelu, out_of_gelu = ffn_parts(onnx.load(str(exported["optimized_gather"] / MODEL_FILE)).graph)
     out = quantize(exported["optimized_gather"], tmp_path / "smooth", "int8-smooth", exported["calibration"])
@@ -314,7 +314,7 @@ def test_block_quantization_leaves_the_root_logger_as_it_was():
 
     code = (
         "import logging\n"
-        "from export.quantize import _matmul_nbits_quantizer\n"
+        "from polydistill.export.quantize import _matmul_nbits_quantizer\n"
         "_matmul_nbits_quantizer()\n"
         "import onnxruntime.quantization.matmul_nbits_quantizer\n"  # imported for real above
         "root = logging.getLogger()\n"

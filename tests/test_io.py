@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from distill.io import atomic_file, atomic_write_text
+from polydistill.io import atomic_file, atomic_write_text
 
 
 def test_written_files_get_umask_permissions_not_mkstemps_0600(tmp_path):

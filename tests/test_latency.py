@@ -2,7 +2,7 @@
 
 import pytest
 
-from benchmarks.latency import interleaved_latency, summarize
+from polydistill.benchmarks.latency import interleaved_latency, summarize
 
 
 def test_summarize_percentiles():

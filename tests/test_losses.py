@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from distill.errors import RecipeError
-from distill.features import FEATURES, features_for, forward_features
-from distill.losses import (
+from polydistill.errors import RecipeError
+from polydistill.features import FEATURES, features_for, forward_features
+from polydistill.losses import (
     AttentionKL,
     ClsMSE,
     CrossEntropy,

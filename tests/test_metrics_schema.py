@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from distill.metrics_schema import DISTILL_KEYS, EMBEDDING_KEYS, SCHEMA_VERSION, metrics_problems, schema_version
+from polydistill.metrics_schema import DISTILL_KEYS, EMBEDDING_KEYS, SCHEMA_VERSION, metrics_problems, schema_version
 
 REPO = Path(__file__).resolve().parents[1]
 COMMITTED = sorted((REPO / "benchmarks" / "results").rglob("metrics.json"))

@@ -1,5 +1,5 @@
 """Damaged model artifacts and a run still being written: one line naming the culprit, exit code 2, no traceback,
-nothing written. Every command loads a saved model through the one loader (distill.models.load_model_folder)."""
+nothing written. Every command loads a saved model through the one loader (polydistill.models.load_model_folder)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import pytest
 import torch
 from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
 
-from distill.checkpoint import ResumePoint, Trainables
-from distill.cli import main
-from distill.errors import DistillError
-from distill.tokenizer import train_unigram_tokenizer
-from distill.train import FitResult
+from polydistill.checkpoint import ResumePoint, Trainables
+from polydistill.cli import main
+from polydistill.errors import DistillError
+from polydistill.tokenizer import train_unigram_tokenizer
+from polydistill.train import FitResult
 
 REPO = Path(__file__).resolve().parents[1]
 WORDS = ["a small corpus of words", "and more text to learn pieces from", "some other sentence here"]

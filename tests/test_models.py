@@ -3,8 +3,8 @@
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from distill.models import count_parameters
-from students import pick_layers, student_from_teacher
+from polydistill.models import count_parameters
+from polydistill.students import pick_layers, student_from_teacher
 
 
 def test_trained_tokenizer_has_xlmr_special_ids(tiny_tokenizer):

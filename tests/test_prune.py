@@ -17,8 +17,8 @@ from transformers import (
     XLMRobertaForTokenClassification,
 )
 
-from export.onnx import export_onnx
-from students.prune import PruneConfig, check_consistency, prune, prune_with_summary
+from polydistill.export.onnx import export_onnx
+from polydistill.students.prune import PruneConfig, check_consistency, prune, prune_with_summary
 
 VOCAB, HIDDEN, HEADS, HEAD_SIZE, FFN, LAYERS = 300, 64, 4, 16, 128, 2
 

@@ -1,5 +1,5 @@
 """The Python API (README, "Python API"): the README's example runs as written, overrides read as on the command
-line, options are the commands' own, and `import distill` stays free of torch."""
+line, options are the commands' own, and `import polydistill` stays free of torch."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import datasets
 import pytest
 from transformers.utils import logging as hf_logging
 
-import distill
-from distill.api import _with_overrides
-from distill.config import load_recipe
+import polydistill
+from polydistill.api import _with_overrides
+from polydistill.config import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "tiny.yaml"
@@ -65,12 +65,15 @@ def test_overrides_read_the_same_as_a_list_a_mapping_or_over_a_loaded_recipe(sib
 
 def test_an_option_the_command_does_not_have_is_a_type_error(tmp_path):
     with pytest.raises(TypeError, match="unexpected option.*textz"):
-        distill.export(tmp_path / "model", tmp_path / "out", textz="dev.txt")
+        polydistill.export_checkpoint(tmp_path / "model", tmp_path / "out", textz="dev.txt")
     with pytest.raises(TypeError, match="unexpected option.*model_dir"):
-        distill.bench(["xlmr-arch:2x32"], model_dir="x")
+        polydistill.bench(["xlmr-arch:2x32"], model_dir="x")
 
 
 def test_importing_distill_loads_neither_torch_nor_transformers():
-    code = "import sys, distill\ndistill.run, distill.RunResult\nassert not {'torch', 'transformers'} & {*sys.modules}"
+    code = (
+        "import sys, polydistill\npolydistill.run, polydistill.RunResult\n"
+        "assert not {'torch', 'transformers'} & {*sys.modules}"
+    )
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

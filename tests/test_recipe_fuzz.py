@@ -9,8 +9,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from distill.config import Recipe, load_any_recipe
-from distill.errors import DistillError
+from polydistill.config import Recipe, load_any_recipe
+from polydistill.errors import DistillError
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = yaml.safe_load((REPO / "recipes" / "quickstart-scratch.yaml").read_text())

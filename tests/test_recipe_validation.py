@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from distill.cli import main
-from distill.config import apply_override, headline_int8, load_recipe, parse_recipe
-from distill.errors import RecipeError
+from polydistill.cli import main
+from polydistill.config import apply_override, headline_int8, load_recipe, parse_recipe
+from polydistill.errors import RecipeError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -132,7 +132,7 @@ def test_cli_prints_one_line_exits_nonzero_and_leaves_no_run_directory(tmp_path,
 def test_cli_missing_data_path_in_a_real_process(tmp_path):
     path = write(tmp_path, f"name: t\noutput_dir: {tmp_path}/runs\ndata:\n  path: {tmp_path}/missing\n"
                            "student:\n  num_layers: 1\n")  # fmt: skip
-    proc = subprocess.run([sys.executable, "-m", "distill", "run", str(path)], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "polydistill", "run", str(path)], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"distill: error: data path not found: {tmp_path}/missing "
                                                 "(set 'data.path' or POLYDISTILL_DATA)"]  # fmt: skip
@@ -157,8 +157,8 @@ def test_export_variants_are_checked_by_name_and_must_include_the_benchmarked_on
 def test_recipe_export_variants_are_the_exporters_modes():
     import typing
 
-    from distill.config import CalibrationMethod, ExportVariant
-    from export import quantize
+    from polydistill.config import CalibrationMethod, ExportVariant
+    from polydistill.export import quantize
 
     assert typing.get_args(ExportVariant) == quantize.MODES
     assert set(typing.get_args(CalibrationMethod)) == set(quantize.CALIBRATION_METHODS)

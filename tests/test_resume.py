@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from distill.cli import main
+from polydistill.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "tiny.yaml"  # two languages, 96 train sentences, a 4 x 32 teacher
@@ -43,7 +43,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS
 
 
 def distill_run(out: Path, data: Path, *extra: str, stdout: int = subprocess.DEVNULL) -> subprocess.Popen:
-    command = [sys.executable, "-m", "distill", "run", str(RECIPE), f"output_dir={out}", f"data.path={data}", *TINY]
+    command = [sys.executable, "-m", "polydistill", "run", str(RECIPE), f"output_dir={out}", f"data.path={data}", *TINY]
     return subprocess.Popen([*command, *extra], env=ENV, stdout=stdout, stderr=subprocess.PIPE, text=True)
 
 

@@ -10,9 +10,9 @@ import datasets
 import pytest
 from transformers import AutoTokenizer
 
-from distill.cli import main
-from distill.errors import DistillError
-from distill.stream import TextStream
+from polydistill.cli import main
+from polydistill.errors import DistillError
+from polydistill.stream import TextStream
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -3,10 +3,10 @@
 import torch
 from transformers import XLMRobertaForTokenClassification
 
-from distill.cache import CacheSpec, teacher_cache
-from distill.data import collate
-from distill.features import forward_features
-from distill.ud import encode_words
+from polydistill.cache import CacheSpec, teacher_cache
+from polydistill.data import collate
+from polydistill.features import forward_features
+from polydistill.ud import encode_words
 
 
 def _tiny_token_teacher(tiny_xlmr_config, vocab_size: int):

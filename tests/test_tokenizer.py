@@ -4,12 +4,12 @@ import json
 import subprocess
 import sys
 
-from distill.tokenizer import SPECIAL_TOKENS, train_unigram_tokenizer
+from polydistill.tokenizer import SPECIAL_TOKENS, train_unigram_tokenizer
 
 # the trainer's nondeterminism shows across processes (hash seeds), so each training runs in its own
 TRAIN = """
 import json, sys
-from distill.tokenizer import train_unigram_tokenizer
+from polydistill.tokenizer import train_unigram_tokenizer
 texts = json.load(sys.stdin)
 tok = train_unigram_tokenizer(texts, 1500)
 print(json.dumps(tok.convert_ids_to_tokens(list(range(len(tok))))))
@@ -36,7 +36,7 @@ def test_pieces_after_the_special_tokens_are_ordered_by_text_with_mask_last(smal
 def test_lowercase_tokenizer_case_folds_and_still_does_after_reloading_and_trimming(small_texts, tmp_path):
     from transformers import AutoTokenizer
 
-    from students.vocab import always_kept_ids, trim_tokenizer
+    from polydistill.students.vocab import always_kept_ids, trim_tokenizer
 
     folded = train_unigram_tokenizer(small_texts, 600, lowercase=True)
     upper = " ".join(small_texts[:3]).upper()

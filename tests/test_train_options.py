@@ -11,9 +11,9 @@ import pytest
 import torch
 from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
 
-from distill.config import TrainConfig
-from distill.data import Encoded
-from distill.train import fit, step_seed
+from polydistill.config import TrainConfig
+from polydistill.data import Encoded
+from polydistill.train import fit, step_seed
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -74,8 +74,8 @@ def test_train_dropout_holds_only_while_training():
 
 
 def test_dropout_with_attention_distillation_is_refused():
-    from distill.config import load_recipe
-    from distill.errors import RecipeError
+    from polydistill.config import load_recipe
+    from polydistill.errors import RecipeError
 
     recipe = REPO / "recipes" / "quickstart-scratch.yaml"
     with pytest.raises(RecipeError, match="'distill.train.dropout' must be 0 or null with attention_kl"):

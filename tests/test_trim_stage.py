@@ -10,9 +10,9 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from distill.cli import main
-from distill.config import load_recipe
-from distill.errors import RecipeError
+from polydistill.cli import main
+from polydistill.config import load_recipe
+from polydistill.errors import RecipeError
 
 REPO = Path(__file__).resolve().parents[1]
 LANGUAGES = ["eng_Latn", "yor_Latn", "amh_Ethi"]
@@ -130,9 +130,9 @@ def test_every_checkpoint_has_a_hub_card_with_language_codes_licence_and_its_own
 
 
 def test_identically_tokenised_test_sentences_get_the_untrimmed_students_logits(run_dir, sib200_path):
-    from distill.config import DataConfig
-    from distill.data import load_task_data
-    from students.vocab import same_tokenisation
+    from polydistill.config import DataConfig
+    from polydistill.data import load_task_data
+    from polydistill.students.vocab import same_tokenisation
 
     data = load_task_data(DataConfig(path=str(sib200_path), languages=LANGUAGES, max_eval_per_language=12))
     student, old = load(run_dir, "student")

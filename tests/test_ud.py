@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distill.data import IGNORE_INDEX, collate, gold_labels, predicted_labels
-from distill.errors import DistillError
-from distill.ud import UD_TREEBANKS, UPOS_TAGS, TokenEncoded, encode_words, load_pos_data, read_conllu
+from polydistill.data import IGNORE_INDEX, collate, gold_labels, predicted_labels
+from polydistill.errors import DistillError
+from polydistill.ud import UD_TREEBANKS, UPOS_TAGS, TokenEncoded, encode_words, load_pos_data, read_conllu
 
 REPO = Path(__file__).resolve().parents[1]
 UD_ROOT = Path(os.environ.get("POLYDISTILL_DATA", REPO.parent / "shared" / "data")) / "ud-pos"

@@ -21,11 +21,11 @@ from transformers import (
     XLMRobertaTokenizer,
 )
 
-from distill.cli import main
-from distill.config import resolve_package_path
-from distill.data import read_corpus
-from distill.io import save_pretrained_atomic
-from students.vocab import (
+from polydistill.cli import main
+from polydistill.config import resolve_package_path
+from polydistill.data import read_corpus
+from polydistill.io import save_pretrained_atomic
+from polydistill.students.vocab import (
     REPORT_FILE,
     TrimConfig,
     always_kept_ids,
@@ -63,7 +63,7 @@ def encode(tokenizer, texts: list[str]) -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def xlmr_tokenizer(sib200_path):
-    from distill.tokenizer import train_unigram_tokenizer
+    from polydistill.tokenizer import train_unigram_tokenizer
 
     texts = [t for lang in TOKENIZER_LANGUAGES for t in sib(sib200_path, lang, "train", 60)]
     return train_unigram_tokenizer(texts, vocab_size=1500)
@@ -361,10 +361,10 @@ def test_cli_trims_a_saved_model_and_reports_params_pieces_and_coverage(saved_xl
 
 
 def test_the_python_api_trims_as_the_command_does_and_returns_what_it_printed(saved_xlmr, sib200_path, tmp_path):
-    import distill
+    import polydistill
 
     dev = sib200_path / "data/hau_Latn/dev.tsv"
-    result = distill.trim_vocab(saved_xlmr, tmp_path / "out", [sib200_path / "data/hau_Latn/train.tsv"], top_k=200,
+    result = polydistill.trim_vocab(saved_xlmr, tmp_path / "out", [sib200_path / "data/hau_Latn/train.tsv"], top_k=200,
                                 coverage_file=[dev])  # fmt: skip
     assert result.directory == tmp_path / "out" and (result.directory / REPORT_FILE).is_file()
     assert len(AutoTokenizer.from_pretrained(result.directory)) == 200
@@ -437,7 +437,7 @@ def test_building_the_trim_vocab_parser_stays_cheap():
 
     code = (
         "import argparse, sys\n"
-        "from distill.cli import add_trim_vocab_parser\n"
+        "from polydistill.cli import add_trim_vocab_parser\n"
         "add_trim_vocab_parser(argparse.ArgumentParser().add_subparsers())\n"
         "assert not {'torch', 'transformers', 'tokenizers', 'datasets'} & set(sys.modules), sorted(sys.modules)\n"
     )

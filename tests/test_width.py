@@ -30,8 +30,8 @@ from transformers import (
     XLMRobertaForTokenClassification,
 )
 
-from students.prune import check_consistency
-from students.width import plan_width, shrink_width, shrink_width_with_plan, student_from_config
+from polydistill.students.prune import check_consistency
+from polydistill.students.width import plan_width, shrink_width, shrink_width_with_plan, student_from_config
 
 VOCAB, SEQ = 64, 16
 

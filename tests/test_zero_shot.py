@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from distill.cli import main
-from distill.config import load_recipe
-from distill.data import Encoded
-from distill.errors import RecipeError
-from distill.metrics_schema import metrics_problems
-from distill.pipeline import Run
-from distill.report import COLLAPSE_BELOW, transfer_matrix
+from polydistill.cli import main
+from polydistill.config import load_recipe
+from polydistill.data import Encoded
+from polydistill.errors import RecipeError
+from polydistill.metrics_schema import metrics_problems
+from polydistill.pipeline import Run
+from polydistill.report import COLLAPSE_BELOW, transfer_matrix
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "sib200-zero-shot.yaml"

@@ -1,0 +1,1 @@
+"""The recipes, shipped as package data (`polydistill.recipes`): `distill recipes list`, `distill recipes copy NAME`."""
