@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from polydistill.benchmarks.outputs import command_line, write_results
-from polydistill.config import load_recipe
 from polydistill.pipeline import run_recipe
+from polydistill.recipe import load_recipe
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "sib200-tiny-student.yaml"
 

@@ -29,11 +29,11 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from polydistill.benchmarks.environment import cpu_info
 from polydistill.benchmarks.outputs import command_line, write_results
-from polydistill.config import load_recipe
 from polydistill.data import load_task_data
 from polydistill.export.onnx import MODEL_FILE, export_onnx, session
 from polydistill.export.optimize import optimize_export
 from polydistill.export.quantize import calibration_batches, quantize
+from polydistill.recipe import load_recipe
 
 # variant -> (per_channel, which nodes stay fp32: a predicate on (node name, op type))
 VARIANTS: dict[str, tuple[bool, Any]] = {

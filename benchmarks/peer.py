@@ -113,8 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     from polydistill.benchmarks.environment import collect_environment
     from polydistill.benchmarks.latency import interleaved_until_settled
     from polydistill.benchmarks.variants import ort_session
-    from polydistill.config import headline_int8, load_recipe, variant_mean
+    from polydistill.config import headline_int8, variant_mean
     from polydistill.data import load_task_data
+    from polydistill.recipe import load_recipe
 
     torch.set_num_threads(args.threads)
     run = args.run.resolve()

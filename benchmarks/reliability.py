@@ -522,8 +522,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"-- {name}", flush=True)
             cases.append({"case": name, "input": given, "files_lost": [], **case(Path(tmp))})
     doc = {"command": command_line("polydistill.benchmarks.reliability", argv), "cases": cases}
-    from polydistill.config import load_recipe
     from polydistill.data import load_task_data
+    from polydistill.recipe import load_recipe
 
     tiny = load_recipe(RECIPE, [f"data.path={DATA_ROOT / 'sib-200'}"])
     test = load_task_data(tiny.data).splits["test"]

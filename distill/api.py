@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from polydistill.config import EmbedRecipe, Recipe, apply_override, load_recipe, parse_recipe, recipe_to_dict
+from polydistill.config import EmbedRecipe, Recipe, apply_override, recipe_to_dict
 from polydistill.console import NORMAL, QUIET, library_logging, third_party_quiet
 from polydistill.errors import DistillError
+from polydistill.recipe import load_recipe, parse_recipe
 
 Overrides = Sequence[str] | Mapping[str, Any]
 

@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,9 @@ EXIT_USER_ERROR = 2
 
 
 def main(argv: list[str] | None = None) -> int:
-    from polydistill import __version__
-
     parser = argparse.ArgumentParser(prog="distill", description="Distil multilingual teachers into small students.")
-    parser.add_argument("--version", action="version", version=f"%(prog)s (polydistill) {__version__}")
+    version = metadata.version("polydistill")  # the installed distribution's, which pyproject reads from __version__
+    parser.add_argument("--version", action="version", version=f"%(prog)s (polydistill) {version}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a recipe's stages and write a run directory")
@@ -109,7 +109,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from polydistill.benchmarks.cli import run_bench
 
         return run_bench(args)
-    from polydistill.config import EmbedRecipe, load_any_recipe
+    from polydistill.config import EmbedRecipe
+    from polydistill.recipe import load_any_recipe
 
     recipe = load_any_recipe(args.recipe, args.overrides)
     if args.command == "validate":

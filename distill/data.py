@@ -19,8 +19,8 @@ import datasets
 import numpy as np
 import torch
 
-from polydistill.config import DataConfig, suggest
-from polydistill.errors import DistillError, first_line
+from polydistill.config import DataConfig
+from polydistill.errors import DistillError, first_line, suggest
 
 SPLITS = ("train", "dev", "test")
 HUB_SPLIT_NAMES = {"train": "train", "dev": "validation", "test": "test"}

@@ -1,5 +1,8 @@
 """The one error type users see: the CLI prints it as a single line and exits non-zero."""
 
+import difflib
+from typing import Any
+
 
 class DistillError(Exception):
     """A user-facing problem (bad recipe, missing path, failed gate) with a one-line message."""
@@ -17,3 +20,9 @@ def first_line(exc: BaseException) -> str:
     one-line `DistillError` that wraps it."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return lines[0] if lines else type(exc).__name__
+
+
+def suggest(word: str, options: Any) -> str:
+    """A ` (did you mean 'x'?)` hint, or an empty string when nothing is close."""
+    close = difflib.get_close_matches(word, [str(o) for o in options], n=1, cutoff=0.5)
+    return f" (did you mean '{close[0]}'?)" if close else ""

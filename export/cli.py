@@ -335,7 +335,7 @@ def run_record(model_dir: str | Path) -> RunRecord | None:
     if run is None:
         return None
     from polydistill.config import load_data_config, read_yaml
-    from polydistill.pipeline import teacher_card_source
+    from polydistill.export.card import teacher_card_source
 
     teacher = (read_yaml(run / "recipe.yaml").get("teacher") or {}).get("model")
     return RunRecord(
@@ -382,7 +382,7 @@ def run_dev_sentences(model_dir: str) -> tuple[Path, list[str]]:
             "sentences to default to (the parity gate compares ONNX with PyTorch on real sentences)"
         )
     from polydistill.config import load_data_config
-    from polydistill.pipeline import load_data
+    from polydistill.tasks import load_data
 
     return run, load_data(load_data_config(run / "recipe.yaml")).texts("dev")
 

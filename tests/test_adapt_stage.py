@@ -11,9 +11,9 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer
 
 from polydistill.adapt import IGNORE_INDEX, MLMStep, copy_encoder, mask_tokens, masked_lm_for
 from polydistill.cli import main
-from polydistill.config import load_recipe
 from polydistill.errors import RecipeError
 from polydistill.metrics_schema import metrics_problems
+from polydistill.recipe import load_recipe
 from polydistill.train import WHOLE_BATCH
 
 REPO = Path(__file__).resolve().parents[1]
@@ -135,17 +135,17 @@ def test_adapted_checkpoint_reloads_and_its_encoder_is_the_one_the_teacher_fine_
 
 def test_teacher_stage_receives_the_adapted_encoder(tmp_path, sib200_path, monkeypatch):
     """With the task's fine-tuning at lr 0, the teacher checkpoint's encoder is exactly the adapted one."""
-    import polydistill.pipeline as pipeline
+    import polydistill.stages.teacher as teacher_stages
 
     seen = {}
-    original = pipeline.fit
+    original = teacher_stages.fit
 
     def spy(model, *args, desc, **kwargs):
         if desc == "teacher":
             seen["query"] = model.base_model.encoder.layer[0].attention.self.query.weight.detach().clone()
         return original(model, *args, desc=desc, **kwargs)
 
-    monkeypatch.setattr(pipeline, "fit", spy)
+    monkeypatch.setattr(teacher_stages, "fit", spy)
     code = main(["run", str(TINY_RECIPE), f"output_dir={tmp_path}", f"data.path={sib200_path}", *TINY,
                  "adapt.train.epochs=1", "stages=[adapt, teacher]"])  # fmt: skip
     assert code == 0

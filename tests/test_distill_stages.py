@@ -112,7 +112,7 @@ def test_parallel_targets_are_the_mean_over_each_sentences_translations():
     import torch
 
     from polydistill.cache import CacheSpec
-    from polydistill.pipeline import parallel_targets
+    from polydistill.distill_step import parallel_targets
 
     logits = torch.tensor([[1.0, 0.0], [0.0, 4.0], [3.0, 2.0], [0.0, 0.0], [5.0, 5.0]])
     cls = torch.arange(15, dtype=torch.float32).reshape(5, 3)

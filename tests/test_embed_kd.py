@@ -12,11 +12,12 @@ import torch
 from transformers import AutoModel, AutoTokenizer, BertModel, XLMRobertaTokenizer
 
 from polydistill.cli import main
-from polydistill.config import DataConfig, EmbedRecipe, load_any_recipe, resolve_package_path
+from polydistill.config import DataConfig, EmbedRecipe, resolve_package_path
 from polydistill.embed import beats, embed, load_parallel, retrieval_accuracy
 from polydistill.errors import DistillError, RecipeError
 from polydistill.features import mean_pool
 from polydistill.metrics_schema import SCHEMA_VERSION, metrics_problems
+from polydistill.recipe import load_any_recipe
 from polydistill.students.transfer import TransferConfig, transfer_to_xlmr
 
 REPO = Path(__file__).resolve().parents[1]

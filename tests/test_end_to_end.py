@@ -9,8 +9,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from polydistill.cli import main
 from polydistill.metrics_schema import SCHEMA_VERSION, metrics_problems
-from polydistill.pipeline import drop_text
 from polydistill.report import PLOTS
+from polydistill.scoring import drop_text
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -193,7 +193,7 @@ def test_prune_stage_shrinks_the_student_and_export_follows_it(tmp_path, sib200_
 def test_gate_flags_a_variant_that_drops_one_language_beyond_the_tolerance():
     import numpy as np
 
-    from polydistill.pipeline import gate_variant
+    from polydistill.scoring import gate_variant
 
     gold = {"a": np.array([0, 1, 2, 3]), "b": np.array([0, 0, 1, 1])}
     reference = {"a": np.array([0, 1, 2, 0]), "b": np.array([0, 0, 1, 1])}  # 75% and 100%
@@ -206,7 +206,7 @@ def test_gate_flags_a_variant_that_drops_one_language_beyond_the_tolerance():
 
 
 def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path):
-    from polydistill.pipeline import new_run_directory
+    from polydistill.run import new_run_directory
 
     first = new_run_directory(tmp_path, "20260101-000000")
     second = new_run_directory(tmp_path, "20260101-000000")

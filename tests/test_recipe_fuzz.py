@@ -9,8 +9,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from polydistill.config import Recipe, load_any_recipe
+from polydistill.config import Recipe
 from polydistill.errors import DistillError
+from polydistill.recipe import load_any_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = yaml.safe_load((REPO / "recipes" / "quickstart-scratch.yaml").read_text())

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from polydistill.cli import main
-from polydistill.config import apply_override, headline_int8, load_recipe, parse_recipe
+from polydistill.config import apply_override, headline_int8
 from polydistill.errors import RecipeError
+from polydistill.recipe import load_recipe, parse_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 

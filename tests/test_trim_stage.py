@@ -11,8 +11,8 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from polydistill.cli import main
-from polydistill.config import load_recipe
 from polydistill.errors import RecipeError
+from polydistill.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 LANGUAGES = ["eng_Latn", "yor_Latn", "amh_Ethi"]

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 
 from polydistill.cli import main
-from polydistill.config import load_recipe
 from polydistill.data import Encoded
 from polydistill.errors import RecipeError
 from polydistill.metrics_schema import metrics_problems
-from polydistill.pipeline import Run
+from polydistill.recipe import load_recipe
 from polydistill.report import COLLAPSE_BELOW, transfer_matrix
+from polydistill.run import Run
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "sib200-zero-shot.yaml"
