@@ -34,4 +34,4 @@ for i in 1 2; do
     --batch 1 --seq 128 --texts "$texts" --precisions fp32,bf16,int8-dynamic \
     --min-runs "${BENCH_MIN_RUNS:-20}" --max-seconds "${BENCH_MAX_SECONDS:-240}" --out "$out/cpu/run$i"
 done
-"$python" -m polydistill.benchmarks.cpu_summary "$out/cpu/run1" "$out/cpu/run2" "$out/cpu"
+"$python" -m polydistill.benchmarks.experiments.cpu_summary "$out/cpu/run1" "$out/cpu/run2" "$out/cpu"

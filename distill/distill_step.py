@@ -1,6 +1,6 @@
 """One distillation step: the student's weighted losses against the teacher's outputs, read from the
 teacher cache written once per (teacher, data) or computed live; the training loop (`polydistill.train.fit`)
-calls it per batch, and `polydistill.benchmarks.teacher_cache` measures it.
+calls it per batch, and `polydistill.benchmarks.experiments.teacher_cache` measures it.
 """
 
 from __future__ import annotations

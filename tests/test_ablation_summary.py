@@ -2,7 +2,7 @@
 
 import pytest
 
-from polydistill.benchmarks.distill_ablation import render, summarise
+from polydistill.benchmarks.experiments.distill_ablation import render, summarise
 
 
 def _cell(seed, student, losses="KL+CE", size="2L-64"):

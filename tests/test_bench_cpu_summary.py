@@ -2,7 +2,7 @@
 
 import pytest
 
-from polydistill.benchmarks.cpu_summary import compare_runs, targets
+from polydistill.benchmarks.experiments.cpu_summary import compare_runs, targets
 
 
 def row(model, role, backend, precision, p50, *, settled=True, efficiency=0.1, seq=128):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from polydistill.benchmarks.peer import cycling, render, sentence_sample
+from polydistill.benchmarks.experiments.peer import cycling, render, sentence_sample
 
 
 def test_sentence_sample_takes_equally_many_per_language_and_is_seeded():
@@ -38,7 +38,7 @@ def test_render_states_the_per_sentence_speedup_against_the_c_engine():
                 "runs": 20, "settled": True,
             })  # fmt: skip
     doc = {
-        "command": "python -m polydistill.benchmarks.peer --run r --out o",
+        "command": "python -m polydistill.benchmarks.experiments.peer --run r --out o",
         "run": "r",
         "threads": 2,
         "sentences": 16,

@@ -1,4 +1,4 @@
-"""benchmarks/quantization.py: run-dir reading, flagging, and a tiny end-to-end pass over a fake run."""
+"""benchmarks/experiments/quantization.py: run-dir reading, flagging, and a tiny end-to-end pass over a fake run."""
 
 import json
 
@@ -7,7 +7,15 @@ import torch
 import yaml
 from transformers import XLMRobertaForSequenceClassification
 
-from polydistill.benchmarks.quantization import FP32, JSON_FILE, MD_FILE, flag_drops, main, read_run, render_markdown
+from polydistill.benchmarks.experiments.quantization import (
+    FP32,
+    JSON_FILE,
+    MD_FILE,
+    flag_drops,
+    main,
+    read_run,
+    render_markdown,
+)
 from polydistill.errors import DistillError
 from polydistill.export.onnx import export_onnx
 
@@ -68,7 +76,7 @@ def test_flagging_and_markdown():
     assert rows["int8-dynamic"]["max_drop_vs_fp32"] == pytest.approx(0.015)
     assert rows["int8-static-minmax"]["flagged_languages"] == [] and rows[FP32]["flagged_languages"] == []
     doc = {
-        "command": "python -m polydistill.benchmarks.quantization RUN",
+        "command": "python -m polydistill.benchmarks.experiments.quantization RUN",
         "run_dir": "RUN",
         "data": {"languages": LANGS, "test_sentences": {"eng_Latn": 204, "yor_Latn": 204}},
         "setup": {"batch": 1, "seq": 128, "threads": 2, "runs": 100, "max_drop": 0.01},
@@ -76,7 +84,7 @@ def test_flagging_and_markdown():
         "variants": rows,
     }
     md = render_markdown(doc)
-    assert "`python -m polydistill.benchmarks.quantization RUN`" in md
+    assert "`python -m polydistill.benchmarks.experiments.quantization RUN`" in md
     assert "| int8-dynamic | 1.00 | 4.00 | 1.00 | 2.00 | 0.6950 | 0.9000 | 1.5 | yor_Latn |" in md
     assert "| yor_Latn | 0.600 | **0.585** | 0.600 |" in md and "- x: boom" in md
 
@@ -97,6 +105,6 @@ def test_end_to_end_on_a_tiny_fake_run(tmp_path, sib200_path, tiny_tokenizer, sm
     assert doc["variants"]["fp32-optimized"]["mean_agreement_with_fp32"] == 1.0
     sizes = {k: v["size_bytes"] for k, v in doc["variants"].items()}
     assert sizes["int8-dynamic"] < sizes["int8-dynamic-fp32-emb-node"] <= sizes["int8-dynamic-fp32-emb"] < sizes["fp32"]
-    assert doc["command"].startswith(f"python -m polydistill.benchmarks.quantization {run}")
+    assert doc["command"].startswith(f"python -m polydistill.benchmarks.experiments.quantization {run}")
     assert "| int8-static-entropy |" in (out / MD_FILE).read_text()
     assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "onnx", "recipe.yaml"], "run dir left alone"

@@ -26,19 +26,24 @@ LAYERS = {
         benchmarks benchmarks.harness benchmarks.latency benchmarks.probe benchmarks.flops benchmarks.report
         benchmarks.variants benchmarks.baselines
         recipe train losses features cache augment stream adapt packaged""",
-    "orchestration": """run distill_step scoring predictions checkpoint_cards report stages stages.teacher stages.student
-        stages.trim stages.export stages.bench pipeline embed""",
-    "entry": """polydistill api cli __main__ benchmarks.cli export.optimum_artifacts benchmarks.cpu_summary
-        benchmarks.distill_ablation benchmarks.int8_sensitivity benchmarks.peer benchmarks.quantization
-        benchmarks.reliability benchmarks.teacher_cache benchmarks.train_throughput benchmarks.vocab_trim""",
+    "orchestration": """run distill_step scoring predictions checkpoint_cards report stages stages.teacher
+        stages.student stages.trim stages.export stages.bench pipeline embed""",
+    "entry": """polydistill api cli __main__ benchmarks.cli export.optimum_artifacts benchmarks.experiments.*""",
 }
 
 
 def layer_of() -> dict[str, int]:
+    """Module -> layer rank; `x.*` names the package x and every module under it."""
     layers = {}
+    found = modules()
     for rank, layer in enumerate(ORDER):
         for short in LAYERS[layer].split():
-            layers["polydistill" if short == "polydistill" else f"polydistill.{short}"] = rank
+            name = "polydistill" if short == "polydistill" else f"polydistill.{short}"
+            if name.endswith(".*"):
+                prefix = name[:-2]
+                layers |= {m: rank for m in found if m == prefix or m.startswith(prefix + ".")}
+            else:
+                layers[name] = rank
     return layers
 
 

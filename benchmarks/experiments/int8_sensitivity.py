@@ -2,7 +2,7 @@
 matrices fp32 (or changes one quantization setting) and is scored against the PyTorch student on every test
 sentence of a recipe's languages.
 
-    python -m polydistill.benchmarks.int8_sensitivity --run runs/sib200-e5-small/latest \
+    python -m polydistill.benchmarks.experiments.int8_sensitivity --run runs/sib200-e5-small/latest \
         --out benchmarks/results/int8-sensitivity
 
 The student is the run's final one (trimmed if the run trimmed it); its fp32 graph is exported and optimized as
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         calibration = calibration_batches(tokenizer, data.texts("dev"))
         smooth = quantize(Path(tmp) / "gather", Path(tmp) / "smooth", "int8-smooth", calibration, per_channel=True)
         score(SMOOTH, smooth / MODEL_FILE, [])
-    doc = {"command": command_line("polydistill.benchmarks.int8_sensitivity", argv), "run": str(run),
+    doc = {"command": command_line("polydistill.benchmarks.experiments.int8_sensitivity", argv), "run": str(run),
            "student": source.name, "sentences": len(texts), "cpu": cpu_name(), "variants": results,
            "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
     write_results(args.out, doc, render(doc))

@@ -1,6 +1,6 @@
 """Every fault and bad input of the reliability issue, tried through the real `distill` command line.
 
-    python -m polydistill.benchmarks.reliability --out benchmarks/results/reliability
+    python -m polydistill.benchmarks.experiments.reliability --out benchmarks/results/reliability
 
 Each case runs `python -m polydistill ...` in a fresh process (tiny recipes, a scratch folder), and records the
 exit code, the last line the user saw on stderr, how many lines stderr had, and what was left on disk:
@@ -25,7 +25,7 @@ from typing import Any
 
 from polydistill.benchmarks.outputs import command_line, write_results
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DATA_ROOT = Path(os.environ.get("POLYDISTILL_DATA", REPO.parent / "shared" / "data"))
 RECIPE = str(REPO / "recipes" / "tiny.yaml")  # the quickstart shrunk: runs in seconds
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -521,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             print(f"-- {name}", flush=True)
             cases.append({"case": name, "input": given, "files_lost": [], **case(Path(tmp))})
-    doc = {"command": command_line("polydistill.benchmarks.reliability", argv), "cases": cases}
+    doc = {"command": command_line("polydistill.benchmarks.experiments.reliability", argv), "cases": cases}
     from polydistill.data import load_task_data
     from polydistill.recipe import load_recipe
 

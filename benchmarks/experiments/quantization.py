@@ -1,6 +1,7 @@
 """Every quantization variant of a pipeline run's student: per-language accuracy, size and CPU latency.
 
-    python -m polydistill.benchmarks.quantization RUN_DIR [--out benchmarks/results] [--languages a,b] [--max-eval N]
+    python -m polydistill.benchmarks.experiments.quantization RUN_DIR [--out benchmarks/results] [--languages a,b] \
+        [--max-eval N]
 
 RUN_DIR is `runs/<name>/<timestamp>/` (or `.../latest`): `checkpoints/student`, `onnx/student-fp32` and
 `recipe.yaml` with `data.path` and `data.languages`. From the fp32 export this builds
@@ -237,7 +238,7 @@ def run_benchmark(args: argparse.Namespace, say: Callable[[str], None] = print) 
         for name, stats in latency.items():
             rows[name]["latency_ms"] = {k: stats[k] for k in ("p50", "p90", "mean", "stdev", "runs")}
     flag_drops(rows, args.max_drop)
-    command = "python -m polydistill.benchmarks.quantization " + shlex.join(args.argv)
+    command = "python -m polydistill.benchmarks.experiments.quantization " + shlex.join(args.argv)
     return {
         "command": command,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -319,7 +320,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(
-        prog="python -m polydistill.benchmarks.quantization", description=__doc__.splitlines()[0]
+        prog="python -m polydistill.benchmarks.experiments.quantization", description=__doc__.splitlines()[0]
     )
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--out", default="benchmarks/results", help="folder for quantization.{json,md}")
