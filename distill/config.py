@@ -30,12 +30,14 @@ ALL_SIB200_LANGUAGES = [
     "kin_Latn", "wol_Latn", "lug_Latn", "quy_Latn", "grn_Latn", "fao_Latn", "mlt_Latn",
 ]  # fmt: skip
 
-# the variants `distill export --quantize` makes; "none" is the optimized fp32 graph. A test keeps
-# this in step with polydistill.export.quantize.MODES (importing it here would pull in onnxruntime).
+# the variants `distill export --quantize` makes ("none" is the optimized fp32 graph), defined here once, torch-
+# and onnxruntime-free: the recipe schema, the export command's parser and polydistill.export.quantize read them
 ExportVariant = Literal[
     "none", "int8-dynamic", "int8-dynamic-fp32-emb", "int8-static", "int8-blocks", "int8-smooth", "fp16"
 ]
+EXPORT_MODES: tuple[str, ...] = typing.get_args(ExportVariant)
 CalibrationMethod = Literal["minmax", "entropy", "percentile"]
+CALIBRATION_METHODS: tuple[str, ...] = typing.get_args(CalibrationMethod)
 INT8_VARIANTS = ("int8-dynamic", "int8-blocks", "int8-smooth", "int8-static", "int8-dynamic-fp32-emb")
 
 
@@ -237,25 +239,72 @@ class AgnosticConfig:
     shuffle_buffer: int = _ranged(10_000, 1)
 
 
-@dataclass(frozen=True)
-class PruneStageConfig:
-    """Structured pruning of the student (see students.prune), then distillation to recover."""
+# ----------------------------------------------------------------------------------------------
+# the library configs (`prune(model, PruneConfig(...))`, `trim_vocab(..., TrimConfig(...))`), defined here once,
+# torch-free: the recipe's `prune` and `trim` sections extend them, so a key, its default and its range are
+# written in one place and checked the same way from a recipe (naming the key path) or from Python
 
-    # fraction of heads removed in every layer; the hidden width shrinks with them
-    heads: float = _ranged(0.25, 0, 1, **BELOW_ONE)
-    ffn: float = _ranged(0.5, 0, 1, **BELOW_ONE)  # fraction of FFN neurons removed in every layer
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """What to remove; every fraction is of the original count and is applied to every layer alike.
+
+    heads: fraction of attention heads removed; the hidden width shrinks with them (head size is kept).
+    ffn: fraction of intermediate (FFN) neurons removed.
+    importance: "magnitude" (L2 of the coupled weights) or "taylor" (|weight x gradient| over the coupled
+        weights, with gradients of the task loss accumulated over `batches`, Molchanov et al. 2019).
+    round_to: the kept FFN width is rounded down to a multiple of this (e.g. 64 for matmul-friendly shapes).
+    """
+
+    heads: float = _ranged(0.0, 0, 1, **BELOW_ONE)
+    ffn: float = _ranged(0.0, 0, 1, **BELOW_ONE)
     importance: Literal["magnitude", "taylor"] = "magnitude"
+    round_to: int = _ranged(1, 1)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+@dataclass(frozen=True)
+class TrimConfig:
+    """Which pieces survive: those seen at least `min_freq` times in the texts, at most `top_k` ids in all
+    (special tokens included; None: no cap)."""
+
+    top_k: int | None = _ranged(None, 1)
+    min_freq: int = _ranged(1, 1)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+def check_fields(config: Any) -> None:
+    """A config built in Python rather than read from a recipe: each ranged field in its range and each
+    `Literal` field one of its values, or a ValueError naming the field (`PruneConfig.heads must be ...`)."""
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        value, where = getattr(config, f.name), f"{type(config).__name__}.{f.name}"
+        if "bounds" in f.metadata and value is not None:
+            for item in value if isinstance(value, list) else [value]:
+                if not f.metadata["bounds"].holds(item):
+                    raise ValueError(f"{where} must be {f.metadata['bounds'].describe()}, got {item!r}")
+        if typing.get_origin(hints[f.name]) is Literal and value not in typing.get_args(hints[f.name]):
+            raise ValueError(f"{where} must be one of {list(typing.get_args(hints[f.name]))}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class PruneStageConfig(PruneConfig):
+    """Structured pruning of the student (stage `prune`: `PruneConfig`'s keys), then distillation to recover."""
+
     calibration_batches: int = _ranged(8, 1)  # batches of training data for taylor importance
     recover: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=2))
 
 
 @dataclass(frozen=True)
-class TrimStageConfig:
-    """Vocabulary trimming of the student (see students.vocab): keep the pieces its tokenizer produces on
-    the recipe languages' training text, slice the embedding to them. No training; the teacher is untouched."""
+class TrimStageConfig(TrimConfig):
+    """Vocabulary trimming of the student (stage `trim`: `TrimConfig`'s keys): keep the pieces its tokenizer
+    produces on the recipe languages' training text, slice the embedding to them. No training; the teacher is
+    untouched."""
 
-    top_k: int | None = _ranged(None, 1)  # keep at most this many ids in all, special tokens included; null: no cap
-    min_freq: int = _ranged(1, 1)  # keep pieces seen at least this many times in the training text
     # more unlabelled text of the deployment languages to count pieces on (plain text, SIB-200 .tsv or CoNLL-U),
     # besides the recipe's (possibly subsampled) training sentences
     corpus: list[str] = field(default_factory=list, metadata={"path": True})
@@ -275,17 +324,28 @@ class AdaptStageConfig:
 
 
 @dataclass(frozen=True)
-class ExportConfig:
-    """Each variant becomes onnx/student-<variant>/, parity-gated, optimized, evaluated per language."""
+class ExportSettings:
+    """How one ONNX export is made and gated, the same for `distill export` (polydistill.export.cli.ExportOptions
+    adds the one mode and the card's facts) and for the recipe's `export` section (which adds its variants)."""
 
-    variants: list[ExportVariant] = field(default_factory=lambda: ["int8-dynamic"])
     optimize: bool = True  # onnxruntime's transformer optimizer (fused Attention, checked per layer)
     calibration_method: CalibrationMethod = "minmax"  # int8-static, on the dev sentences (int8-smooth uses max)
     per_channel: bool = False  # int8 variants: one weight scale per output channel instead of per matrix
-    max_drop_points: float = _ranged(1.0, 0)  # a variant losing more accuracy points in any language is flagged
-    parity_tolerance: float = _ranged(1e-4, 0, **POSITIVE)
-    parity_sentences: int = _ranged(64, 1)
+    parity_tolerance: float = _ranged(1e-4, 0, **POSITIVE)  # max |logit difference| against PyTorch
+    parity_sentences: int = _ranged(64, 1)  # real sentences the parity gate runs
     opset: int = _ranged(17, 14, 20)  # 14: scaled-dot-product attention; 20: the newest torch.onnx writes
+
+    def export_settings(self) -> dict[str, Any]:
+        """These fields alone, as keyword arguments (a recipe's `export` section -> one variant's options)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(ExportSettings)}
+
+
+@dataclass(frozen=True)
+class ExportConfig(ExportSettings):
+    """Each variant becomes onnx/student-<variant>/, parity-gated, optimized, evaluated per language."""
+
+    variants: list[ExportVariant] = field(default_factory=lambda: ["int8-dynamic"])
+    max_drop_points: float = _ranged(1.0, 0)  # a variant losing more accuracy points in any language is flagged
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,6 @@ from polydistill.config import (
     EmbedRecipe,
     Recipe,
     TeacherShape,
-    TrimStageConfig,
     apply_override,
     build_config,
     check_against_teacher,
@@ -171,14 +170,8 @@ def _check_semantics(recipe: Recipe) -> None:
             f"'export.variants' must include an int8 variant ({', '.join(INT8_VARIANTS)}) when 'bench' runs: "
             "the first one listed is the headline row"
         )
-    if recipe.trim != TrimStageConfig():  # the defaults are valid; checking others imports students (transformers)
-        from polydistill.students.vocab import TrimConfig
-
-        try:
-            TrimConfig(top_k=recipe.trim.top_k, min_freq=recipe.trim.min_freq)
-        except ValueError as exc:  # "top_k must be at least 1, got 0" -> "'trim.top_k' must be ..."
-            key, _, rest = str(exc).partition(" ")
-            raise RecipeError(f"'trim.{key}' {rest}") from None
+    if "prune" in recipe.stages and not (recipe.prune.heads or recipe.prune.ffn):
+        raise RecipeError("stage 'prune' with 'prune.heads' and 'prune.ffn' both 0 removes nothing: set one")
 
 
 def _check_embed_semantics(recipe: EmbedRecipe) -> None:

@@ -21,28 +21,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# the modes from the recipe schema, not polydistill.export.quantize, which pulls in torch and onnxruntime: building
+# the `distill` parser must stay cheap for `distill validate`
+from polydistill.config import CALIBRATION_METHODS, EXPORT_MODES, ExportSettings
 from polydistill.console import add_verbosity_flags
 from polydistill.errors import DistillError
 from polydistill.io import atomic_directory
 
-# Spelled out rather than imported from polydistill.export.quantize, which pulls in torch and onnxruntime: building
-# the `distill` parser must stay cheap for `distill validate`. A test keeps the two in step.
-MODES = ("none", "int8-dynamic", "int8-dynamic-fp32-emb", "int8-static", "int8-blocks", "int8-smooth", "fp16")
-CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 SEQUENCE_SUFFIX, TOKEN_SUFFIX = "ForSequenceClassification", "ForTokenClassification"
 
 
 @dataclass(frozen=True)
-class ExportOptions:
-    """Everything `export_directory` needs besides the two paths and the sentences."""
+class ExportOptions(ExportSettings):
+    """Everything `export_directory` needs besides the two paths and the sentences: the shared settings, the
+    mode, and what the card says."""
 
     mode: str = "int8-dynamic"
-    optimize: bool = True
-    calibration_method: str = "minmax"
-    per_channel: bool = False  # int8 weights with one scale per output channel
-    tolerance: float = 1e-4
-    opset: int = 17
-    max_parity_sentences: int = 64
     languages: list[str] = field(default_factory=list)
     metrics: dict[str, dict[str, float]] | None = None
     name: str | None = None
@@ -152,21 +146,23 @@ def export_directory(
     from polydistill.export.optimize import optimize_export
     from polydistill.export.quantize import CALIBRATED_MODES, EMBEDDING_GATHER_MODES, calibration_batches, quantize
 
-    if options.mode not in MODES:
-        raise DistillError(f"export: unknown --quantize {options.mode!r} (choose {', '.join(MODES)})")
+    if options.mode not in EXPORT_MODES:
+        raise DistillError(f"export: unknown --quantize {options.mode!r} (choose {', '.join(EXPORT_MODES)})")
     if not texts:
         raise DistillError("export: the parity gate needs real sentences (--texts FILE, one a line)")
     out_dir = Path(out_dir)
     model, tokenizer, task = load_classifier_dir(model_dir)
-    parity = spread(texts, options.max_parity_sentences)
+    parity = spread(texts, options.parity_sentences)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}.work.") as scratch:
         work = Path(scratch)
-        fp32 = export_onnx(model, tokenizer, work / "fp32", parity, tolerance=options.tolerance, opset=options.opset)
+        fp32 = export_onnx(
+            model, tokenizer, work / "fp32", parity, tolerance=options.parity_tolerance, opset=options.opset
+        )
         base, optimized = fp32.directory, None
         if options.optimize:
             optimized = optimize_export(
-                base, work / "optimized", model, tokenizer, parity, tolerance=options.tolerance,
+                base, work / "optimized", model, tokenizer, parity, tolerance=options.parity_tolerance,
                 fuse_embedding=options.mode not in EMBEDDING_GATHER_MODES,
             )  # fmt: skip
             base = optimized.directory
@@ -237,7 +233,7 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--overwrite", action="store_true", help="replace OUT_DIR if an earlier export or trim-vocab wrote it"
     )
-    p.add_argument("--quantize", choices=MODES, default="int8-dynamic", help="variant (default int8-dynamic)")
+    p.add_argument("--quantize", choices=EXPORT_MODES, default="int8-dynamic", help="variant (default int8-dynamic)")
     p.add_argument(
         "--texts",
         help="real sentences (dev sentences of every language): a SIB-200 .tsv, a .conllu or one a line. The "
@@ -251,9 +247,12 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--per-channel", action="store_true", help="int8 weights with one scale per output channel, not per matrix"
     )
     p.add_argument("--no-optimize", action="store_true", help="skip onnxruntime's transformer optimizer")
-    p.add_argument("--tolerance", type=float, default=1e-4, help="max |logit diff| vs PyTorch (default 1e-4)")
-    p.add_argument("--opset", type=int, default=17)
-    p.add_argument("--parity-sentences", type=int, default=64, help="sentences used from --texts (default 64)")
+    defaults = ExportSettings()  # the recipe's `export` section has the same defaults
+    p.add_argument("--tolerance", type=float, default=defaults.parity_tolerance,
+                   help=f"max |logit diff| vs PyTorch (default {defaults.parity_tolerance:g})")  # fmt: skip
+    p.add_argument("--opset", type=int, default=defaults.opset)
+    p.add_argument("--parity-sentences", type=int, default=defaults.parity_sentences,
+                   help=f"sentences used from --texts (default {defaults.parity_sentences})")  # fmt: skip
     p.add_argument("--languages", help="comma list of language codes for the model card")
     p.add_argument("--metrics", help="JSON {lang: {metric: value}} or a run's metrics.json, for the model card")
     p.add_argument("--name", help="model card title")
@@ -292,9 +291,9 @@ def export_from_args(args: argparse.Namespace, say: Callable[[str], None]) -> Ex
         optimize=not args.no_optimize,
         calibration_method=args.calibration_method,
         per_channel=args.per_channel,
-        tolerance=args.tolerance,
+        parity_tolerance=args.tolerance,
         opset=args.opset,
-        max_parity_sentences=args.parity_sentences,
+        parity_sentences=args.parity_sentences,
         languages=languages or (record.languages if record else []),
         metrics=read_metrics(args.metrics) if args.metrics else (record.metrics if record else None),
         name=args.name,

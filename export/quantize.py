@@ -29,7 +29,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import numpy as np
 import onnx
@@ -42,12 +42,13 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
+from polydistill.config import EXPORT_MODES, ExportVariant
 from polydistill.errors import DistillError
 from polydistill.export.onnx import INPUT_NAMES, MODEL_FILE, copy_sidecar_files
 from polydistill.io import atomic_directory
 
-Mode = Literal["none", "int8-dynamic", "int8-dynamic-fp32-emb", "int8-static", "int8-blocks", "int8-smooth", "fp16"]
-MODES: tuple[str, ...] = get_args(Mode)
+Mode = ExportVariant  # the modes, defined once in the recipe schema
+MODES = EXPORT_MODES
 # modes that quantize the word-embedding Gather themselves: optimized with fuse_embedding=False
 EMBEDDING_GATHER_MODES = ("int8-blocks", "int8-smooth")
 # modes that need real sentences (`calibration` batches)

@@ -23,44 +23,16 @@ import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch_pruning as tp
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
+from polydistill.config import PruneConfig
 from polydistill.models import count_parameters
 
-Importance = Literal["magnitude", "taylor"]
 Batch = dict[str, torch.Tensor]
-
-
-@dataclass(frozen=True)
-class PruneConfig:
-    """What to remove; every fraction is of the original count and is applied to every layer alike.
-
-    heads: fraction of attention heads removed; the hidden width shrinks with them (head size is kept).
-    ffn: fraction of intermediate (FFN) neurons removed.
-    importance: "magnitude" (L2 of the coupled weights) or "taylor" (|weight x gradient| over the coupled
-        weights, with gradients of the task loss accumulated over `batches`, Molchanov et al. 2019).
-    round_to: the kept FFN width is rounded down to a multiple of this (e.g. 64 for matmul-friendly shapes).
-    """
-
-    heads: float = 0.0
-    ffn: float = 0.0
-    importance: Importance = "magnitude"
-    round_to: int = 1
-
-    def __post_init__(self) -> None:
-        for name in ("heads", "ffn"):
-            value = getattr(self, name)
-            if not 0.0 <= value < 1.0:
-                raise ValueError(f"PruneConfig.{name} must be in [0, 1), got {value!r}")
-        if self.importance not in ("magnitude", "taylor"):
-            raise ValueError(f"PruneConfig.importance must be 'magnitude' or 'taylor', got {self.importance!r}")
-        if self.round_to < 1:
-            raise ValueError(f"PruneConfig.round_to must be at least 1, got {self.round_to!r}")
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ import torch
 from tokenizers import Tokenizer
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from polydistill.config import TrimConfig
 from polydistill.io import atomic_directory
 
 # weights with one row per vocabulary id: the word embedding, and a masked-LM head's decoder and bias
@@ -61,21 +62,6 @@ _CONFIG_IDS = ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id", "
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 REPORT_FILE = "vocab_trim.json"
 _BATCH = 1024
-
-
-@dataclass(frozen=True)
-class TrimConfig:
-    """Which pieces survive: those seen at least `min_freq` times in the texts, at most `top_k` ids in all
-    (special tokens included; None: no cap)."""
-
-    top_k: int | None = None
-    min_freq: int = 1
-
-    def __post_init__(self) -> None:
-        if self.top_k is not None and self.top_k < 1:
-            raise ValueError(f"top_k must be at least 1, got {self.top_k}")
-        if self.min_freq < 1:
-            raise ValueError(f"min_freq must be at least 1, got {self.min_freq}")
 
 
 @dataclass(frozen=True)

@@ -173,8 +173,8 @@ def test_prune_stage_shrinks_the_student_and_export_follows_it(tmp_path, sib200_
     overrides = [o for o in TINY if not o.startswith("teacher.scratch.num_heads")]
     code = main(
         ["run", str(REPO / "recipes" / "quickstart-scratch.yaml"), f"output_dir={out}", f"data.path={sib200_path}",
-         *overrides, "teacher.scratch.num_heads=4", "student.num_layers=2", "prune.recover.epochs=1",
-         "stages=[teacher, distill, prune, export]"]
+         *overrides, "teacher.scratch.num_heads=4", "student.num_layers=2", "prune.heads=0.25", "prune.ffn=0.5",
+         "prune.recover.epochs=1", "stages=[teacher, distill, prune, export]"]
     )  # fmt: skip
     assert code == 0
     run_dir = (out / "quickstart-scratch" / "latest").resolve()

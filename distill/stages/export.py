@@ -45,8 +45,7 @@ def stage_export(run: Run, say: Callable[[str], None]) -> None:
     for variant in cfg.variants:
         name = onnx_model_name(variant)  # its folder, and its name in metrics.json, the report and bench rows
         options = ExportOptions(
-            mode=variant, optimize=cfg.optimize, calibration_method=cfg.calibration_method, per_channel=cfg.per_channel,
-            tolerance=cfg.parity_tolerance, opset=cfg.opset, max_parity_sentences=cfg.parity_sentences,
+            **cfg.export_settings(), mode=variant,
             languages=list(run.recipe.data.languages), name=f"{run.recipe.name} {name}",
             teacher=teacher_card_source(run.recipe.teacher.model),
         )  # fmt: skip

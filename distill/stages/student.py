@@ -128,7 +128,7 @@ def build_student(run: Run, say: Callable[[str], None]) -> torch.nn.Module:
 def stage_prune(run: Run, say: Callable[[str], None]) -> None:
     """Structured pruning of the student (heads + FFN), then distillation again to recover."""
     from polydistill.data import length_batches
-    from polydistill.students import PruneConfig, prune_with_summary
+    from polydistill.students import prune_with_summary
 
     if run.student is None:
         raise DistillError("stage 'prune' needs a student: put 'distill' before it in 'stages'")
@@ -140,7 +140,7 @@ def stage_prune(run: Run, say: Callable[[str], None]) -> None:
         batches = [collate(train, idx, run.student_pad_id) for idx in order[: cfg.calibration_batches]]
     try:
         pruned, summary = prune_with_summary(  # prunes in place: keep the distilled student intact
-            copy.deepcopy(run.student), PruneConfig(heads=cfg.heads, ffn=cfg.ffn, importance=cfg.importance), batches
+            copy.deepcopy(run.student), cfg, batches
         )
     except ValueError as exc:
         raise DistillError(f"cannot prune the student: {exc}") from exc

@@ -27,7 +27,7 @@ def stage_trim(run: Run, say: Callable[[str], None]) -> None:
     Before 'distill' in `stages`, the student is built here and trimmed first, then learns on the pieces it
     keeps (rarer words re-segmented) instead of meeting them only after training; it is scored once distilled.
     """
-    from polydistill.students.vocab import TrimConfig, same_tokenisation, save_trimmed, trim_vocab
+    from polydistill.students.vocab import same_tokenisation, save_trimmed, trim_vocab
 
     stages = run.recipe.stages
     before_distill = "distill" in stages and stages.index("trim") < stages.index("distill")
@@ -41,9 +41,7 @@ def stage_trim(run: Run, say: Callable[[str], None]) -> None:
     extra = f" (+ {len(cfg.corpus)} trim.corpus file(s))" if cfg.corpus else ""
     say(f"counting the student tokenizer's pieces on {len(texts)} sentences: train{extra}")
     try:
-        trimmed, tokenizer, report = trim_vocab(
-            run.student, old_tokenizer, texts, TrimConfig(top_k=cfg.top_k, min_freq=cfg.min_freq)
-        )
+        trimmed, tokenizer, report = trim_vocab(run.student, old_tokenizer, texts, cfg)
     except ValueError as exc:  # a tokenizer kind it cannot trim, top_k below the special tokens, ...
         raise DistillError(f"cannot trim the student's vocabulary: {exc}") from exc
     for line in report.lines():
