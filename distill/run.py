@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import yaml
 
+from polydistill.benchmarks.environment import cpu_info
 from polydistill.checkpoint import ResumePoint
 from polydistill.config import (
     Recipe,
@@ -310,16 +311,8 @@ def environment() -> dict[str, Any]:
     import onnxruntime
     import transformers
 
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return {
-        "cpu": cpu,
+        "cpu": cpu_info()["model"],
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "torch": torch.__version__,

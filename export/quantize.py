@@ -42,6 +42,7 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
+from polydistill.benchmarks.environment import cpu_info
 from polydistill.config import EXPORT_MODES, ExportVariant
 from polydistill.errors import DistillError
 from polydistill.export.onnx import INPUT_NAMES, MODEL_FILE, copy_sidecar_files
@@ -68,11 +69,7 @@ Batch = dict[str, np.ndarray]
 
 def cpu_has_vnni() -> bool:
     """True when this x86 CPU has AVX-512 VNNI or AVX-VNNI (int8 dot products without overflow)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_vnni" in flags or "avx_vnni" in flags
+    return cpu_info()["has_vnni"]
 
 
 def _reduce_range(reduce_range: bool | None) -> bool:
