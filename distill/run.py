@@ -4,6 +4,7 @@ directories and the `latest` link, progress.json (what --resume restores), the e
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -46,6 +47,11 @@ STUDENT_AGNOSTIC = "student_agnostic"  # checkpoint after task-agnostic distilla
 TRAINING_STAGES = ("adapt", "teacher", "agnostic", "distill", "prune")
 
 
+# a `Run` field that progress.json keeps for --resume; save_progress and restore_progress read this mark, so a
+# field is declared persisted in one place (the models themselves live in their checkpoints)
+PERSISTED = {"persisted": True}
+
+
 @dataclass
 class Run:
     """Everything the stages share; each stage reads what earlier ones left here."""
@@ -56,22 +62,23 @@ class Run:
     tokenizer: Any = None
     encoded: dict[str, dict[str, Encoded]] = field(default_factory=dict)  # split -> lang -> Encoded
     teacher: Any = None
-    teacher_from_scratch: bool = False
+    teacher_from_scratch: bool = field(default=False, metadata=PERSISTED)
     student: Any = None
-    student_name: str = STUDENT  # STUDENT, or STUDENT_PRUNED / STUDENT_TRIMMED once those stages have run
+    # STUDENT, or STUDENT_PRUNED / STUDENT_TRIMMED once those stages have run
+    student_name: str = field(default=STUDENT, metadata=PERSISTED)
     # the checkpoints (under checkpoints/) that hold `teacher` and `student` now, for --resume
-    teacher_checkpoint: str | None = None
-    student_checkpoint: str | None = None
+    teacher_checkpoint: str | None = field(default=None, metadata=PERSISTED)
+    student_checkpoint: str | None = field(default=None, metadata=PERSISTED)
     # the student's own tokenizer and encodings once the trim stage gave it a smaller vocabulary; until then
     # it shares the teacher's: read them through `student_tokenizer` / `student_encoded`
     trimmed_tokenizer: Any = None
     trimmed_encoded: dict[str, dict[str, Encoded]] = field(default_factory=dict)
-    student_layers: list[int] = field(default_factory=list)
+    student_layers: list[int] = field(default_factory=list, metadata=PERSISTED)
     models: dict[str, Any] = field(default_factory=dict)  # name -> model, for the size table
-    onnx_dirs: dict[str, Path] = field(default_factory=dict)
+    onnx_dirs: dict[str, Path] = field(default_factory=dict, metadata=PERSISTED)
     # model name -> language -> predicted labels on the test split
-    predictions: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
-    metrics: dict[str, Any] = field(default_factory=dict)
+    predictions: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, metadata=PERSISTED)
+    metrics: dict[str, Any] = field(default_factory=dict, metadata=PERSISTED)
 
     @property
     def pad_id(self) -> int:
@@ -213,18 +220,28 @@ def save_progress(run: Run, completed: list[str], timings: dict[str, float], *, 
         "finished": finished,
         "completed": completed,
         "timings_s": timings,
-        "teacher_checkpoint": run.teacher_checkpoint,
-        "student_checkpoint": run.student_checkpoint,
-        "student_name": run.student_name,
-        "student_layers": run.student_layers,
-        "teacher_from_scratch": run.teacher_from_scratch,
         "trimmed": run.trimmed_tokenizer is not None,
         "models": list(run.models),
-        "onnx_dirs": {v: str(p.relative_to(run.directory)) for v, p in run.onnx_dirs.items()},
-        "predictions": {m: {lang: p.tolist() for lang, p in per.items()} for m, per in run.predictions.items()},
-        "metrics": run.metrics,
+        **{f.name: _to_json(run, f.name) for f in dataclasses.fields(Run) if f.metadata.get("persisted")},
     }
     atomic_write_json(run.directory / PROGRESS_FILE, state)
+
+
+def _to_json(run: Run, name: str) -> Any:
+    value = getattr(run, name)
+    if name == "onnx_dirs":  # relative: a run directory may be moved
+        return {v: str(p.relative_to(run.directory)) for v, p in value.items()}
+    if name == "predictions":
+        return {m: {lang: p.tolist() for lang, p in per.items()} for m, per in value.items()}
+    return value
+
+
+def _from_json(run: Run, name: str, value: Any) -> Any:
+    if name == "onnx_dirs":
+        return {v: run.directory / p for v, p in value.items()}
+    if name == "predictions":
+        return {m: {lang: np.asarray(p) for lang, p in per.items()} for m, per in value.items()}
+    return value
 
 
 def restore_progress(run: Run, say: Callable[[str], None]) -> tuple[list[str], dict[str, float]]:
@@ -233,20 +250,18 @@ def restore_progress(run: Run, say: Callable[[str], None]) -> tuple[list[str], d
     if not path.is_file():  # killed before the first stage finished: start it again
         return [], {}
     state = json.loads(path.read_text())
-    run.metrics, run.student_layers = state["metrics"], state["student_layers"]
-    run.teacher_from_scratch, run.student_name = state["teacher_from_scratch"], state["student_name"]
-    run.predictions = {m: {lang: np.asarray(p) for lang, p in per.items()} for m, per in state["predictions"].items()}
-    run.onnx_dirs = {v: run.directory / p for v, p in state["onnx_dirs"].items()}
-    if state["teacher_checkpoint"]:
-        run.teacher, run.tokenizer = load_checkpoint(run, state["teacher_checkpoint"])
-        run.teacher_checkpoint = state["teacher_checkpoint"]
+    for f in dataclasses.fields(Run):
+        if f.metadata.get("persisted"):
+            setattr(run, f.name, _from_json(run, f.name, state[f.name]))
+    # then the models the persisted checkpoint names point at
+    if run.teacher_checkpoint:
+        run.teacher, run.tokenizer = load_checkpoint(run, run.teacher_checkpoint)
         run.encoded = encode_all(run, run.tokenizer, say)
     for name in state["models"]:
         run.models[name] = run.teacher if name == TEACHER else load_checkpoint(run, name)[0]
-    if state["student_checkpoint"]:
-        name = state["student_checkpoint"]
+    if run.student_checkpoint:
+        name = run.student_checkpoint
         run.student = run.models[name] if name in run.models else load_checkpoint(run, name)[0]
-        run.student_checkpoint = name
     if state["trimmed"]:
         run.trimmed_tokenizer = load_checkpoint(run, STUDENT_TRIMMED, model=False)[1]
         run.trimmed_encoded = encode_all(run, run.trimmed_tokenizer, say)
