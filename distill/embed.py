@@ -275,7 +275,8 @@ def run_embedding_kd(recipe: EmbedRecipe, *, say: Callable[[str], None] = print)
         "environment": environment(),
     }
     atomic_write_json(directory / "metrics.json", metrics)
-    from polydistill.report import plot_retrieval, render_embedding_report
+    from polydistill.embed_report import render_embedding_report
+    from polydistill.plots import plot_retrieval
 
     plot_retrieval(metrics, directory / "retrieval.png")
     atomic_write_text(directory / "report.md", render_embedding_report(recipe.name, metrics))

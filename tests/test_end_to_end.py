@@ -9,7 +9,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from polydistill.cli import main
 from polydistill.metrics_schema import SCHEMA_VERSION, metrics_problems
-from polydistill.report import PLOTS
+from polydistill.plots import PLOTS
 from polydistill.scoring import drop_text
 
 REPO = Path(__file__).resolve().parents[1]

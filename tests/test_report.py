@@ -8,17 +8,11 @@ import pytest
 
 from polydistill.data import Encoded, TaskData
 from polydistill.errors import DistillError
+from polydistill.plots import PLOTS
 from polydistill.predictions import prediction_records, write_predictions
-from polydistill.report import (
-    PLOTS,
-    _plot_accuracy_vs_size,
-    _plot_confusion,
-    _plot_training,
-    render_report,
-    transfer_matrix,
-)
+from polydistill.report import _plot_accuracy_vs_size, _plot_confusion, _plot_training, render_report
 from polydistill.run import Run
-from polydistill.scoring import export_line, gate_variant
+from polydistill.scoring import export_line, gate_variant, transfer_matrix
 
 
 def metrics(zero_shot: list[str]) -> dict:
