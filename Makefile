@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint clean constraints
+.PHONY: demo test test-fast lint clean constraints
 
 # torch is installed first and pinned: its CPU wheel is on this machine's disk, while an unpinned
 # `torch` pulled in by another package would download a multi-GB CUDA build.
@@ -20,6 +20,10 @@ demo: $(STAMP)
 
 test: $(STAMP) test-optimum
 	$(BIN)/python -m pytest -q
+
+# the unit tests alone (no recipe runs, no wheel builds): under two minutes; make test stays the full gate
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from polydistill.export.card import teacher_card_source
-from polydistill.run import (
+from polydistill.run_state import (
     ADAPTED,
     STUDENT,
     STUDENT_AGNOSTIC,

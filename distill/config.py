@@ -277,18 +277,28 @@ class TrimConfig:
         check_fields(self)
 
 
+class FieldValueError(ValueError):
+    """A config field out of its range: `field` names it, `problem` says what is wrong (`must be ..., got x`),
+    so a command can name its own option for it."""
+
+    def __init__(self, config: Any, field_name: str, problem: str) -> None:
+        super().__init__(f"{type(config).__name__}.{field_name} {problem}")
+        self.field, self.problem = field_name, problem
+
+
 def check_fields(config: Any) -> None:
     """A config built in Python rather than read from a recipe: each ranged field in its range and each
-    `Literal` field one of its values, or a ValueError naming the field (`PruneConfig.heads must be ...`)."""
+    `Literal` field one of its values, or a FieldValueError naming the field (`PruneConfig.heads must be ...`)."""
     hints = typing.get_type_hints(type(config))
     for f in dataclasses.fields(config):
-        value, where = getattr(config, f.name), f"{type(config).__name__}.{f.name}"
+        value = getattr(config, f.name)
         if "bounds" in f.metadata and value is not None:
             for item in value if isinstance(value, list) else [value]:
                 if not f.metadata["bounds"].holds(item):
-                    raise ValueError(f"{where} must be {f.metadata['bounds'].describe()}, got {item!r}")
+                    raise FieldValueError(config, f.name, f"must be {f.metadata['bounds'].describe()}, got {item!r}")
         if typing.get_origin(hints[f.name]) is Literal and value not in typing.get_args(hints[f.name]):
-            raise ValueError(f"{where} must be one of {list(typing.get_args(hints[f.name]))}, got {value!r}")
+            choices = list(typing.get_args(hints[f.name]))
+            raise FieldValueError(config, f.name, f"must be one of {choices}, got {value!r}")
 
 
 @dataclass(frozen=True)

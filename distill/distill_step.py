@@ -21,7 +21,7 @@ from polydistill.data import (
 from polydistill.distributed import main_first, world
 from polydistill.errors import DistillError
 from polydistill.losses import WeightedLoss
-from polydistill.run import Run
+from polydistill.run_state import Run
 from polydistill.train import WHOLE_BATCH
 
 

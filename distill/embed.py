@@ -184,7 +184,7 @@ def distill_embeddings(
 
 def run_embedding_kd(recipe: EmbedRecipe, *, say: Callable[[str], None] = print) -> Path:
     """Run an embedding-kd recipe; returns its run directory (student/, metrics.json, report.md, plot)."""
-    from polydistill.run import environment, new_run_directory, output_base, point_latest
+    from polydistill.run_state import environment, new_run_directory, output_base, point_latest
     from polydistill.students.transfer import TransferConfig, transfer_to_xlmr
 
     torch.manual_seed(recipe.seed)

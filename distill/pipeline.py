@@ -49,7 +49,7 @@ from polydistill.io import (
     console_logged,
     run_directory_lock,
 )
-from polydistill.run import (
+from polydistill.run_state import (
     TRAINING_STAGES,
     Run,
     check_same_recipe,

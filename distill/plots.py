@@ -9,7 +9,7 @@ import numpy as np
 
 from polydistill.config import is_onnx_model_name
 from polydistill.io import save_figure
-from polydistill.run import TEACHER
+from polydistill.run_state import TEACHER
 
 PLOTS = {  # the plots every run can have, by what they show; paths relative to the run directory
     "accuracy": "plots/accuracy_per_language.png",

@@ -16,7 +16,7 @@ import numpy as np
 from polydistill.data import gold_labels
 from polydistill.errors import DistillError
 from polydistill.io import atomic_file
-from polydistill.run import Run
+from polydistill.run_state import Run
 from polydistill.scoring import per_sentence
 
 PREDICTIONS_FILE = "predictions.jsonl"

@@ -20,7 +20,7 @@ from polydistill.plots import (
     plot_transfer,
 )
 from polydistill.predictions import PREDICTIONS_FILE, write_predictions
-from polydistill.run import TEACHER, Run
+from polydistill.run_state import TEACHER, Run
 from polydistill.scoring import build_metrics, drop_text
 
 

@@ -22,7 +22,7 @@ from polydistill.export.card import teacher_card_source
 from polydistill.metrics import accuracy, confusion_matrix, macro_f1, per_class_f1
 from polydistill.metrics_schema import SCHEMA_VERSION
 from polydistill.models import count_parameters
-from polydistill.run import TEACHER, Run, file_size_mb
+from polydistill.run_state import TEACHER, Run, file_size_mb
 from polydistill.train import predict_logits
 
 

@@ -206,7 +206,7 @@ def test_gate_flags_a_variant_that_drops_one_language_beyond_the_tolerance():
 
 
 def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path):
-    from polydistill.run import new_run_directory
+    from polydistill.run_state import new_run_directory
 
     first = new_run_directory(tmp_path, "20260101-000000")
     second = new_run_directory(tmp_path, "20260101-000000")

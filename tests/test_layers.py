@@ -26,7 +26,7 @@ LAYERS = {
         benchmarks benchmarks.harness benchmarks.latency benchmarks.probe benchmarks.flops benchmarks.report
         benchmarks.variants benchmarks.baselines
         recipe train losses features cache augment stream adapt packaged""",
-    "orchestration": """run distill_step scoring predictions checkpoint_cards report plots embed_report stages
+    "orchestration": """run_state distill_step scoring predictions checkpoint_cards report plots embed_report stages
         stages.teacher stages.student stages.trim stages.export stages.bench pipeline embed""",
     "entry": """polydistill api cli __main__ benchmarks.cli export.optimum_artifacts benchmarks.experiments.*""",
 }

@@ -8,10 +8,10 @@ import pytest
 
 from polydistill.data import Encoded, TaskData
 from polydistill.errors import DistillError
-from polydistill.plots import PLOTS
+from polydistill.plots import PLOTS, plot_accuracy_vs_size, plot_confusion, plot_training
 from polydistill.predictions import prediction_records, write_predictions
-from polydistill.report import _plot_accuracy_vs_size, _plot_confusion, _plot_training, render_report
-from polydistill.run import Run
+from polydistill.report import render_report
+from polydistill.run_state import Run
 from polydistill.scoring import export_line, gate_variant, transfer_matrix
 
 
@@ -102,10 +102,10 @@ def test_plots_appear_in_their_sections_only_when_drawn():
 def test_training_size_and_confusion_plots_are_drawn(tmp_path):
     m = metrics([])
     m["size_mb"]["student-int8-dynamic"], m["mean"]["student-int8-dynamic"] = 0.6, 0.65
-    assert _plot_training(m["training"], tmp_path / "t.png").stat().st_size > 0
-    assert _plot_accuracy_vs_size(m, tmp_path / "s.png").stat().st_size > 0
-    assert _plot_confusion(m, tmp_path / "c.png").stat().st_size > 0
-    assert _plot_training({}, tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()
+    assert plot_training(m["training"], tmp_path / "t.png").stat().st_size > 0
+    assert plot_accuracy_vs_size(m, tmp_path / "s.png").stat().st_size > 0
+    assert plot_confusion(m, tmp_path / "c.png").stat().st_size > 0
+    assert plot_training({}, tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()
 
 
 def sequence_run(tmp_path) -> Run:

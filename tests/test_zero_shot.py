@@ -11,7 +11,7 @@ from polydistill.data import Encoded
 from polydistill.errors import RecipeError
 from polydistill.metrics_schema import metrics_problems
 from polydistill.recipe import load_recipe
-from polydistill.run import Run
+from polydistill.run_state import Run
 from polydistill.scoring import COLLAPSE_BELOW, transfer_matrix
 
 REPO = Path(__file__).resolve().parents[1]

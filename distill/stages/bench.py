@@ -12,7 +12,7 @@ from polydistill.config import (
     headline_int8,
     onnx_model_name,
 )
-from polydistill.run import TEACHER, Run
+from polydistill.run_state import TEACHER, Run
 from polydistill.scoring import score_table
 
 

@@ -14,7 +14,7 @@ from polydistill.data import (
 )
 from polydistill.errors import DistillError
 from polydistill.export.card import teacher_card_source
-from polydistill.run import Run
+from polydistill.run_state import Run
 from polydistill.scoring import export_line, gate_variant, onnx_predictions
 
 

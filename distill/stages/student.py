@@ -25,7 +25,7 @@ from polydistill.io import (
     save_pretrained_atomic,
 )
 from polydistill.models import count_parameters
-from polydistill.run import STUDENT, STUDENT_AGNOSTIC, STUDENT_PRUNED, Run, resume_point
+from polydistill.run_state import STUDENT, STUDENT_AGNOSTIC, STUDENT_PRUNED, Run, resume_point
 from polydistill.scoring import evaluate_torch
 from polydistill.stages.teacher import adapt_model
 from polydistill.stream import TextStream

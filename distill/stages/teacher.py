@@ -20,7 +20,7 @@ from polydistill.io import (
     save_pretrained_atomic,
 )
 from polydistill.models import build_scratch_teacher, count_parameters, freeze_below_top_layers, load_pretrained
-from polydistill.run import TEACHER, TEACHER_ADAPTED, Run, encode_all, resume_point
+from polydistill.run_state import TEACHER, TEACHER_ADAPTED, Run, encode_all, resume_point
 from polydistill.scoring import evaluate_torch
 from polydistill.tokenizer import train_unigram_tokenizer
 from polydistill.train import dev_accuracy, fit

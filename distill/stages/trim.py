@@ -10,7 +10,7 @@ from polydistill.data import (
     read_corpus,
 )
 from polydistill.errors import DistillError
-from polydistill.run import STUDENT_TRIMMED, Run, encode_all
+from polydistill.run_state import STUDENT_TRIMMED, Run, encode_all
 from polydistill.scoring import evaluate_torch, per_sentence, scored_per_sentence
 from polydistill.stages.student import build_student
 
