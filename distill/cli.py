@@ -21,6 +21,22 @@ EXIT_USER_ERROR = 2
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except DistillError as exc:
+        size = int(os.environ.get("WORLD_SIZE", "1"))  # the process group may be gone already: ask torchrun's env
+        rank = f" (rank {os.environ.get('RANK', '0')} of {size})" if size > 1 else ""
+        print(f"distill: error{rank}: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("distill: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `distill` command line's parser, every subcommand included (tests/test_docs.py parses the documented
+    commands with it)."""
     parser = argparse.ArgumentParser(prog="distill", description="Distil multilingual teachers into small students.")
     version = metadata.version("polydistill")  # the installed distribution's, which pyproject reads from __version__
     parser.add_argument("--version", action="version", version=f"%(prog)s (polydistill) {version}")
@@ -69,17 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     copy = recipes_sub.add_parser("copy", help="write a packaged recipe where you can edit it, then distill run it")
     copy.add_argument("name", help="a name from distill recipes list")
     copy.add_argument("dest", nargs="?", help="a file or an existing folder (default ./NAME.yaml)")
-    args = parser.parse_args(argv)
-    try:
-        return _dispatch(args)
-    except DistillError as exc:
-        size = int(os.environ.get("WORLD_SIZE", "1"))  # the process group may be gone already: ask torchrun's env
-        rank = f" (rank {os.environ.get('RANK', '0')} of {size})" if size > 1 else ""
-        print(f"distill: error{rank}: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("distill: interrupted", file=sys.stderr)
-        return 130
+    return parser
 
 
 def _dispatch(args: argparse.Namespace) -> int:

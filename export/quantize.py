@@ -85,7 +85,7 @@ def quantize_dynamic_int8(
 
     `reduce_range=None` picks 7-bit weights on CPUs without VNNI (see `_reduce_range`). `per_channel` gives
     each weight column its own scale instead of one per matrix: on the sib200-e5-small student it raised
-    label agreement with PyTorch from 93.5% to 95.9% at the same file size (README, "The flagship").
+    label agreement with PyTorch from 93.5% to 95.9% at the same file size (CHANGELOG.md, 2026-12-04).
     """
     return _dynamic_int8(Path(src_dir), out_dir, _reduce_range(reduce_range), {"per_channel": per_channel})
 
@@ -388,7 +388,7 @@ def quantize_int8_smooth(
 
     Why: on the sib200-e5-small student, int8-blocks kept 99.2% of the labels but ran no faster than fp32 (15.16
     against 14.61 ms); int8-smooth keeps 99.3% (benchmarks/results/int8-sensitivity-four-layers.md) at 12.40 ms
-    in the flagship's bench, 5.3x below the teacher (README, "The flagship").
+    in the flagship's bench, 5.3x below the teacher (docs/results.md, "The flagship").
     """
     if not calibration:
         raise DistillError("int8-smooth needs calibration batches (real tokenized sentences)")
