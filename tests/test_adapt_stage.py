@@ -106,6 +106,7 @@ def run_dir(tmp_path_factory, sib200_path) -> Path:
     return (out / "tiny" / "latest").resolve()
 
 
+@pytest.mark.slow
 def test_adapt_teacher_records_mlm_loss_per_epoch_and_lowers_dev_loss(run_dir):
     m = json.loads((run_dir / "metrics.json").read_text())
     assert metrics_problems(m) == []
@@ -121,6 +122,7 @@ def test_adapt_teacher_records_mlm_loss_per_epoch_and_lowers_dev_loss(run_dir):
     assert "teacher" in m["mean"]  # fine-tuned and scored after adaptation
 
 
+@pytest.mark.slow
 def test_adapted_checkpoint_reloads_and_its_encoder_is_the_one_the_teacher_fine_tuned_from(run_dir):
     path = run_dir / "checkpoints" / "adapted"
     mlm = AutoModelForMaskedLM.from_pretrained(path)
@@ -133,6 +135,7 @@ def test_adapted_checkpoint_reloads_and_its_encoder_is_the_one_the_teacher_fine_
     assert adapted[f"roberta.{key}"].shape == teacher[f"roberta.{key}"].shape
 
 
+@pytest.mark.slow
 def test_teacher_stage_receives_the_adapted_encoder(tmp_path, sib200_path, monkeypatch):
     """With the task's fine-tuning at lr 0, the teacher checkpoint's encoder is exactly the adapted one."""
     import polydistill.stages.teacher as teacher_stages
@@ -154,6 +157,7 @@ def test_teacher_stage_receives_the_adapted_encoder(tmp_path, sib200_path, monke
     assert torch.equal(seen["query"], adapted["roberta.encoder.layer.0.attention.self.query.weight"])
 
 
+@pytest.mark.slow
 def test_adapt_student_runs_when_the_student_is_built(tmp_path, sib200_path, capsys):
     corpus = tmp_path / "hau.txt"
     corpus.write_text("Ina kwana?\n\nLafiya lau.\n", encoding="utf-8")

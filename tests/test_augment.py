@@ -4,6 +4,8 @@ import json
 import random
 from pathlib import Path
 
+import pytest
+
 from polydistill.augment import augment_texts, augmented_copy
 from polydistill.cli import main
 from polydistill.config import AugmentConfig
@@ -53,6 +55,7 @@ def _tiny(sib200_path, out):
             "distill.train.epochs=1", "distill.train.batch_size=16", "trim.min_freq=2"]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_augmented_copies_join_the_transfer_set_of_a_student_trimmed_before_distillation(tmp_path, sib200_path, capsys):
     losses = {}
     for copies in (0, 2):
@@ -66,6 +69,7 @@ def test_augmented_copies_join_the_transfer_set_of_a_student_trimmed_before_dist
     assert losses[2] != losses[0]  # same seed: only the transfer set differs
 
 
+@pytest.mark.slow
 def test_augmented_copies_train_a_student_that_reads_the_teachers_own_pieces(tmp_path, sib200_path, capsys):
     args = [*_tiny(sib200_path, tmp_path), "stages=[teacher, distill]", "distill.augment.copies=1"]
     assert main(args) == 0

@@ -7,11 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from polydistill.benchmarks.harness import ROW_FIELDS, SCHEMA
 
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_gpu_script_dry_run(tmp_path):
     # stand-ins that make `import datasets` / `import torch_pruning` fail, as on the GPU machine
     blockers = tmp_path / "blockers"

@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 
 import datasets
+import pytest
 import torch
 from transformers.utils import logging as hf_logging
 
@@ -28,6 +29,7 @@ def the_run(out: Path) -> Path:
     return directory
 
 
+@pytest.mark.slow
 def test_a_tiny_run_prints_no_python_warnings_and_no_progress_bar_redraws(tmp_path, sib200_path):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
     command = [sys.executable, "-m", "polydistill", "run", str(RECIPE), f"data.path={sib200_path}"]
@@ -40,6 +42,7 @@ def test_a_tiny_run_prints_no_python_warnings_and_no_progress_bar_redraws(tmp_pa
     assert done.stdout.rstrip().splitlines()[-1] == f"run directory: {the_run(tmp_path)}"
 
 
+@pytest.mark.slow
 def test_quiet_prints_only_the_summary_and_run_log_keeps_every_line(tmp_path, sib200_path, capsys):
     args = ["run", "-q", str(RECIPE), f"data.path={sib200_path}", f"output_dir={tmp_path}", *QUICK]
     assert main(args) == 0

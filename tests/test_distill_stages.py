@@ -40,6 +40,7 @@ def pos_run(tmp_path_factory, ud_path) -> Path:
     return (out / "udpos-tiny-student" / "latest").resolve()
 
 
+@pytest.mark.slow
 def test_token_task_scores_every_language_including_the_zero_shot_one(pos_run):
     m = json.loads((pos_run / "metrics.json").read_text())
     assert set(m["languages"]) == {"wol_Latn", "mlt_Latn", "yor_Latn"}  # yor: test split only
@@ -50,6 +51,7 @@ def test_token_task_scores_every_language_including_the_zero_shot_one(pos_run):
     assert set(m["training"]["student"]["history"][0]) == {"epoch", "train_loss", "dev_score"}
 
 
+@pytest.mark.slow
 def test_token_task_scores_each_upos_tag_and_lists_every_scored_words_prediction(pos_run):
     m = json.loads((pos_run / "metrics.json").read_text())
     assert metrics_problems(m) == []
@@ -66,6 +68,7 @@ def test_token_task_scores_each_upos_tag_and_lists_every_scored_words_prediction
     assert "## F1 per tag" in report and "| NOUN |" in report
 
 
+@pytest.mark.slow
 def test_narrow_token_student_reloads_with_auto_classes(pos_run):
     path = pos_run / "checkpoints" / "student"
     model = AutoModelForTokenClassification.from_pretrained(path)
@@ -76,6 +79,7 @@ def test_narrow_token_student_reloads_with_auto_classes(pos_run):
     assert exported["architectures"] == ["XLMRobertaForTokenClassification"]
 
 
+@pytest.mark.slow
 def test_agnostic_stage_trains_on_relations_then_distill_continues_from_it(tmp_path, sib200_path):
     out = tmp_path / "runs"
     code = main(
@@ -129,6 +133,7 @@ def test_parallel_targets_are_the_mean_over_each_sentences_translations():
     assert np.allclose(targets["cls"][0], (cls[0] + cls[2]) / 2) and np.allclose(targets["cls"][4], cls[4])
 
 
+@pytest.mark.slow
 def test_parallel_targets_change_what_the_student_learns_from(tmp_path, sib200_path, capsys):
     out = tmp_path / "runs"
     common = ["run", str(REPO / "recipes" / "quickstart-scratch.yaml"), f"data.path={sib200_path}",

@@ -101,11 +101,13 @@ def two_processes(tmp_path_factory, sib200_path) -> tuple[Path, str]:
     return run_directory(out), stdout
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_train_the_same_teacher_and_student_as_one_process(one_process, two_processes):
     directory, _ = two_processes
     assert_same_run(one_process, directory)
 
 
+@pytest.mark.slow
 def test_only_rank_0_prints_and_writes(two_processes):
     directory, stdout = two_processes
     assert stdout.count("== stage teacher\n") == 1 and stdout.count("== stage distill\n") == 1
@@ -116,6 +118,7 @@ def test_only_rank_0_prints_and_writes(two_processes):
     assert leftovers == []
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_takes_the_same_steps_as_whole_batches(one_process, tmp_path, sib200_path):
     extra = ["teacher.train.grad_accum_steps=2", "distill.train.grad_accum_steps=3"]
     finished(distill_run(tmp_path, sib200_path, *extra))
@@ -167,6 +170,7 @@ def kill_during(process: subprocess.Popen, out: Path, checkpoint: str, epoch: in
     pytest.fail(f"no resume state of {checkpoint} past epoch {epoch} step {step} within 300 s")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("checkpoint", "resume_nproc"),
     [("student", 2), ("teacher", None)],
@@ -195,6 +199,7 @@ def test_nproc_refuses_bad_counts_and_embedding_recipes(tmp_path, sib200_path, c
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_a_worker_error_is_one_line_per_rank_and_exit_code_2(tmp_path, sib200_path):
     in_the_way = tmp_path / "a-file"
     in_the_way.write_text("")
@@ -213,6 +218,7 @@ def test_a_worker_error_is_one_line_per_rank_and_exit_code_2(tmp_path, sib200_pa
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_two_process_run_with_dropout_resumes_to_the_same_weights(tmp_path_factory, sib200_path):
     """With dropout on, each rank draws its own masks from a seed per (step, rank): a killed 2-process run
     resumed with 2 processes draws what the uninterrupted one drew."""
@@ -227,6 +233,7 @@ def test_two_process_run_with_dropout_resumes_to_the_same_weights(tmp_path_facto
     assert_same_run(run_directory(whole), directory)
 
 
+@pytest.mark.slow
 def test_two_processes_distil_task_agnostically_from_a_streamed_corpus_with_accumulation(tmp_path, sib200_path):
     """The agnostic loss reads q/k/v only, never the head's logits: DDP must not wait for the head's gradients."""
     corpus = tmp_path / "hau.txt"

@@ -159,6 +159,7 @@ def test_embedding_recipe_is_validated_as_its_own_kind(tmp_path):
         load_any_recipe(RECIPE, ["kind=embedding"])
 
 
+@pytest.mark.slow
 def test_embedding_recipe_end_to_end_writes_a_loadable_multilingual_student(tmp_path, sib200_path, capsys):
     overrides = [
         f"output_dir={tmp_path}",

@@ -49,6 +49,7 @@ def run_dir(tmp_path_factory, sib200_path) -> Path:
     return latest.resolve()
 
 
+@pytest.mark.slow
 def test_run_directory_holds_every_artifact(run_dir):
     for name in ["recipe.yaml", "metrics.json", "report.md", "plots/accuracy_per_language.png",
                  "checkpoints/teacher/model.safetensors", "checkpoints/student/model.safetensors",
@@ -60,6 +61,7 @@ def test_run_directory_holds_every_artifact(run_dir):
     assert not list(run_dir.rglob("*.tmp")) and not list(run_dir.rglob(".*.old"))
 
 
+@pytest.mark.slow
 def test_run_log_keeps_what_the_run_printed_with_its_summary(run_dir):
     log = (run_dir / "run.log").read_text(encoding="utf-8")
     assert "== stage teacher" in log and "== stage bench" in log and "\r" not in log  # no bar redraws
@@ -68,6 +70,7 @@ def test_run_log_keeps_what_the_run_printed_with_its_summary(run_dir):
     assert "recommended for deployment: student-" in summary or "no export kept every language" in summary
 
 
+@pytest.mark.slow
 def test_metrics_have_the_documented_shape(run_dir):
     m = json.loads((run_dir / "metrics.json").read_text())
     assert set(m["languages"]) == {"eng_Latn", "yor_Latn", "amh_Ethi"}
@@ -168,6 +171,7 @@ def test_checkpoints_reload_with_auto_classes(run_dir):
         assert tokenizer.pad_token_id == 1
 
 
+@pytest.mark.slow
 def test_prune_stage_shrinks_the_student_and_export_follows_it(tmp_path, sib200_path):
     out = tmp_path / "runs"
     overrides = [o for o in TINY if not o.startswith("teacher.scratch.num_heads")]

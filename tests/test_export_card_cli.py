@@ -269,6 +269,7 @@ OUT_CHOICES = ["work", "work/model", "work/mine", "work/mine/sub", "work/mine/NO
                "work/mine/new", "work/model/new", "."]  # fmt: skip
 
 
+@pytest.mark.slow
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     command=st.sampled_from(["export", "trim-vocab"]),

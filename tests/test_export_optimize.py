@@ -85,6 +85,7 @@ def test_logits_axes_reject_other_ranks():
         logits_axes(4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cls", [XLMRobertaForSequenceClassification, XLMRobertaForTokenClassification])
 def test_optimizer_fuses_attention_in_every_layer_and_keeps_parity(tmp_path, tiny_tokenizer, small_texts, cls):
     model = _tiny(cls, tiny_tokenizer, 3, layers=3)

@@ -306,6 +306,7 @@ def test_int8_smooth_smooths_the_ffn_input_and_blocks_the_ffn_output(tmp_path, e
     _assert_close_to_pytorch(out, exported)
 
 
+@pytest.mark.slow
 def test_block_quantization_leaves_the_root_logger_as_it_was():
     """onnxruntime's MatMulNBits module calls logging.basicConfig(level=INFO) on import. Checked in a fresh
     interpreter: under pytest the root logger already has handlers, and basicConfig then does nothing."""

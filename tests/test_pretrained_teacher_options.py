@@ -74,6 +74,7 @@ def test_bad_values_of_the_new_keys_are_one_line_errors(override, message, capsy
     assert len(err) == 1 and message in err[0]
 
 
+@pytest.mark.slow
 def test_a_run_with_frozen_teacher_layers_and_student_embedding_trains_only_the_rest(
     tmp_path, sib200_path, tiny_tokenizer, tiny_xlmr_config, capsys
 ):

@@ -30,6 +30,7 @@ def readme_example() -> str:
     return section.split("```python\n", 1)[1].split("```", 1)[0]
 
 
+@pytest.mark.slow
 def test_the_readme_example_runs_and_leaves_third_party_settings_as_they_were(
     tmp_path, sib200_path, monkeypatch, capsys
 ):

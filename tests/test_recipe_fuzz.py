@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -48,6 +49,7 @@ def test_any_yaml_document_loads_or_raises_the_projects_error(tmp_path, document
     _load(tmp_path, document)
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(key=st.sampled_from(sorted(QUICKSTART)), value=values, sub=st.sampled_from(KEYS))
 def test_the_quickstart_with_one_key_replaced_loads_or_raises_the_projects_error(tmp_path, key, value, sub):

@@ -130,6 +130,7 @@ def test_cli_prints_one_line_exits_nonzero_and_leaves_no_run_directory(tmp_path,
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_cli_missing_data_path_in_a_real_process(tmp_path):
     path = write(tmp_path, f"name: t\noutput_dir: {tmp_path}/runs\ndata:\n  path: {tmp_path}/missing\n"
                            "student:\n  num_layers: 1\n")  # fmt: skip

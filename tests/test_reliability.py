@@ -106,6 +106,7 @@ TINY_RUN = [
 ]
 
 
+@pytest.mark.slow
 def test_disk_full_while_checkpointing_is_one_line_and_leaves_a_resumable_run(tmp_path, sib200_path):
     command = [sys.executable, "-m", "polydistill", "run", str(REPO / "recipes" / "tiny.yaml"),
                f"output_dir={tmp_path}", f"data.path={sib200_path}", *TINY_RUN]  # fmt: skip
@@ -164,6 +165,7 @@ WRITER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["file", "directory", "checkpoint"])
 def test_sigkill_while_an_artifact_is_written_leaves_a_whole_old_or_new_version(kind, tmp_path):
     """metrics.json, report.md, plots and cards are written by atomic_file; checkpoints, tokenizers and ONNX

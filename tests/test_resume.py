@@ -80,6 +80,7 @@ def uninterrupted(tmp_path_factory, sib200_path) -> dict:
     return json.loads((run_directory(out) / "metrics.json").read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", list(STAGES))
 def test_run_killed_at_a_random_step_resumes_to_the_same_metrics(stage, uninterrupted, tmp_path, sib200_path):
     checkpoint, desc, epochs, steps = STAGES[stage]
@@ -113,6 +114,7 @@ def test_run_killed_at_a_random_step_resumes_to_the_same_metrics(stage, uninterr
     assert not (directory / "checkpoints" / f".resume-{checkpoint}").exists()  # removed once trained
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_changed_recipe_and_a_finished_run(tmp_path, sib200_path, capsys):
     args = [
         "run",
@@ -137,6 +139,7 @@ def test_resume_refuses_a_changed_recipe_and_a_finished_run(tmp_path, sib200_pat
     assert "finished stages ['teacher'] are kept" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_resume_after_trim_restores_the_trimmed_student_and_its_tokenizer(tmp_path, sib200_path, capsys):
     """A run stopped after stage trim (progress rolled back to that point) resumes into export with the
     trimmed student and tokenizer restored from their checkpoint, and ends with the same scores."""

@@ -81,6 +81,7 @@ def test_missing_and_empty_corpora_are_named(tmp_path):
         TextStream([str(tmp_path / "latin1.txt")], Words(), batch_size=4, max_length=8)
 
 
+@pytest.mark.slow
 def test_agnostic_stage_streams_a_corpus_file_and_reports_tokens_per_second(tmp_path, sib200_path, capsys):
     corpus = tmp_path / "hau.txt"
     lines = (sib200_path / "data" / "hau_Latn" / "train.tsv").read_text(encoding="utf-8").splitlines()[1:121]

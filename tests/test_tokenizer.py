@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from polydistill.tokenizer import SPECIAL_TOKENS, train_unigram_tokenizer
 
 # the trainer's nondeterminism shows across processes (hash seeds), so each training runs in its own
@@ -22,6 +24,7 @@ def _pieces_in_a_new_process(texts: list[str]) -> list[str]:
     return json.loads(out.stdout)
 
 
+@pytest.mark.slow
 def test_two_trainings_in_separate_processes_give_the_same_piece_for_every_id(small_texts):
     assert _pieces_in_a_new_process(small_texts) == _pieces_in_a_new_process(small_texts)
 

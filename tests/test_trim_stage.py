@@ -58,6 +58,7 @@ def load(run_dir: Path, name: str):
     return AutoModelForSequenceClassification.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
 
 
+@pytest.mark.slow
 def test_trimmed_student_has_fewer_embedding_rows_keeps_pad_id_1_and_reloads_with_auto_classes(run_dir, metrics):
     student, _ = load(run_dir, "student")
     trimmed, tokenizer = load(run_dir, "student_trimmed")
@@ -72,11 +73,13 @@ def test_trimmed_student_has_fewer_embedding_rows_keeps_pad_id_1_and_reloads_wit
     assert metrics["params"]["student_trimmed_non_embedding"] == metrics["params"]["student_non_embedding"]
 
 
+@pytest.mark.slow
 def test_teacher_keeps_its_own_tokenizer(run_dir, metrics):
     _, tokenizer = load(run_dir, "teacher")
     assert len(tokenizer) == metrics["trim"]["vocab_before"]
 
 
+@pytest.mark.slow
 def test_metrics_hold_coverage_per_language_and_score_the_trimmed_student_beside_the_others(metrics):
     trim = metrics["trim"]
     for key in ("dev_coverage", "test_identical", "test_identical_agreement"):
@@ -156,6 +159,7 @@ def test_report_has_a_vocabulary_trimming_section_with_coverage_per_language(run
     assert "student_trimmed acc" in report and "| student_trimmed |" in report  # scores and size tables
 
 
+@pytest.mark.slow
 def test_token_task_student_is_trimmed_and_a_zero_shot_language_gets_test_coverage_only(tmp_path, ud_path):
     out = tmp_path / "runs"
     code = main(
@@ -225,6 +229,7 @@ def test_trim_section_is_read_into_the_recipe(tmp_path, sib200_path):
 # trimmed before distillation: the student learns on the pieces it keeps
 
 
+@pytest.mark.slow
 def test_trimmed_before_distillation_the_student_learns_and_ships_with_its_own_pieces(tmp_path, sib200_path):
     """Also with cls_mse: it pairs by sentence, so it crosses the two vocabularies; the teacher's vectors are
     cached once per sentence beside its logits."""
@@ -256,6 +261,7 @@ def test_trimmed_before_distillation_the_student_learns_and_ships_with_its_own_p
     assert "Trimmed **before distillation**" in (run_dir / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_token_task_trimmed_before_distillation_pairs_teacher_logits_word_by_word(tmp_path, ud_path):
     out = tmp_path / "runs"
     code = main(

@@ -135,6 +135,7 @@ def test_real_slice_has_words_tags_and_text(pos_slice):
     assert len(first["words"]) == len(first["tags"]) > 0
 
 
+@pytest.mark.slow
 def test_subsamples_are_seeded_samples_across_the_file_not_its_first_sentences(ud_root, pos_slice):
     path = pos_slice.files["train"]["eng_Latn"]
     everything = read_conllu(path)

@@ -95,6 +95,7 @@ def xlmr_mlm(xlmr_tokenizer, tiny_xlmr_config, target_texts):
     return model, trimmed, tokenizer, report
 
 
+@pytest.mark.slow
 def test_xlmr_logits_of_identically_tokenised_test_sentences_equal_the_untrimmed_models(
     xlmr_tokenizer, xlmr_classifier, target_test_texts
 ):
@@ -268,6 +269,7 @@ def minilm(minilm_dir, ewt):
     return model, tokenizer, trimmed, new_tokenizer, report
 
 
+@pytest.mark.slow
 def test_minilm_hidden_states_of_identically_tokenised_dev_sentences_equal_the_untrimmed_models(minilm, ewt):
     model, tokenizer, trimmed, new_tokenizer, report = minilm
     assert len(tokenizer) == 30522 and report.kind == "wordpiece"

@@ -253,6 +253,7 @@ def _first_token_state(model, x: torch.Tensor) -> torch.Tensor:
         return model(input_ids=x, output_hidden_states=True).hidden_states[-1][:, 0]
 
 
+@pytest.mark.slow
 def test_sliced_student_starts_closer_to_a_trained_teacher_than_random_init():
     """CKA between the final first-token states (what the classifier reads) of teacher and student.
 

@@ -76,6 +76,7 @@ def test_transfer_matrix_flags_languages_under_90_percent_of_the_teacher():
     assert t["teacher_transfer_collapsed"] == ["hau_Latn", "amh_Ethi", "wol_Latn"]
 
 
+@pytest.mark.slow
 def test_zero_shot_recipe_reports_the_transfer_matrix_heat_map_and_collapse_flags(sib200_path, tmp_path):
     assert main(["run", str(RECIPE), f"output_dir={tmp_path}", f"data.path={sib200_path}", *TINY]) == 0
     run = (tmp_path / "sib200-zero-shot" / "latest").resolve()
