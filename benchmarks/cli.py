@@ -5,7 +5,7 @@
 
 `add_bench_parser(subparsers)` adds the sub-command to `distill`'s parser and `run_bench(args)` runs
 it. Nothing here imports `datasets` or `torch_pruning`, so benchmarks/gpu.sh can run
-`python -m polydistill bench` from a checkout on a machine that has neither.
+`python benchmarks/from_checkout.py bench` from an uninstalled checkout on a machine that has neither.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@
 #
 # Needs only python with torch and transformers (onnxruntime for ONNX rows: with a CPU-only build the
 # GPU run has torch rows only). No network, no `datasets`, no `torch-pruning`; polydistill need not be
-# installed: it runs from the repository root with PYTHONPATH=. . Writes into OUT_DIR:
+# installed: it runs from the repository root through benchmarks/from_checkout.py. Writes into OUT_DIR:
 #   results.json  results.md  nvidia-smi.txt  command.txt  bench.log
 # Environment: PYTHON (default python3), BENCH_MAX_SECONDS (timing budget, default 180),
 # BENCH_TIMEOUT_S (hard limit on the python run, default 450 = 7.5 min), BENCH_EXTRA_ARGS.
@@ -33,7 +33,6 @@ for arg in "$@"; do
 done
 out=${out:-benchmarks/results/h200}
 python=${PYTHON:-python3}
-export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}"
 export TOKENIZERS_PARALLELISM=${TOKENIZERS_PARALLELISM:-false}
 mkdir -p "$out"
 
@@ -52,7 +51,7 @@ else
 fi
 # shellcheck disable=SC2206  # extra arguments are meant to be split
 extra=(${BENCH_EXTRA_ARGS:-})
-cmd=("$python" -m polydistill bench "${models[@]}" "${args[@]}" ${extra[@]+"${extra[@]}"} --out "$out")
+cmd=("$python" benchmarks/from_checkout.py bench "${models[@]}" "${args[@]}" ${extra[@]+"${extra[@]}"} --out "$out")
 
 write() { # stdin to $out/$1 atomically: a temporary file in the same folder, then a rename
   local tmp
@@ -66,9 +65,9 @@ invocation="$(printf '%q ' bash benchmarks/gpu.sh "$@")"
 python_cmd="$(printf '%q ' "${cmd[@]}")"
 command_txt="# $(date -u +%Y-%m-%dT%H:%M:%SZ)
 gpu.sh: ${invocation% }
-python: PYTHONPATH=$PYTHONPATH ${python_cmd% }"
+python: ${python_cmd% }"
 printf '%s\n' "$command_txt" | write command.txt
-export BENCH_COMMAND="${invocation% } # runs: PYTHONPATH=$PYTHONPATH ${python_cmd% }"
+export BENCH_COMMAND="${invocation% } # runs: ${python_cmd% }"
 
 runner=()
 if command -v timeout >/dev/null 2>&1; then

@@ -16,7 +16,8 @@ transformers.
 
 from typing import Any
 
-__version__ = "0.1.0"
+from polydistill.version import __version__ as __version__  # re-exported
+
 __all__ = ["RunResult", "bench", "export_checkpoint", "run", "trim_vocab"]
 
 

@@ -10,12 +10,12 @@ import argparse
 import os
 import sys
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from polydistill.console import add_verbosity_flags, silent, verbosity_of
 from polydistill.errors import DistillError, first_line
+from polydistill.version import __version__
 
 EXIT_USER_ERROR = 2
 
@@ -38,8 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The `distill` command line's parser, every subcommand included (tests/test_docs.py parses the documented
     commands with it)."""
     parser = argparse.ArgumentParser(prog="distill", description="Distil multilingual teachers into small students.")
-    version = metadata.version("polydistill")  # the installed distribution's, which pyproject reads from __version__
-    parser.add_argument("--version", action="version", version=f"%(prog)s (polydistill) {version}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s (polydistill) {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a recipe's stages and write a run directory")

@@ -282,8 +282,12 @@ class FieldValueError(ValueError):
     so a command can name its own option for it."""
 
     def __init__(self, config: Any, field_name: str, problem: str) -> None:
-        super().__init__(f"{type(config).__name__}.{field_name} {problem}")
+        self.where = config if isinstance(config, str) else type(config).__name__
+        super().__init__(f"{self.where}.{field_name} {problem}")
         self.field, self.problem = field_name, problem
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable across process pools (by the config's name)
+        return (FieldValueError, (self.where, self.field, self.problem))
 
 
 def check_fields(config: Any) -> None:

@@ -193,10 +193,18 @@ def _finished(directory: Path) -> bool:
     return path.is_file() and json.loads(path.read_text()).get("finished", False)
 
 
+STAGE_SECTIONS = ("adapt", "agnostic", "prune", "trim", "export", "bench")  # a stage's own recipe section
+
+
 def check_same_recipe(recipe: Recipe, directory: Path) -> None:
     """A run resumes only with the recipe it started with; the first differing key is named."""
     stored = yaml.safe_load((directory / "recipe.yaml").read_text(encoding="utf-8"))
-    difference = _first_difference(stored, recipe_to_dict(recipe), "")
+    now = recipe_to_dict(recipe)
+    # the section of a stage the run does not have cannot matter to it (and its defaults may have moved since)
+    for stage in set(STAGE_SECTIONS) - set(recipe.stages):
+        stored.pop(stage, None)
+        now.pop(stage, None)
+    difference = _first_difference(stored, now, "")
     if difference:
         key, before, now = difference
         raise DistillError(

