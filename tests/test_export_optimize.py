@@ -111,10 +111,10 @@ def test_fewer_heads_per_layer_still_fuse_with_explicit_qkv_width(tmp_path, tiny
 
 
 def test_pruned_student_from_students_prune_fuses(tmp_path, tiny_tokenizer, small_texts):
-    from polydistill.students import prune as prune_module
+    from polydistill.students.prune import PruneConfig, prune
 
     model = _tiny(XLMRobertaForSequenceClassification, tiny_tokenizer, 3, layers=2, hidden=64, heads=4)
-    pruned = prune_module.prune(model, prune_module.PruneConfig(heads=0.5, ffn=0.5)).eval()
+    pruned = prune(model, PruneConfig(heads=0.5, ffn=0.5)).eval()
     assert attention_shape(pruned) == AttentionShape(num_layers=2, num_heads=2, hidden_size=32)
     fp32 = export_onnx(pruned, tiny_tokenizer, tmp_path / "fp32", small_texts[:8]).directory
     result = optimize_export(fp32, tmp_path / "opt", pruned, tiny_tokenizer, small_texts[200:216])
