@@ -6,8 +6,6 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-import torch
-
 from polydistill.config import (
     headline_int8,
     onnx_model_name,
@@ -85,17 +83,3 @@ def _latency_summary(
                 "stdev": row["stdev_ms"], "runs": row["runs"], "settled": row["settled"],
             }  # fmt: skip
     return out
-
-
-def _benchmark_input(run: Run, batch: int, seq: int) -> torch.Tensor:
-    """Real token ids of the student: dev sentences run together and cut into rows of exactly `seq` tokens."""
-    stream = [t for enc in run.student_encoded["dev"].values() for ids in enc.input_ids for t in ids[1:-1]]
-    need = batch * (seq - 2)
-    if len(stream) < need:
-        stream = stream * (need // max(1, len(stream)) + 1)
-    tokenizer = run.student_tokenizer
-    rows = [
-        [tokenizer.bos_token_id, *stream[i * (seq - 2) : (i + 1) * (seq - 2)], tokenizer.eos_token_id]
-        for i in range(batch)
-    ]
-    return torch.tensor(rows, dtype=torch.long)
