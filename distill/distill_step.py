@@ -1,6 +1,7 @@
 """One distillation step: the student's weighted losses against the teacher's outputs, read from the
 teacher cache written once per (teacher, data) or computed live; the training loop (`polydistill.train.fit`)
-calls it per batch, and `polydistill.benchmarks.experiments.teacher_cache` measures it.
+calls it per batch. (`polydistill.benchmarks.experiments.teacher_cache` times a copy of this step, not this
+class: it has no `Run`.)
 """
 
 from __future__ import annotations

@@ -36,7 +36,8 @@ def copy_recipe(name: str, dest: str | Path | None = None) -> Path:
     """Write packaged recipe `name` (with or without .yaml) to `dest` (a file, or a folder to put NAME.yaml in;
     default ./NAME.yaml). Refuses an unknown name and an existing file; the copy is written whole or not at all."""
     name = name.removesuffix(".yaml")
-    if name not in packaged_recipes():
+    source = resources.files("polydistill.recipes") / f"{name}.yaml"
+    if not source.is_file():  # one file looked up, not every recipe read and summarised
         raise DistillError(f"no packaged recipe {name!r} (distill recipes list names them)")
     target = Path(dest) if dest is not None else Path(f"{name}.yaml")
     if target.is_dir():
@@ -45,5 +46,5 @@ def copy_recipe(name: str, dest: str | Path | None = None) -> Path:
         raise DistillError(f"{target} exists: not overwritten")
     if not target.parent.is_dir():
         raise DistillError(f"{target.parent} is not a folder")
-    atomic_write_text(target, (resources.files("polydistill.recipes") / f"{name}.yaml").read_text(encoding="utf-8"))
+    atomic_write_text(target, source.read_text(encoding="utf-8"))
     return target
