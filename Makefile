@@ -56,6 +56,6 @@ $(OPT_STAMP):
 
 # artifacts and expected labels come from .venv; the test itself runs under .venv-optimum only
 test-optimum: $(STAMP) $(OPT_STAMP)
-	$(BIN)/python -m polydistill.export.optimum_artifacts $(OPT_ARTIFACTS)
+	$(BIN)/python tests/optimum_artifacts.py $(OPT_ARTIFACTS)
 	OPTIMUM_ARTIFACTS=$(OPT_ARTIFACTS) $(OPT_VENV)/bin/python -m pytest -q --noconftest -p no:cacheprovider \
 		-m optimum tests/test_optimum.py

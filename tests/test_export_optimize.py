@@ -11,6 +11,7 @@ from polydistill.errors import DistillError
 from polydistill.export.onnx import MODEL_FILE, export_onnx, logits_axes, max_logit_diff, run_onnx
 from polydistill.export.optimize import (
     AttentionShape,
+    OptimizeGate,
     attention_shape,
     attention_shape_from_config,
     check_attention_fused,
@@ -129,7 +130,7 @@ def test_wrong_head_count_fails_the_gate_and_writes_nothing(tmp_path, tiny_token
     # the optimizer still fuses every layer, into Attention nodes that compute the wrong thing:
     # only the parity gate notices
     with pytest.raises(DistillError, match="optimized ONNX parity gate failed"):
-        optimize_export(fp32, tmp_path / "opt", model, tiny_tokenizer, small_texts[:8], shape=wrong)
+        optimize_export(fp32, tmp_path / "opt", model, tiny_tokenizer, small_texts[:8], gate=OptimizeGate(shape=wrong))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fp32"]
 
 

