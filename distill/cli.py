@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# every module imported here is torch-free: `distill validate`, `--version`, `--help` and `recipes list` import this
-# module and must stay fast; what needs torch, transformers or numpy is imported inside the command that uses it
+# every module imported here is torch-free: `distill --version`, `--help` and `recipes list` import this module and
+# must stay fast; what needs torch, transformers or numpy is imported inside the command that uses it
 from polydistill.benchmarks.cli import add_bench_parser, run_bench
 from polydistill.config import EmbedRecipe, FieldValueError, TrimConfig
 from polydistill.console import VERBOSE, add_verbosity_flags, silent, third_party_quiet, verbosity_of
@@ -127,14 +127,14 @@ def _dispatch(args: argparse.Namespace) -> int:
             raise DistillError("--resume is for distillation recipes; an embedding-kd run starts again")
         if args.nproc or int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise DistillError("embedding-kd recipes run in one process; drop --nproc / torchrun")
-        from polydistill.embed import run_embedding_kd  # lazy: torch; distill validate stays torch-free
+        from polydistill.embed import run_embedding_kd  # lazy: torch; --help, --version, recipes list stay torch-free
 
         with third_party_quiet(verbosity < VERBOSE):  # -q is not told apart here: this kind has no summary yet
             run_embedding_kd(recipe)
         return 0
     if args.nproc is not None:
         return launch(args)  # the recipe is valid: start the processes
-    from polydistill.pipeline import run_recipe  # lazy: torch; distill validate stays torch-free
+    from polydistill.pipeline import run_recipe  # lazy: torch; --help, --version, recipes list stay torch-free
 
     place = join_from_env()
     try:
@@ -150,7 +150,7 @@ def launch(args: argparse.Namespace) -> int:
     recipe, overrides and --resume), through torch's own elastic launcher. A worker's error is its one line (every rank
     prints it) and its exit code, without the launcher's traceback. On a CPU each process gets cores / N threads
     unless OMP_NUM_THREADS is set."""
-    import torch  # lazy: distill validate and --help stay torch-free
+    import torch  # lazy: --help, --version, recipes list stay torch-free
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError  # lazy: torch, as above
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch  # lazy: torch, as above
 
@@ -255,7 +255,7 @@ def run_trim_vocab(args: argparse.Namespace) -> int:
 def trim_from_args(args: argparse.Namespace) -> TrimResult:
     """What `distill trim-vocab` does with its parsed arguments, short of printing (the Python API's
     `polydistill.trim_vocab` calls it too)."""
-    from polydistill.data import read_corpus  # lazy: torch and datasets; distill validate stays torch-free
+    from polydistill.data import read_corpus  # lazy: torch and datasets; --help stays torch-free
     from polydistill.students.vocab import (  # lazy: torch and transformers, as above
         check_top_k,
         coverage,
@@ -301,7 +301,7 @@ def trim_from_args(args: argparse.Namespace) -> TrimResult:
 
 
 def _load_tokenizer(model_dir: Path) -> Any:
-    from transformers import AutoTokenizer  # lazy: transformers; distill validate stays light
+    from transformers import AutoTokenizer  # lazy: transformers; --help stays transformers-free
 
     try:
         return AutoTokenizer.from_pretrained(model_dir)
@@ -311,7 +311,7 @@ def _load_tokenizer(model_dir: Path) -> Any:
 
 def _load_model(model_dir: Path) -> Any:
     """The saved model with its head: the class `config.architectures` names (AutoModel if none)."""
-    import transformers  # lazy: distill validate stays transformers- and torch-free
+    import transformers  # lazy: --help stays transformers- and torch-free
     from transformers import AutoConfig, AutoModel  # lazy: as above
 
     from polydistill.models import load_model_folder  # lazy: torch, as above
