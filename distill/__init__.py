@@ -24,7 +24,7 @@ __all__ = ["RunResult", "bench", "export_checkpoint", "run", "trim_vocab"]
 def __getattr__(name: str) -> Any:
     """`polydistill.run` and the rest of `__all__`, from polydistill.api when first asked for."""
     if name in __all__:
-        from polydistill import api
+        from polydistill import api  # lazy: every `import polydistill.x` runs this file; the API loads on first use
 
         return getattr(api, name)
     raise AttributeError(f"module 'polydistill' has no attribute {name!r}")

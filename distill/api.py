@@ -18,9 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from polydistill.benchmarks.cli import add_bench_parser, bench_from_args
+from polydistill.cli import add_trim_vocab_parser, trim_from_args
 from polydistill.config import EmbedRecipe, Recipe, apply_override, recipe_to_dict
 from polydistill.console import NORMAL, QUIET, library_logging, third_party_quiet
 from polydistill.errors import DistillError
+from polydistill.export.cli import add_export_parser, export_from_args
 from polydistill.recipe import load_recipe, parse_recipe
 
 Overrides = Sequence[str] | Mapping[str, Any]
@@ -55,7 +58,7 @@ def run(recipe: str | Path | Recipe, overrides: Overrides | None = None, *, quie
     the command line, or `{"key.path": value}`. `quiet`: only the end-of-run summary is logged (run.log still
     gets every line)."""
     loaded = _with_overrides(recipe, overrides)
-    from polydistill.pipeline import run_recipe
+    from polydistill.pipeline import run_recipe  # lazy: torch; `import polydistill` and its API stay torch-free
 
     with library_logging() as say:
         directory = run_recipe(loaded, say=say, verbosity=QUIET if quiet else NORMAL)
@@ -69,8 +72,6 @@ def export_checkpoint(
     (`.line()` is the command's summary). `options` are the command's long options with underscores (`texts="dev.txt"`,
     `no_optimize=True`, `overwrite=True`, ...), with its defaults; without `texts` a run's checkpoint is gated
     on that run's dev sentences."""
-    from polydistill.export.cli import add_export_parser, export_from_args
-
     args = _command_args(add_export_parser, ["export", str(model_dir), str(out_dir)], {"quantize": quantize, **options})
     with library_logging() as say, third_party_quiet():
         return export_from_args(args, say)
@@ -79,8 +80,6 @@ def export_checkpoint(
 def trim_vocab(model_dir: str | Path, out_dir: str | Path, corpus: Sequence[str | Path], **options: Any) -> Any:
     """`distill trim-vocab MODEL_DIR OUT_DIR --corpus FILE ...`; returns its `polydistill.cli.TrimResult` (the report
     of what was kept and the coverage). `options`: `top_k`, `min_freq`, `coverage_file` (a list), `overwrite`."""
-    from polydistill.cli import add_trim_vocab_parser, trim_from_args
-
     argv = ["trim-vocab", str(model_dir), str(out_dir), "--corpus", *map(str, corpus)]
     args = _command_args(add_trim_vocab_parser, argv, options)
     with third_party_quiet():
@@ -91,8 +90,6 @@ def bench(models: Sequence[str | Path], **options: Any) -> tuple[Path, dict[str,
     """`distill bench MODEL_OR_RUN ...`; returns (output folder, results document as in results.json). `options`
     are the command's long options with underscores (`max_seconds=15`, `batch=[1, 8]`, `out="runs/bench/x"`,
     `dry_run=True`, ...), with its defaults."""
-    from polydistill.benchmarks.cli import add_bench_parser, bench_from_args
-
     args = _command_args(add_bench_parser, ["bench", *map(str, models)], options)
     with library_logging() as say, third_party_quiet(datasets=bool(args.texts)):
         out, doc, _ = bench_from_args(args, say)

