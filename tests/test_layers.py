@@ -23,6 +23,7 @@ LAYERS = {
         metrics metrics_schema benchmarks.environment benchmarks.outputs""",
     "library": """students students.layers students.prune students.transfer students.vocab students.width
         export export.card export.onnx export.optimize export.quantize export.cli
+        export.dynamic_int8 export.calibration export.smooth export.blocks
         benchmarks benchmarks.harness benchmarks.latency benchmarks.probe benchmarks.flops benchmarks.report
         benchmarks.variants benchmarks.baselines
         recipe train losses features cache augment stream adapt packaged""",
