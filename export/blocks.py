@@ -100,8 +100,10 @@ def _matmul_nbits_quantizer() -> tuple[Any, Any]:
     of any library, reaches the console: the root logger is put back as it was."""
     root = logging.getLogger()
     level, handlers = root.level, list(root.handlers)
-    # lazy: importing it calls logging.basicConfig(level=INFO); the root logger is put back right after
-    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+    from onnxruntime.quantization.matmul_nbits_quantizer import (  # lazy: its import calls basicConfig, undone below
+        DefaultWeightOnlyQuantConfig,
+        MatMulNBitsQuantizer,
+    )
 
     root.setLevel(level)
     root.handlers[:] = handlers

@@ -58,8 +58,7 @@ def calibration_batches(tokenizer, texts: list[str], *, batch_size: int = 8, max
     Right padding matters: onnxruntime's fused Attention assumes it, and calibration should see the
     activations inference will.
     """
-    # lazy: polydistill.data imports datasets, which the bench (this module's other user) works without
-    from polydistill.data import collate, encode, length_batches
+    from polydistill.data import collate, encode, length_batches  # lazy: it imports datasets; the bench may lack it
 
     if not texts:
         raise DistillError("static quantization needs calibration sentences")
