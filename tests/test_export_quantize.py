@@ -315,7 +315,7 @@ def test_block_quantization_leaves_the_root_logger_as_it_was():
 
     code = (
         "import logging\n"
-        "from polydistill.export.quantize import _matmul_nbits_quantizer\n"
+        "from polydistill.export.blocks import _matmul_nbits_quantizer\n"
         "_matmul_nbits_quantizer()\n"
         "import onnxruntime.quantization.matmul_nbits_quantizer\n"  # imported for real above
         "root = logging.getLogger()\n"
