@@ -24,7 +24,8 @@ LAYERS = {
     "library": """students students.layers students.prune students.transfer students.vocab students.width
         export export.card export.onnx export.optimize export.quantize export.cli
         benchmarks benchmarks.harness benchmarks.latency benchmarks.probe benchmarks.flops benchmarks.report
-        benchmarks.variants benchmarks.baselines
+        benchmarks.variants benchmarks.baselines benchmarks.settings benchmarks.rows benchmarks.measure
+        benchmarks.tokenization
         recipe train losses features cache augment stream adapt packaged""",
     "orchestration": """run_state distill_step scoring predictions checkpoint_cards report plots embed_report stages
         stages.teacher stages.student stages.trim stages.export stages.bench pipeline embed""",
