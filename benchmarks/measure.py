@@ -11,10 +11,16 @@ import numpy as np
 import torch
 
 from polydistill.benchmarks.flops import encoder_flops
-from polydistill.benchmarks.latency import Timer, cuda_event_timer, host_timer, synced_host_timer
+from polydistill.benchmarks.latency import (
+    Timer,
+    cuda_event_timer,
+    host_timer,
+    interleaved_until_settled,
+    synced_host_timer,
+)
 from polydistill.benchmarks.probe import peak_flops_per_s
 from polydistill.benchmarks.rows import describe_error, forward_label, make_row, skip_row
-from polydistill.benchmarks.settings import Cell, Settings, time_rounds
+from polydistill.benchmarks.settings import Cell, Settings
 from polydistill.benchmarks.variants import Variant, fixed_inputs, length_mix_inputs, ort_callable, torch_callable
 
 
@@ -67,7 +73,8 @@ def measure_cell(
     budget_s = budget()
     calls = {name: w.call for name, w in warm.items()}
     if calls:
-        results = time_rounds(calls, settings, budget_s, timers={name: w.timer for name, w in warm.items()})
+        timers = {name: w.timer for name, w in warm.items()}
+        results = interleaved_until_settled(calls, timers=timers, max_seconds=budget_s, **settings.stopping_rule())
         rows = [_forward_row(warm[name], cell, stats, peaks) for name, stats in results.items()]
     warm.clear()
     if settings.device == "cuda":

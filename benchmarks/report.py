@@ -178,10 +178,10 @@ def plot_pareto(doc: dict[str, Any], path: str | Path) -> Path | None:
     for r in rows:
         groups.setdefault((r["device"], r["batch"], r["seq"], r["threads"]), []).append(r)
     cell, chosen = max(groups.items(), key=lambda kv: len(kv[1]))
-    import matplotlib
+    import matplotlib  # lazy: drawn only when rows have accuracies; benchmarks/gpu.sh's machine may lack matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: as matplotlib, and after choosing the Agg backend
 
     sizes = [r.get("size_mb") or 0.0 for r in chosen]
     largest = max(sizes) or 1.0

@@ -1,15 +1,12 @@
 """What one benchmark call measures: its `Settings`, the cells of its sweep, and the seconds each cell may time
-for (`CellBudget`), spent by `time_rounds`."""
+for (`CellBudget`). Nothing here imports torch: `distill bench`'s argument parsing builds a `Settings`."""
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-
-from polydistill.benchmarks.latency import Timer, interleaved_until_settled
 
 
 @dataclass
@@ -37,6 +34,15 @@ class Settings:
     dry_run: bool = False
     command: str = ""
 
+    def stopping_rule(self) -> dict[str, Any]:
+        """`interleaved_until_settled`'s arguments that end a variant's timing, but for the cell's time budget."""
+        return {
+            "min_runs": self.min_runs,
+            "max_runs": self.max_runs,
+            "rel_width": self.rel_ci_width,
+            "confidence": self.confidence,
+        }
+
 
 @dataclass(frozen=True)
 class Cell:
@@ -53,24 +59,6 @@ def cells(settings: Settings) -> list[tuple[int, int | None]]:
     fixed: list[tuple[int, int | None]] = [(b, s) for b in settings.batches for s in settings.seqs]
     mix: list[tuple[int, int | None]] = [(b, None) for b in settings.batches] if settings.lengths else []
     return fixed + mix
-
-
-def time_rounds(
-    calls: dict[str, Callable[[], object]],
-    settings: Settings,
-    budget_s: float,
-    timers: dict[str, Timer] | None = None,
-) -> dict[str, dict[str, Any]]:
-    """`interleaved_until_settled` over `calls` with the settings' run counts and confidence target."""
-    return interleaved_until_settled(
-        calls,
-        timers=timers,
-        min_runs=settings.min_runs,
-        max_runs=settings.max_runs,
-        rel_width=settings.rel_ci_width,
-        confidence=settings.confidence,
-        max_seconds=budget_s,
-    )
 
 
 class CellBudget:

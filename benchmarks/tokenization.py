@@ -10,8 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from polydistill.benchmarks.latency import interleaved_until_settled
 from polydistill.benchmarks.rows import RowLabel, make_row
-from polydistill.benchmarks.settings import Cell, Settings, time_rounds
+from polydistill.benchmarks.settings import Cell, Settings
 from polydistill.benchmarks.variants import Source
 from polydistill.models import load_tokenizer
 
@@ -63,7 +64,7 @@ def measure_tokenization(
         by_name[src.label] = (src, type(tok).__name__)
     if not calls:
         return []
-    results = time_rounds(calls, settings, budget_s)
+    results = interleaved_until_settled(calls, max_seconds=budget_s, **settings.stopping_rule())
     rows = []
     for name, stats in results.items():
         src, tok_class = by_name[name]

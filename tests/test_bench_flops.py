@@ -3,8 +3,8 @@
 import pytest
 
 from polydistill.benchmarks.flops import attention_width, efficiency, encoder_flops
-from polydistill.benchmarks.rows import RowLabel, make_row
 from polydistill.benchmarks.probe import peak_flops_per_s
+from polydistill.benchmarks.rows import RowLabel, make_row
 from polydistill.benchmarks.settings import Cell
 from polydistill.benchmarks.variants import XLMR_BASE_ARCH, builtin_config
 

@@ -9,10 +9,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from polydistill.benchmarks.harness import SCHEMA, Settings, run_benchmark
-from polydistill.benchmarks.rows import ROW_FIELDS, RowLabel, make_row
-from polydistill.benchmarks.settings import Cell
+from polydistill.benchmarks.harness import SCHEMA, run_benchmark
 from polydistill.benchmarks.report import pareto_front, render_markdown, write_outputs
+from polydistill.benchmarks.rows import ROW_FIELDS, RowLabel, make_row
+from polydistill.benchmarks.settings import Cell, Settings
 from polydistill.benchmarks.variants import expand_variants, parse_sources, unsupported
 from polydistill.errors import DistillError
 
