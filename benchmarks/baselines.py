@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
 
 from polydistill.benchmarks.outputs import command_line, write_results
 from polydistill.config import ALL_SIB200_LANGUAGES, DataConfig
@@ -33,8 +35,6 @@ POS_LANGUAGES = ["wol_Latn", "mlt_Latn", "fao_Latn", "afr_Latn", "uig_Arab", "en
 
 def char_ngram_vectorizer() -> Any:
     """The TF-IDF of every baseline here: character 2-5-grams within word boundaries, sublinear counts."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
     return TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), min_df=2, sublinear_tf=True)
 
 
@@ -47,8 +47,6 @@ TFIDF_CLASSIFIER = (
 def tfidf_accuracy(train: list[Any], test: dict[str, Any], seed: int = 0) -> tuple[dict[str, float], int]:
     """TFIDF_CLASSIFIER fitted on the `train` datasets' (text, label) rows: its test accuracy per language of `test`
     (language -> dataset) and its number of features. The SIB-200 baseline here and in every run's report."""
-    from sklearn.linear_model import LogisticRegression
-
     vectorizer = char_ngram_vectorizer()
     features = vectorizer.fit_transform([t for ds in train for t in ds["text"]])
     classifier = LogisticRegression(C=10.0, max_iter=2000, random_state=seed)

@@ -20,6 +20,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from polydistill.benchmarks.report import render_markdown, write_outputs
+from polydistill.benchmarks.settings import Settings
+from polydistill.benchmarks.variants import BACKENDS, DEVICES, PRECISIONS, ort_has_cuda, parse_sources
 from polydistill.console import QUIET, VERBOSE, add_verbosity_flags, silent, third_party_quiet, verbosity_of
 from polydistill.errors import DistillError
 
@@ -67,15 +70,13 @@ def read_lengths(spec: str) -> list[int]:
 
 def read_texts(path: str) -> list[str]:
     """`--texts` as trim-vocab reads a corpus (`polydistill.data.read_corpus`): .tsv text column, .conllu, or lines."""
-    from polydistill.data import read_corpus  # here: the parser must build without datasets and torch
+    from polydistill.data import read_corpus  # lazy: the parser must build without datasets and torch
 
     return read_corpus(path, "bench: --texts")
 
 
 def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add `bench` to a `parser.add_subparsers()` object; returns the sub-parser."""
-    from polydistill.benchmarks.variants import BACKENDS, DEVICES, PRECISIONS
-
     p = subparsers.add_parser(
         "bench",
         help="benchmark models: latency, throughput, efficiency, memory (JSON + Markdown + Pareto plot)",
@@ -125,10 +126,7 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-def settings_from_args(args: argparse.Namespace):
-    from polydistill.benchmarks.harness import Settings
-    from polydistill.benchmarks.variants import BACKENDS, PRECISIONS, ort_has_cuda
-
+def settings_from_args(args: argparse.Namespace) -> Settings:
     device = args.device
     backends = _csv(args.backends, BACKENDS, "backend")
     if backends is None:
@@ -171,8 +169,6 @@ def settings_from_args(args: argparse.Namespace):
 def run_bench(args: argparse.Namespace) -> int:
     """Run the benchmark the parsed `args` describe; writes results into --out. Returns 0. With -q only the
     table and the closing lines are printed, not each model's preparation and cell."""
-    from polydistill.benchmarks.report import render_markdown
-
     verbosity = verbosity_of(args)
     with third_party_quiet(verbosity < VERBOSE, datasets=bool(args.texts)):  # only --texts reads with datasets
         say = silent if verbosity == QUIET else (lambda line: print(line, flush=True))
@@ -189,9 +185,7 @@ def bench_from_args(
     `polydistill.bench` calls it too): (output folder, results document, the files written). --max-seconds counts
     from here, imports included; writing the results comes after it and is said with its time."""
     started = time.perf_counter()
-    from polydistill.benchmarks.harness import run_benchmark
-    from polydistill.benchmarks.report import write_outputs
-    from polydistill.benchmarks.variants import parse_sources
+    from polydistill.benchmarks.harness import run_benchmark  # lazy: torch and transformers; the parser stays light
 
     settings = settings_from_args(args)
     sources = [s for spec in args.models for s in parse_sources(spec, dry_run=settings.dry_run)]

@@ -82,7 +82,7 @@ def nvidia_smi(args: list[str], timeout: float = 20.0) -> str | None:
 
 
 def gpu_info() -> dict[str, Any] | None:
-    import torch
+    import torch  # lazy: cpu_info stays torch-free for variants, which distill's parser loads
 
     if not torch.cuda.is_available():
         return None
@@ -110,10 +110,10 @@ def gpu_info() -> dict[str, Any] | None:
 
 
 def collect_environment() -> dict[str, Any]:
-    import torch
+    import torch  # lazy: cpu_info stays torch-free for variants, which distill's parser loads
 
     try:
-        import onnxruntime as ort
+        import onnxruntime as ort  # lazy: may be missing where benchmarks/gpu.sh runs (no providers then)
 
         providers = ort.get_available_providers()
     except ImportError:

@@ -16,6 +16,7 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
+import torch
 
 
 def summarize(samples_ms: list[float]) -> dict[str, float]:
@@ -84,8 +85,6 @@ def cuda_event_timer() -> Timer:
     end event is waited for, so host launch gaps inside the call are part of the time, as they are
     for a user.
     """
-    import torch
-
     start = torch.cuda.Event(enable_timing=True)
     end = torch.cuda.Event(enable_timing=True)
 
@@ -103,7 +102,6 @@ def cuda_event_timer() -> Timer:
 def synced_host_timer(clock: Callable[[], float] = time.perf_counter) -> Timer:
     """Wall clock between two full device synchronisations: for GPU work on streams torch does not
     own (onnxruntime's CUDA execution provider)."""
-    import torch
 
     def time_once(fn: Callable[[], object]) -> float:
         torch.cuda.synchronize()

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import torch
 
 from polydistill.benchmarks.latency import Timer, cuda_event_timer, host_timer
 
@@ -32,8 +33,6 @@ PEAK_KEYS: dict[str, tuple[str, ...]] = {
 
 
 def _torch_matmul(device: str, kind: str, n: int) -> Callable[[], object]:
-    import torch
-
     gen = torch.Generator(device=device).manual_seed(n)  # drawn where they are used: no host copy
     if kind == "int8":
         a = torch.randint(-128, 128, (n, n), dtype=torch.int8, generator=gen, device=device)
@@ -48,9 +47,9 @@ def _torch_matmul(device: str, kind: str, n: int) -> Callable[[], object]:
 
 
 def _ort_matmul_integer(n: int, threads: int | None) -> Callable[[], object]:
-    import onnx
-    import onnxruntime as ort
-    from onnx import TensorProto, helper
+    import onnx  # lazy: onnx and onnxruntime may be missing where benchmarks/gpu.sh runs; the probe is then unavailable
+    import onnxruntime as ort  # lazy: as onnx
+    from onnx import TensorProto, helper  # lazy: as onnx
 
     node = helper.make_node("MatMulInteger", ["A", "B"], ["Y"])
     graph = helper.make_graph(
@@ -114,8 +113,6 @@ def probe_peaks(
 
     `quick` (dry runs) keeps every product tiny. torch's thread count is restored afterwards.
     """
-    import torch
-
     peaks: dict[str, Any] = {}
     if "cpu" in devices:
         previous = torch.get_num_threads()

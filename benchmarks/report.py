@@ -34,20 +34,43 @@ def _pct(x: float | None) -> str:
 
 def render_markdown(doc: dict[str, Any]) -> str:
     """A human-readable page of the results document."""
-    env = doc.get("environment", {})
-    cpu = env.get("cpu", {})
     lines = ["# polydistill benchmark", ""]
     if not doc.get("complete"):
         lines += ["> **Incomplete**: the benchmark was still running or was stopped; rows so far.", ""]
     for note in doc.get("notes", []):
         lines.append(f"> {note}")
     lines += ["", f"Command: `{doc.get('command', '')}`", ""]
-    lines += ["## Environment", ""]
-    lines.append(
+    lines += ["## Environment", ""] + _environment_lines(doc.get("environment", {}))
+    lines += ["", "## Matmul peaks (G(FL)OP/s; best / median of repeated n×n×n products)", ""]
+    lines += _peak_table(doc.get("peaks") or {})
+    forward = [r for r in doc.get("results", []) if r.get("stage") == "forward"]
+    tokenize = [r for r in doc.get("results", []) if r.get("stage") == "tokenize"]
+    lines += ["", "## Forward pass", ""] + _forward_table(forward)
+    if tokenize:
+        lines += ["", "## Tokenisation (timed separately, not part of the forward rows)", ""]
+        lines += _tokenize_table(tokenize)
+    notes = sorted({f"{r['model']} {r['backend']} {r['precision']}: {n}" for r in forward for n in r.get("notes", [])})
+    if notes:
+        lines += ["", "## Variant notes", ""] + [f"- {n}" for n in notes]
+    if doc.get("skipped"):
+        lines += ["", "## Not run", ""] + _not_run_lines(doc["skipped"])
+    lines += [
+        "",
+        "p50/p90/p99 over interleaved runs; CI ±% is half the width of the median's 95% confidence interval "
+        "relative to the median; settled = that full width is within the target. eff. = achieved FLOP/s at p50 "
+        "over the measured matmul peak of the same precision (see benchmarks/README.md).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _environment_lines(env: dict[str, Any]) -> list[str]:
+    cpu = env.get("cpu", {})
+    lines = [
         f"- CPU: {cpu.get('model', '?')}; {env.get('cores')} cores ({env.get('cores_usable')} usable); "
         f"flags: {', '.join(cpu.get('flags', [])) or 'none of interest'}; torch CPU capability "
         f"{env.get('torch_cpu_capability')}"
-    )
+    ]
     versions = ", ".join(f"{k} {v}" for k, v in (env.get("versions") or {}).items() if v)
     lines.append(f"- Python {env.get('python')}; {versions}")
     lines.append(f"- onnxruntime providers: {', '.join(env.get('onnxruntime_providers') or []) or 'none'}")
@@ -61,18 +84,21 @@ def render_markdown(doc: dict[str, Any]) -> str:
             f"{gpu.get('memory_gb')} GiB, driver {gpu.get('driver')}, CUDA (torch) {gpu.get('torch_cuda')}, "
             f"float32 matmul precision {gpu.get('float32_matmul_precision')}"
         )
-    lines += ["", "## Matmul peaks (G(FL)OP/s; best / median of repeated n×n×n products)", ""]
-    lines += ["| device | threads | kind | best | median | n | note |", "|---|---|---|---|---|---|---|"]
-    peaks = doc.get("peaks") or {}
+    return lines
+
+
+def _peak_table(peaks: dict[str, Any]) -> list[str]:
+    lines = ["| device | threads | kind | best | median | n | note |", "|---|---|---|---|---|---|---|"]
     for threads, table in (peaks.get("cpu") or {}).items():
         lines += [_peak_line("cpu", threads, kind, entry) for kind, entry in table.items()]
     for kind, entry in (peaks.get("cuda") or {}).items():
         if isinstance(entry, dict):
             lines.append(_peak_line("cuda", "–", kind, entry))
-    forward = [r for r in doc.get("results", []) if r.get("stage") == "forward"]
-    tokenize = [r for r in doc.get("results", []) if r.get("stage") == "tokenize"]
-    lines += ["", "## Forward pass", ""]
-    lines += [
+    return lines
+
+
+def _forward_table(forward: list[dict[str, Any]]) -> list[str]:
+    lines = [
         "| model | role | backend | precision | device | graph | batch | seq | threads | p50 ms | p90 ms | p99 ms "
         "| CI ±% | settled | seq/s | GFLOP | eff. | RSS peak MB | GPU MB | accuracy | size MB |",
         "|---" * 21 + "|",
@@ -88,36 +114,32 @@ def render_markdown(doc: dict[str, Any]) -> str:
             f"{_fmt(r['peak_rss_mb'], 0)} | {_fmt(r.get('peak_gpu_mb'), 0)} | {_fmt(r['accuracy'], 3)} | "
             f"{_fmt(r['size_mb'], 1)} |"
         )
-    if tokenize:
-        lines += ["", "## Tokenisation (timed separately, not part of the forward rows)", ""]
-        lines += ["| tokenizer of | batch | max length | p50 ms | p90 ms | settled | seq/s |", "|---" * 7 + "|"]
-        for r in tokenize:
-            lines.append(
-                f"| {r['model']} | {r['batch']} | {r['seq']} | {_fmt(r['p50_ms'], 3)} | {_fmt(r['p90_ms'], 3)} | "
-                f"{_fmt(r['settled'])} | {_fmt(r['throughput'], 1)} |"
-            )
-    notes = sorted({f"{r['model']} {r['backend']} {r['precision']}: {n}" for r in forward for n in r.get("notes", [])})
-    if notes:
-        lines += ["", "## Variant notes", ""] + [f"- {n}" for n in notes]
-    if doc.get("skipped"):
-        lines += ["", "## Not run", ""]
-        seen = set()
-        for s in doc["skipped"]:
-            where = ", ".join(f"{k} {s[k]}" for k in ("batch", "seq", "threads") if s.get(k) is not None)
-            graph = " (cuda graph)" if s.get("cuda_graph") else ""
-            text = f"- {s['model']} {s['backend']} {s['precision']} {s['device']}{graph}"
-            text += f"{' at ' + where if where else ''}: {s['reason']}"
-            if text not in seen:
-                seen.add(text)
-                lines.append(text)
-    lines += [
-        "",
-        "p50/p90/p99 over interleaved runs; CI ±% is half the width of the median's 95% confidence interval "
-        "relative to the median; settled = that full width is within the target. eff. = achieved FLOP/s at p50 "
-        "over the measured matmul peak of the same precision (see benchmarks/README.md).",
-        "",
-    ]
-    return "\n".join(lines)
+    return lines
+
+
+def _tokenize_table(tokenize: list[dict[str, Any]]) -> list[str]:
+    lines = ["| tokenizer of | batch | max length | p50 ms | p90 ms | settled | seq/s |", "|---" * 7 + "|"]
+    for r in tokenize:
+        lines.append(
+            f"| {r['model']} | {r['batch']} | {r['seq']} | {_fmt(r['p50_ms'], 3)} | {_fmt(r['p90_ms'], 3)} | "
+            f"{_fmt(r['settled'])} | {_fmt(r['throughput'], 1)} |"
+        )
+    return lines
+
+
+def _not_run_lines(skipped: list[dict[str, Any]]) -> list[str]:
+    """One line per distinct skip (the same reason at every cell is said once)."""
+    lines: list[str] = []
+    seen = set()
+    for s in skipped:
+        where = ", ".join(f"{k} {s[k]}" for k in ("batch", "seq", "threads") if s.get(k) is not None)
+        graph = " (cuda graph)" if s.get("cuda_graph") else ""
+        text = f"- {s['model']} {s['backend']} {s['precision']} {s['device']}{graph}"
+        text += f"{' at ' + where if where else ''}: {s['reason']}"
+        if text not in seen:
+            seen.add(text)
+            lines.append(text)
+    return lines
 
 
 def _peak_line(device: str, threads: str, kind: str, entry: Any) -> str:
@@ -156,10 +178,10 @@ def plot_pareto(doc: dict[str, Any], path: str | Path) -> Path | None:
     for r in rows:
         groups.setdefault((r["device"], r["batch"], r["seq"], r["threads"]), []).append(r)
     cell, chosen = max(groups.items(), key=lambda kv: len(kv[1]))
-    import matplotlib
+    import matplotlib  # lazy: drawn only when rows have accuracies; benchmarks/gpu.sh's machine may lack matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: as matplotlib, and after choosing the Agg backend
 
     sizes = [r.get("size_mb") or 0.0 for r in chosen]
     largest = max(sizes) or 1.0

@@ -122,6 +122,14 @@ def load_model_folder(path: str | Path, what: str, model_class=AutoModel, **kwar
     return model.eval(), tokenizer
 
 
+def load_tokenizer(folder: str | Path, what: str):
+    """The tokenizer alone of a local model folder or hub id; a loader error is one line naming the folder."""
+    try:
+        return AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError) as exc:
+        raise DistillError(f"{what}: cannot load the tokenizer of {folder}: {first_line(exc)}") from exc
+
+
 def load_pretrained(name: str, labels: list[str], *, task: str = "sequence", trust_remote_code: bool = False):
     """Load (model, tokenizer, is_task_classifier) from a hub id or local dir.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from polydistill.benchmarks.harness import CellBudget, Settings
+from polydistill.benchmarks.settings import CellBudget, Settings
 from polydistill.cli import main
 
 

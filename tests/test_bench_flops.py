@@ -3,8 +3,9 @@
 import pytest
 
 from polydistill.benchmarks.flops import attention_width, efficiency, encoder_flops
-from polydistill.benchmarks.harness import make_row
 from polydistill.benchmarks.probe import peak_flops_per_s
+from polydistill.benchmarks.rows import RowLabel, make_row
+from polydistill.benchmarks.settings import Cell
 from polydistill.benchmarks.variants import XLMR_BASE_ARCH, builtin_config
 
 TINY = {"hidden_size": 4, "intermediate_size": 8, "num_hidden_layers": 2, "num_attention_heads": 2, "num_labels": 3}
@@ -61,10 +62,8 @@ def test_peak_lookup_uses_the_best_probe_of_the_precision_and_thread_count():
 
 def test_row_throughput_and_efficiency_from_fake_stats():
     stats = {"p50": 20.0, "p90": 25.0, "p99": 30.0, "mean": 21.0, "stdev": 2.0, "runs": 50, "settled": True}
-    row = make_row(
-        stage="forward", model="m", role="student", backend="torch", precision="fp32", device="cpu",
-        batch=8, seq=16, threads=2, stats=stats, flops=4e9, peak=400e9,
-    )  # fmt: skip
+    label = RowLabel("forward", "m", "student", "torch", "fp32", "cpu")
+    row = make_row(label, Cell(batch=8, seq=16, threads=2), stats, flops=4e9, peak=400e9)
     assert row["throughput"] == pytest.approx(400.0)  # 8 sequences / 0.02 s
     assert row["efficiency"] == pytest.approx(0.5)  # 4 GFLOP / 0.02 s = 200 GFLOP/s of 400
     assert row["p50_ms"] == 20.0 and row["settled"] is True

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from polydistill.benchmarks.harness import ROW_FIELDS, SCHEMA
+from polydistill.benchmarks.harness import SCHEMA
+from polydistill.benchmarks.rows import ROW_FIELDS
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,8 +9,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from polydistill.benchmarks.harness import ROW_FIELDS, SCHEMA, Settings, make_row, run_benchmark
+from polydistill.benchmarks.harness import SCHEMA, run_benchmark
 from polydistill.benchmarks.report import pareto_front, render_markdown, write_outputs
+from polydistill.benchmarks.rows import ROW_FIELDS, RowLabel, make_row
+from polydistill.benchmarks.settings import Cell, Settings
 from polydistill.benchmarks.variants import expand_variants, parse_sources, unsupported
 from polydistill.errors import DistillError
 
@@ -189,11 +191,10 @@ def test_pareto_front_and_plot(tmp_path):
     assert pareto_front([(10.0, 0.8), (5.0, 0.7), (20.0, 0.75), (1.0, 0.5), (5.0, 0.6)]) == [3, 1, 0]
     stats = {"p50": 5.0, "p90": 6.0, "p99": 7.0, "mean": 5.5, "stdev": 0.5, "runs": 10, "settled": True}
 
-    def row(p50: float, accuracy: float, size_mb: float, **kw) -> dict:
-        base = {"stage": "forward", "model": "m", "role": "student", "backend": "onnxruntime",
-                "precision": "int8-dynamic", "device": "cpu", "batch": 1, "seq": 128, "threads": 2}  # fmt: skip
-        base.update(kw)
-        return make_row(**base, stats={**stats, "p50": p50}, accuracy=accuracy, size_mb=size_mb)
+    def row(p50: float, accuracy: float, size_mb: float, role: str = "student", batch: int = 1) -> dict:
+        label = RowLabel("forward", "m", role, "onnxruntime", "int8-dynamic", "cpu")
+        cell = Cell(batch=batch, seq=128, threads=2)
+        return make_row(label, cell, {**stats, "p50": p50}, accuracy=accuracy, size_mb=size_mb)
 
     doc = {
         "results": [row(5.0, 0.70, 10.0), row(50.0, 0.80, 1100.0, role="teacher"), row(60.0, 0.75, 400.0, batch=8)],
@@ -216,6 +217,8 @@ def test_benchmarks_import_without_datasets_or_torch_pruning():
         "import polydistill.cli, polydistill.benchmarks.harness, polydistill.benchmarks.report\n"
         "import polydistill.benchmarks.variants, polydistill.benchmarks.probe\n"
         "import polydistill.benchmarks.environment, polydistill.benchmarks.flops, polydistill.benchmarks.latency\n"
+        "import polydistill.benchmarks.measure, polydistill.benchmarks.rows, polydistill.benchmarks.settings\n"
+        "import polydistill.benchmarks.tokenization\n"
         "try:\n"
         "    polydistill.cli.main(['bench', '--help'])\n"
         "except SystemExit as e:\n"

@@ -26,8 +26,9 @@ LAYERS = {
         export export.card export.card_sources export.onnx export.optimize export.quantize export.artifact
         export.run_checkpoint export.cli export.dynamic_int8 export.calibration export.smooth export.blocks
         benchmarks benchmarks.harness benchmarks.latency benchmarks.probe benchmarks.flops benchmarks.report
-        benchmarks.variants benchmarks.baselines
-        benchmarks.sources benchmarks.inputs benchmarks.torch_backend benchmarks.onnxruntime_backend
+        benchmarks.variants benchmarks.baselines benchmarks.settings benchmarks.rows benchmarks.measure
+        benchmarks.tokenization benchmarks.sources benchmarks.inputs benchmarks.torch_backend
+        benchmarks.onnxruntime_backend
         recipe train losses features cache augment stream adapt packaged""",
     "orchestration": """run_state distill_step scoring predictions checkpoint_cards report plots embed_report stages
         stages.teacher stages.student stages.trim stages.export stages.bench pipeline embed""",
