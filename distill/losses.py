@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from polydistill.errors import RecipeError
+from polydistill.errors import RecipeError, suggest
 
 # Constructor arguments the framework fills from the models; recipes may not set them.
 FRAMEWORK_ARGS = ("student_hidden_size", "teacher_hidden_size")
@@ -403,8 +403,6 @@ def _constructor_args(cls: type[nn.Module]) -> list[str]:
 
 def check_loss_specs(specs: dict[str, dict[str, Any]], where: str) -> None:
     """Validate `{name: {weight, **kwargs}}` against the registry without building anything."""
-    from polydistill.errors import suggest
-
     if not specs:
         raise RecipeError(f"'{where}' is empty: name at least one loss")
     for name, spec in specs.items():
