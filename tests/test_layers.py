@@ -29,7 +29,8 @@ LAYERS = {
         recipe train losses features cache augment stream adapt packaged
         logit_losses layer_losses sentence_losses loss_projection students.vocab_tokenizer""",
     "orchestration": """run_state distill_step scoring predictions checkpoint_cards report plots embed_report stages
-        stages.teacher stages.student stages.trim stages.export stages.bench pipeline embed""",
+        stages.teacher stages.student stages.trim stages.export stages.bench pipeline embed
+        report_results report_stages""",
     "entry": """polydistill api cli __main__ benchmarks.cli benchmarks.from_checkout export.optimum_artifacts
         benchmarks.experiments.*""",
 }
