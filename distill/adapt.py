@@ -56,6 +56,8 @@ def masked_lm_for(model: PreTrainedModel, pretrained: str | None = None, **kwarg
     the word embedding as the architecture does."""
     mlm = None
     if pretrained is not None:
+        # not models.load_model_folder: the checkpoint is optional here (any failure means a fresh head, where
+        # that raises), need not hold a tokenizer, and the teacher stage loaded and checked the same path already
         try:
             mlm = AutoModelForMaskedLM.from_pretrained(
                 pretrained, attn_implementation="eager", use_safetensors=True, **kwargs

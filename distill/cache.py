@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from polydistill.data import Encoded, collate, length_batches
+from polydistill.features import features_to, forward_features
 
 CACHEABLE = ("logits", "hidden", "qkv", "cls")  # attention maps are [T, T] per head: recomputed instead
 
@@ -95,8 +96,6 @@ def teacher_cache(
     teacher: torch.nn.Module, data: Encoded, spec: CacheSpec, root: str | Path, *, pad_id: int, batch_size: int = 64
 ) -> TeacherCache:
     """Load the cache of (teacher, data, spec) under `root`, or compute and write it first."""
-    from polydistill.features import features_to, forward_features
-
     unknown = set(spec.features) - set(CACHEABLE)
     if unknown:
         raise ValueError(f"cannot cache teacher features {sorted(unknown)} (cacheable: {', '.join(CACHEABLE)})")

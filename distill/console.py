@@ -107,7 +107,7 @@ def third_party_quiet(enabled: bool = True, *, datasets: bool = True) -> Iterato
 
 @contextmanager
 def _transformers_quiet() -> Iterator[None]:
-    from transformers.utils import logging as hf_logging
+    from transformers.utils import logging as hf_logging  # lazy: keeps distill --help, --version free of transformers
 
     bars = hf_logging.is_progress_bar_enabled, hf_logging.disable_progress_bar, hf_logging.enable_progress_bar
     with _quiet(hf_logging, *bars):
@@ -117,8 +117,8 @@ def _transformers_quiet() -> Iterator[None]:
 @contextmanager
 def _datasets_quiet() -> Iterator[None]:
     try:
-        import datasets
-        from datasets.utils import logging as ds_logging
+        import datasets  # lazy: optional here (bench machines may lack it)
+        from datasets.utils import logging as ds_logging  # lazy: as above
     except ImportError:  # `distill bench` on a machine without datasets (benchmarks/gpu.sh): nothing to hold back
         yield
         return

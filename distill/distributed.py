@@ -54,7 +54,7 @@ def world() -> World:
 
 
 def _device() -> str:
-    import torch
+    import torch  # lazy: keeps distill --help, --version free of torch
 
     if torch.cuda.is_available():
         return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
@@ -67,8 +67,8 @@ def is_main() -> bool:
 
 def join_from_env() -> World:
     """Join the process group torchrun describes in the environment (WORLD_SIZE > 1), once; else rank 0 of 1."""
-    import torch
-    import torch.distributed as dist
+    import torch  # lazy: keeps distill --help, --version free of torch
+    import torch.distributed as dist  # lazy: as above
 
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or _dist() is not None:
         return world()

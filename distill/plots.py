@@ -5,11 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from polydistill.config import is_onnx_model_name
 from polydistill.io import save_figure
 from polydistill.run_state import TEACHER
+
+matplotlib.use("Agg")  # the plots are files only: no display, whatever backend the machine defaults to
 
 PLOTS = {  # the plots every run can have, by what they show; paths relative to the run directory
     "accuracy": "plots/accuracy_per_language.png",
@@ -21,12 +26,6 @@ PLOTS = {  # the plots every run can have, by what they show; paths relative to 
 
 def plot_transfer(m: dict[str, Any], path: Path) -> Path:
     """Heat map, languages x models, of accuracy relative to the teacher (teacher: to its labelled mean)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
     t, models, languages = m["transfer"], list(m["mean"]), list(m["languages"])
     ratio = np.array([
         [(t["teacher_vs_source"] if x == TEACHER else t["retention"][x])[lang] or 0.0 for x in models]
@@ -49,11 +48,6 @@ def plot_transfer(m: dict[str, Any], path: Path) -> Path:
 
 
 def plot_mlm_loss(a: dict[str, Any], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     epochs = [h["epoch"] for h in a["history"]]
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.plot(epochs, [h["train_mlm_loss"] for h in a["history"]], marker="o", label="train")
@@ -68,12 +62,6 @@ def plot_mlm_loss(a: dict[str, Any], path: Path) -> Path:
 
 
 def plot_accuracy(m: dict[str, Any], path: Path) -> Path | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
     languages = list(m["languages"])
     models = list(m["mean"])
     if not languages or not models:
@@ -98,16 +86,6 @@ def plot_accuracy(m: dict[str, Any], path: Path) -> Path | None:
     return save_figure(fig, path, dpi=110)
 
 
-def _pyplot() -> Any:
-    """matplotlib.pyplot on the file-only Agg backend (imported here: only reporting needs matplotlib)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_accuracy_vs_size(m: dict[str, Any], path: Path) -> Path | None:
     """Mean test accuracy against file size, one point per model or export variant with both; each point its
     own colour and marker, named in a legend beside the axes, so variants of near-equal size never overprint
@@ -115,7 +93,6 @@ def plot_accuracy_vs_size(m: dict[str, Any], path: Path) -> Path | None:
     points = [(x, m["size_mb"][x], m["mean"][x]) for x in m["mean"] if x in m["size_mb"]]
     if not points:
         return None
-    plt = _pyplot()
     markers = "osD^v<>PX*"
     fig, ax = plt.subplots(figsize=(7.5, 3.6))
     for i, (name, size, acc) in enumerate(points):
@@ -125,8 +102,6 @@ def plot_accuracy_vs_size(m: dict[str, Any], path: Path) -> Path | None:
                    linewidths=1.8, zorder=3, label=f"{name}: {mb} MB, {acc:.3f}")  # fmt: skip
     sizes = [size for _, size, _ in points]
     if max(sizes) / min(sizes) > 20:  # a teacher hundreds of MB beside int8 students of a few
-        from matplotlib.ticker import FuncFormatter, NullFormatter
-
         ax.set_xscale("log")
         ax.set_xlim(min(sizes) / 1.6, max(sizes) * 1.6)
         ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
@@ -154,7 +129,6 @@ def plot_confusion(m: dict[str, Any], path: Path) -> Path | None:
     gold row so small classes read as clearly as large ones, with the counts written in the non-empty cells."""
     if "per_class" not in m or not confusion_models(m):
         return None
-    plt = _pyplot()
     labels, models = m["per_class"]["labels"], confusion_models(m)
     side = 1.2 + 0.36 * len(labels)
     fig, axes = plt.subplots(
@@ -183,7 +157,6 @@ def plot_training(training: dict[str, Any], path: Path) -> Path | None:
     trained = {name: r["history"] for name, r in training.items() if r.get("history")}
     if not trained:
         return None
-    plt = _pyplot()
     fig, axes = plt.subplots(len(trained), 2, figsize=(8, 0.4 + 2.1 * len(trained)), squeeze=False)
     for (loss_ax, dev_ax), (name, history) in zip(axes, trained.items(), strict=True):
         epochs = [h["epoch"] for h in history]
@@ -216,12 +189,6 @@ RETRIEVAL_ROWS = {
 
 def plot_retrieval(m: dict[str, Any], path: Path) -> Path:
     """Bars per language: retrieval accuracy (mean of both directions) of each row of RETRIEVAL_ROWS."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
     r = m["retrieval"]
     languages = list(r["student"])
     rows = [k for k in RETRIEVAL_ROWS if k in r]

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import datasets
+
 from polydistill.data import Encoded
 from polydistill.errors import DistillError
 
@@ -63,8 +65,6 @@ class TextStream:
 
     def _lines(self) -> Any:
         """The files' non-empty lines as a `datasets` IterableDataset (read lazily, never all at once)."""
-        import datasets
-
         stream = datasets.load_dataset("text", data_files=self.files, split="train", streaming=True)
         return stream.filter(lambda row: bool(row["text"].strip()))
 

