@@ -8,8 +8,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from tiny import QUICKSTART, SMALL_QUICKSTART, UDPOS_TINY
-from tiny import THREE_LANGUAGES as LANGUAGES
+from tiny import QUICKSTART, SMALL_QUICKSTART, THREE_LANGUAGES, UDPOS_TINY
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from polydistill.cli import main
@@ -26,7 +25,7 @@ TINY = [
     "bench.threads=1",
     "bench.max_seconds=2",
 ]
-# the token task (UD POS) on two languages with a 500-piece, 32-wide teacher and a 16-wide student
+# the token task (UD POS), 40 train sentences a language, a 500-piece 32-wide teacher and a 16-wide student
 TINY_POS = [
     "data.max_train_per_language=40", "data.max_eval_per_language=8", "teacher.scratch.vocab_size=500",
     "teacher.scratch.hidden_size=32", "teacher.scratch.num_heads=4", "teacher.scratch.intermediate_size=64",
@@ -75,7 +74,7 @@ def test_teacher_keeps_its_own_tokenizer(run_dir, metrics):
 def test_metrics_hold_coverage_per_language_and_score_the_trimmed_student_beside_the_others(metrics):
     trim = metrics["trim"]
     for key in ("dev_coverage", "test_identical", "test_identical_agreement"):
-        assert set(trim[key]) == set(LANGUAGES), key
+        assert set(trim[key]) == set(THREE_LANGUAGES), key
     assert all(0.0 < v <= 1.0 for v in trim["dev_coverage"].values())
     assert any(v < 1.0 for v in trim["test_identical"].values())  # min_freq 2 changed some segmentations
     assert all(v == 1.0 for v in trim["test_identical_agreement"].values())
@@ -129,7 +128,7 @@ def test_identically_tokenised_test_sentences_get_the_untrimmed_students_logits(
     from polydistill.data import load_task_data
     from polydistill.students.vocab import same_tokenisation
 
-    data = load_task_data(DataConfig(path=str(sib200_path), languages=LANGUAGES, max_eval_per_language=12))
+    data = load_task_data(DataConfig(path=str(sib200_path), languages=THREE_LANGUAGES, max_eval_per_language=12))
     student, old = load(run_dir, "student")
     trimmed, new = load(run_dir, "student_trimmed")
     texts = data.texts("test")
