@@ -3,8 +3,8 @@ from pathlib import Path
 
 import datasets
 import pytest
+from tiny import REPO, TinyRun
 
-REPO = Path(__file__).resolve().parents[1]
 DATA_ROOT = Path(os.environ.get("POLYDISTILL_DATA", REPO.parent / "shared" / "data"))
 SIB200 = DATA_ROOT / "sib-200"
 
@@ -69,3 +69,14 @@ def tiny_teacher(tiny_tokenizer):
     torch.manual_seed(0)
     cfg = ScratchConfig(vocab_size=600, hidden_size=32, num_layers=4, num_heads=2, intermediate_size=64)
     return build_scratch_teacher(cfg, len(tiny_tokenizer), ["a", "b", "c"]).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_run(sib200_path):
+    """`make(recipe, *overrides, data=sib200_path)`: a `tiny.TinyRun` of `recipe` shrunk by `overrides`, whose
+    `run(out, *extra)` runs it in this process and returns its run directory, `start(...)` as a subprocess."""
+
+    def make(recipe: Path, *overrides: str, data: Path | None = None) -> TinyRun:
+        return TinyRun(recipe, data or sib200_path, overrides)
+
+    return make

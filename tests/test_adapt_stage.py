@@ -7,18 +7,15 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from tiny import QUICKSTART, TINY_RECIPE
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
 from polydistill.adapt import IGNORE_INDEX, MLMStep, copy_encoder, mask_tokens, masked_lm_for
-from polydistill.cli import main
 from polydistill.errors import RecipeError
 from polydistill.metrics_schema import metrics_problems
 from polydistill.recipe import load_recipe
 from polydistill.train import WHOLE_BATCH
 
-REPO = Path(__file__).resolve().parents[1]
-QUICKSTART = REPO / "recipes" / "quickstart-scratch.yaml"
-TINY_RECIPE = REPO / "recipes" / "tiny.yaml"  # a 4 x 32 scratch teacher with a 300-piece vocabulary
 TINY = [
     "data.languages=[eng_Latn, hau_Latn]",
     "data.max_train_per_language=32",
@@ -98,12 +95,14 @@ def test_masked_lm_reuses_a_pretrained_checkpoints_lm_head(tiny_teacher, tmp_pat
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, sib200_path) -> Path:
-    out = tmp_path_factory.mktemp("runs")
-    code = main(["run", str(TINY_RECIPE), f"output_dir={out}", f"data.path={sib200_path}", *TINY,
-                 "stages=[adapt, teacher, distill]"])  # fmt: skip
-    assert code == 0
-    return (out / "tiny" / "latest").resolve()
+def adapt_run(tiny_run):
+    """The tiny recipe (a 4 x 32 scratch teacher with a 300-piece vocabulary) with two adaptation epochs."""
+    return tiny_run(TINY_RECIPE, *TINY)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, adapt_run) -> Path:
+    return adapt_run.run(tmp_path_factory.mktemp("runs"), "stages=[adapt, teacher, distill]")
 
 
 @pytest.mark.slow
@@ -136,7 +135,7 @@ def test_adapted_checkpoint_reloads_and_its_encoder_is_the_one_the_teacher_fine_
 
 
 @pytest.mark.slow
-def test_teacher_stage_receives_the_adapted_encoder(tmp_path, sib200_path, monkeypatch):
+def test_teacher_stage_receives_the_adapted_encoder(tmp_path, adapt_run, monkeypatch):
     """With the task's fine-tuning at lr 0, the teacher checkpoint's encoder is exactly the adapted one."""
     import polydistill.stages.teacher as teacher_stages
 
@@ -149,23 +148,17 @@ def test_teacher_stage_receives_the_adapted_encoder(tmp_path, sib200_path, monke
         return original(model, *args, desc=desc, **kwargs)
 
     monkeypatch.setattr(teacher_stages, "fit", spy)
-    code = main(["run", str(TINY_RECIPE), f"output_dir={tmp_path}", f"data.path={sib200_path}", *TINY,
-                 "adapt.train.epochs=1", "stages=[adapt, teacher]"])  # fmt: skip
-    assert code == 0
-    run_dir = (tmp_path / "tiny" / "latest").resolve()
+    run_dir = adapt_run.run(tmp_path, "adapt.train.epochs=1", "stages=[adapt, teacher]")
     adapted = load_file(run_dir / "checkpoints" / "adapted" / "model.safetensors")
     assert torch.equal(seen["query"], adapted["roberta.encoder.layer.0.attention.self.query.weight"])
 
 
 @pytest.mark.slow
-def test_adapt_student_runs_when_the_student_is_built(tmp_path, sib200_path, capsys):
+def test_adapt_student_runs_when_the_student_is_built(tmp_path, adapt_run, capsys):
     corpus = tmp_path / "hau.txt"
     corpus.write_text("Ina kwana?\n\nLafiya lau.\n", encoding="utf-8")
-    code = main(["run", str(TINY_RECIPE), f"output_dir={tmp_path / 'runs'}", f"data.path={sib200_path}", *TINY,
-                 "adapt.target=student", "adapt.train.epochs=1", f"adapt.corpus=[{corpus}]",
-                 "stages=[adapt, teacher, distill]"])  # fmt: skip
-    assert code == 0
-    run_dir = (tmp_path / "runs" / "tiny" / "latest").resolve()
+    run_dir = adapt_run.run(tmp_path / "runs", "adapt.target=student", "adapt.train.epochs=1",
+                            f"adapt.corpus=[{corpus}]", "stages=[adapt, teacher, distill]")  # fmt: skip
     adapt = json.loads((run_dir / "metrics.json").read_text())["adapt"]
     assert adapt["target"] == "student" and adapt["sentences"] == 64 + 2
     mlm = AutoModelForMaskedLM.from_pretrained(run_dir / "checkpoints" / "adapted")

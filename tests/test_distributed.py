@@ -16,17 +16,14 @@ import random
 import re
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
+from tiny import REPO, TINY_RECIPE, TinyRun
 
 from polydistill.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
-RECIPE = REPO / "recipes" / "tiny.yaml"  # two languages, 96 train sentences, a 4 x 32 teacher
 # 96 train sentences in global batches of 7: 14 steps an epoch, the last one 5 sentences (3 + 2 over 2 ranks)
 TINY = [
     "teacher.train.epochs=2",
@@ -46,27 +43,18 @@ TINY = [
 ]
 STEPS = 14
 TOLERANCE = 1e-5
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
-def distill_run(out: Path, data: Path, *extra: str, nproc: int | None = None) -> subprocess.Popen:
-    launch = ["--nproc", str(nproc)] if nproc else []
-    command = [sys.executable, "-m", "polydistill", "run", *launch, str(RECIPE), f"output_dir={out}"]
-    command.append(f"data.path={data}")
-    return subprocess.Popen(
-        [*command, *TINY, *extra], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+@pytest.fixture(scope="module")
+def parallel(tiny_run) -> TinyRun:
+    """The tiny recipe (two languages, 96 train sentences, a 4 x 32 teacher) as above."""
+    return tiny_run(TINY_RECIPE, *TINY)
 
 
 def finished(process: subprocess.Popen) -> str:
     out, err = process.communicate(timeout=600)
     assert process.returncode == 0, err[-3000:]
     return out
-
-
-def run_directory(out: Path) -> Path:
-    (directory,) = [p for p in (out / "tiny").iterdir() if p.name != "latest"]
-    return directory
 
 
 def max_difference(a: Path, b: Path, checkpoint: str) -> float:
@@ -88,17 +76,17 @@ def assert_same_run(a: Path, b: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def one_process(tmp_path_factory, sib200_path) -> Path:
+def one_process(tmp_path_factory, parallel) -> Path:
     out = tmp_path_factory.mktemp("one")
-    finished(distill_run(out, sib200_path))
-    return run_directory(out)
+    finished(parallel.start(out))
+    return parallel.directory(out)
 
 
 @pytest.fixture(scope="module")
-def two_processes(tmp_path_factory, sib200_path) -> tuple[Path, str]:
+def two_processes(tmp_path_factory, parallel) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("two")
-    stdout = finished(distill_run(out, sib200_path, nproc=2))
-    return run_directory(out), stdout
+    stdout = finished(parallel.start(out, nproc=2))
+    return parallel.directory(out), stdout
 
 
 @pytest.mark.slow
@@ -119,10 +107,10 @@ def test_only_rank_0_prints_and_writes(two_processes):
 
 
 @pytest.mark.slow
-def test_gradient_accumulation_takes_the_same_steps_as_whole_batches(one_process, tmp_path, sib200_path):
+def test_gradient_accumulation_takes_the_same_steps_as_whole_batches(one_process, tmp_path, parallel):
     extra = ["teacher.train.grad_accum_steps=2", "distill.train.grad_accum_steps=3"]
-    finished(distill_run(tmp_path, sib200_path, *extra))
-    assert_same_run(one_process, run_directory(tmp_path))
+    finished(parallel.start(tmp_path, *extra))
+    assert_same_run(one_process, parallel.directory(tmp_path))
 
 
 def process_tree(pid: int) -> list[int]:
@@ -151,25 +139,6 @@ def kill_all(process: subprocess.Popen) -> None:
     process.communicate()
 
 
-def kill_during(process: subprocess.Popen, out: Path, checkpoint: str, epoch: int, step: int) -> Path:
-    """SIGKILL every process of the run once the resume state of `checkpoint` has passed (epoch, step)."""
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"the run ended before it was killed: {process.stderr.read()[-2000:]}"
-        base = out / "tiny"
-        runs = [p for p in base.iterdir() if p.name != "latest"] if base.is_dir() else []
-        try:
-            saved = json.loads((runs[0] / "checkpoints" / f".resume-{checkpoint}" / "state.json").read_text())
-        except (IndexError, OSError, ValueError):  # not written yet, or being swapped in
-            saved = None
-        if saved is not None and saved["epoch"] * 1000 + saved["step"] >= epoch * 1000 + step:
-            kill_all(process)
-            return runs[0]
-        time.sleep(0.005)
-    kill_all(process)
-    pytest.fail(f"no resume state of {checkpoint} past epoch {epoch} step {step} within 300 s")
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("checkpoint", "resume_nproc"),
@@ -177,21 +146,21 @@ def kill_during(process: subprocess.Popen, out: Path, checkpoint: str, epoch: in
     ids=["killed-in-distill-resumed-with-2", "killed-in-teacher-resumed-with-1"],
 )
 def test_two_process_run_killed_at_a_random_step_resumes_to_the_same_result(
-    checkpoint, resume_nproc, two_processes, tmp_path, sib200_path
+    checkpoint, resume_nproc, two_processes, tmp_path, parallel
 ):
     # distill is the last stage: kill it in its first epoch, so the run cannot finish first
     epoch, step = random.randrange(2 if checkpoint == "teacher" else 1), random.randrange(1, STEPS)
-    directory = kill_during(distill_run(tmp_path, sib200_path, nproc=2), tmp_path, checkpoint, epoch, step)
+    directory = parallel.kill_past(parallel.start(tmp_path, nproc=2), tmp_path, checkpoint, epoch, step, kill_all)
     assert not (directory / "metrics.json").exists()
     saved = json.loads((directory / "checkpoints" / f".resume-{checkpoint}" / "state.json").read_text())
-    stdout = finished(distill_run(tmp_path, sib200_path, "--resume", str(directory), nproc=resume_nproc))
+    stdout = finished(parallel.start(tmp_path, "--resume", str(directory), nproc=resume_nproc))
     desc = {"student": "distill", "teacher": "teacher"}[checkpoint]
     assert f"{desc}: resuming at epoch {saved['epoch'] + 1}, step {saved['step']}" in stdout  # not from scratch
     assert_same_run(two_processes[0], directory)
 
 
 def test_nproc_refuses_bad_counts_and_embedding_recipes(tmp_path, sib200_path, capsys):
-    assert main(["run", "--nproc", "0", str(RECIPE), f"output_dir={tmp_path}", f"data.path={sib200_path}"]) == 2
+    assert main(["run", "--nproc", "0", str(TINY_RECIPE), f"output_dir={tmp_path}", f"data.path={sib200_path}"]) == 2
     assert "--nproc must be at least 1, got 0" in capsys.readouterr().err
     embed = REPO / "recipes" / "sib200-embedding-kd.yaml"
     assert main(["run", "--nproc", "2", str(embed), f"output_dir={tmp_path}", f"data.path={sib200_path}"]) == 2
@@ -200,10 +169,10 @@ def test_nproc_refuses_bad_counts_and_embedding_recipes(tmp_path, sib200_path, c
 
 
 @pytest.mark.slow
-def test_a_worker_error_is_one_line_per_rank_and_exit_code_2(tmp_path, sib200_path):
+def test_a_worker_error_is_one_line_per_rank_and_exit_code_2(tmp_path, parallel):
     in_the_way = tmp_path / "a-file"
     in_the_way.write_text("")
-    process = distill_run(in_the_way, sib200_path, nproc=2)
+    process = parallel.start(in_the_way, nproc=2)
     out, err = process.communicate(timeout=300)
     assert process.returncode == 2
     # Both ranks fail on the same path, but once one worker has exited the launcher stops the other, which may
@@ -219,22 +188,24 @@ def test_a_worker_error_is_one_line_per_rank_and_exit_code_2(tmp_path, sib200_pa
 
 
 @pytest.mark.slow
-def test_two_process_run_with_dropout_resumes_to_the_same_weights(tmp_path_factory, sib200_path):
+def test_two_process_run_with_dropout_resumes_to_the_same_weights(tmp_path_factory, parallel):
     """With dropout on, each rank draws its own masks from a seed per (step, rank): a killed 2-process run
     resumed with 2 processes draws what the uninterrupted one drew."""
     dropout = ["teacher.train.dropout=0.1", "distill.train.dropout=0.1"]
     whole = tmp_path_factory.mktemp("dropout-whole")
-    finished(distill_run(whole, sib200_path, *dropout, nproc=2))
+    finished(parallel.start(whole, *dropout, nproc=2))
     out = tmp_path_factory.mktemp("dropout-killed")
-    directory = kill_during(
-        distill_run(out, sib200_path, *dropout, nproc=2), out, "student", 0, random.randrange(1, STEPS)
+    directory = parallel.kill_past(
+        parallel.start(out, *dropout, nproc=2), out, "student", 0, random.randrange(1, STEPS), kill_all
     )
-    finished(distill_run(out, sib200_path, *dropout, "--resume", str(directory), nproc=2))
-    assert_same_run(run_directory(whole), directory)
+    finished(parallel.start(out, *dropout, "--resume", str(directory), nproc=2))
+    assert_same_run(parallel.directory(whole), directory)
 
 
 @pytest.mark.slow
-def test_two_processes_distil_task_agnostically_from_a_streamed_corpus_with_accumulation(tmp_path, sib200_path):
+def test_two_processes_distil_task_agnostically_from_a_streamed_corpus_with_accumulation(
+    tmp_path, sib200_path, parallel
+):
     """The agnostic loss reads q/k/v only, never the head's logits: DDP must not wait for the head's gradients."""
     corpus = tmp_path / "hau.txt"
     rows = (sib200_path / "data" / "hau_Latn" / "train.tsv").read_text(encoding="utf-8").splitlines()[1:101]
@@ -243,8 +214,8 @@ def test_two_processes_distil_task_agnostically_from_a_streamed_corpus_with_accu
         f"agnostic.corpus=[{corpus}]", "agnostic.train.epochs=1", "agnostic.train.batch_size=16",
         "agnostic.train.grad_accum_steps=3", "distill.train.epochs=1", "stages=[teacher, agnostic, distill]",
     ]  # fmt: skip
-    stdout = finished(distill_run(tmp_path / "out", sib200_path, *extra, nproc=2))
+    stdout = finished(parallel.start(tmp_path / "out", *extra, nproc=2))
     assert "streaming 100 sentences from 1 corpus file(s)" in stdout
-    directory = run_directory(tmp_path / "out")
+    directory = parallel.directory(tmp_path / "out")
     assert (directory / "checkpoints" / "student_agnostic" / "model.safetensors").is_file()
     assert (directory / "metrics.json").is_file()

@@ -5,48 +5,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny import QUICKSTART, SMALL_QUICKSTART
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from polydistill.cli import main
 from polydistill.metrics_schema import SCHEMA_VERSION, metrics_problems
 from polydistill.plots import PLOTS
 from polydistill.scoring import drop_text
 
-REPO = Path(__file__).resolve().parents[1]
-
-TINY = [
-    "data.languages=[eng_Latn, yor_Latn, amh_Ethi]",
-    "data.max_train_per_language=48",
-    "data.max_eval_per_language=12",
-    "teacher.scratch.vocab_size=400",
-    "teacher.scratch.hidden_size=32",
-    "teacher.scratch.num_heads=2",
-    "teacher.scratch.intermediate_size=64",
-    "teacher.train.epochs=2",
-    "distill.train.epochs=1",
-    "bench.runs=3",
-    "bench.warmup=1",
-    "bench.seq=32",
-    "bench.max_seconds=4",
-]
-
-
+TINY = [*SMALL_QUICKSTART, "bench.max_seconds=4"]
 VARIANTS = ["int8-smooth", "int8-dynamic", "int8-static", "none"]  # the first int8 one is the headline row
 SCORED = {"teacher", "student", "student-int8-smooth", "student-int8-dynamic", "student-int8-static",
           "student-fp32"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, sib200_path) -> Path:
+def run_dir(tmp_path_factory, tiny_run) -> Path:
     out = tmp_path_factory.mktemp("runs")
-    code = main(
-        ["run", str(REPO / "recipes" / "quickstart-scratch.yaml"), f"output_dir={out}", f"data.path={sib200_path}",
-         *TINY, f"export.variants=[{', '.join(VARIANTS)}]"]
-    )  # fmt: skip
-    assert code == 0
-    latest = out / "quickstart-scratch" / "latest"
-    assert latest.is_symlink()
-    return latest.resolve()
+    run_dir = tiny_run(QUICKSTART, *TINY).run(out, f"export.variants=[{', '.join(VARIANTS)}]")
+    assert (out / "quickstart-scratch" / "latest").is_symlink()
+    return run_dir
 
 
 @pytest.mark.slow
@@ -172,16 +149,12 @@ def test_checkpoints_reload_with_auto_classes(run_dir):
 
 
 @pytest.mark.slow
-def test_prune_stage_shrinks_the_student_and_export_follows_it(tmp_path, sib200_path):
-    out = tmp_path / "runs"
+def test_prune_stage_shrinks_the_student_and_export_follows_it(tmp_path, tiny_run):
     overrides = [o for o in TINY if not o.startswith("teacher.scratch.num_heads")]
-    code = main(
-        ["run", str(REPO / "recipes" / "quickstart-scratch.yaml"), f"output_dir={out}", f"data.path={sib200_path}",
-         *overrides, "teacher.scratch.num_heads=4", "student.num_layers=2", "prune.heads=0.25", "prune.ffn=0.5",
-         "prune.recover.epochs=1", "stages=[teacher, distill, prune, export]"]
+    run_dir = tiny_run(QUICKSTART, *overrides).run(
+        tmp_path / "runs", "teacher.scratch.num_heads=4", "student.num_layers=2", "prune.heads=0.25", "prune.ffn=0.5",
+        "prune.recover.epochs=1", "stages=[teacher, distill, prune, export]",
     )  # fmt: skip
-    assert code == 0
-    run_dir = (out / "quickstart-scratch" / "latest").resolve()
     m = json.loads((run_dir / "metrics.json").read_text())
     assert metrics_problems(m) == [] and m["pruning"]["heads"] == 0.25
     assert {"student", "student_pruned", "student-int8-dynamic"} <= set(m["mean"])

@@ -4,20 +4,15 @@ same metrics as a run never stopped; finished stages are restored, not redone.""
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
+from tiny import TINY_RECIPE, TinyRun
 
 from polydistill.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
-RECIPE = REPO / "recipes" / "tiny.yaml"  # two languages, 96 train sentences, a 4 x 32 teacher
 TINY = [
     "adapt.train.epochs=2",
     "adapt.train.batch_size=16",
@@ -40,68 +35,43 @@ STAGES = {
     "distill": ("student", "distill", 3, 12),
     "prune": ("student_pruned", "recover", 2, 12),
 }
-# threads fixed, so the killed-and-resumed run and the uninterrupted one add up floats in the same order
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-
-
-def distill_run(out: Path, data: Path, *extra: str, stdout: int = subprocess.DEVNULL) -> subprocess.Popen:
-    command = [sys.executable, "-m", "polydistill", "run", str(RECIPE), f"output_dir={out}", f"data.path={data}", *TINY]
-    return subprocess.Popen([*command, *extra], env=ENV, stdout=stdout, stderr=subprocess.PIPE, text=True)
-
-
-def run_directory(out: Path) -> Path:
-    (directory,) = [p for p in (out / "tiny").iterdir() if p.name != "latest"]
-    return directory
-
-
-def kill_after_step(process: subprocess.Popen, state: Path, step: int, timeout: float = 300) -> None:
-    """SIGKILL `process` as soon as the resume state in `state` has passed optimizer step `step`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"the run ended before it was killed: {process.stderr.read()}"
-        try:
-            saved = json.loads((state / "state.json").read_text())
-        except (OSError, ValueError):  # not written yet, or being swapped in
-            saved = None
-        if saved is not None and saved["epoch"] * 1000 + saved["step"] >= step:
-            process.send_signal(signal.SIGKILL)
-            process.wait()
-            return
-        time.sleep(0.005)
-    process.kill()
-    pytest.fail(f"no resume state past step {step} in {state} within {timeout} s")
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory, sib200_path) -> dict:
+def resumable(tiny_run) -> TinyRun:
+    """The tiny recipe (two languages, 96 train sentences, a 4 x 32 teacher) with every stage that trains."""
+    return tiny_run(TINY_RECIPE, *TINY)
+
+
+def sigkill(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, resumable) -> dict:
     out = tmp_path_factory.mktemp("whole")
-    process = distill_run(out, sib200_path)
+    process = resumable.start(out, stdout=subprocess.DEVNULL)
     assert process.wait() == 0, process.stderr.read()
-    return json.loads((run_directory(out) / "metrics.json").read_text())
+    return json.loads((resumable.directory(out) / "metrics.json").read_text())
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", list(STAGES))
-def test_run_killed_at_a_random_step_resumes_to_the_same_metrics(stage, uninterrupted, tmp_path, sib200_path):
+def test_run_killed_at_a_random_step_resumes_to_the_same_metrics(stage, uninterrupted, tmp_path, resumable):
     checkpoint, desc, epochs, steps = STAGES[stage]
     rng = random.Random()
     epoch, step = rng.randrange(epochs), rng.randrange(1, steps)
-    process = distill_run(tmp_path, sib200_path)
-    state = None
-    deadline = time.monotonic() + 300
-    while state is None and time.monotonic() < deadline:  # the run directory appears once the data is read
-        if (tmp_path / "tiny").is_dir() and any(p.name != "latest" for p in (tmp_path / "tiny").iterdir()):
-            state = run_directory(tmp_path) / "checkpoints" / f".resume-{checkpoint}"
-        time.sleep(0.01)
-    kill_after_step(process, state, epoch * 1000 + step)
-    directory = run_directory(tmp_path)
+    process = resumable.start(tmp_path, stdout=subprocess.DEVNULL)
+    directory = resumable.kill_past(process, tmp_path, checkpoint, epoch, step, sigkill)
+    state = directory / "checkpoints" / f".resume-{checkpoint}"
     assert not (directory / "metrics.json").exists()
     progress = directory / "progress.json"
     finished = json.loads(progress.read_text())["completed"] if progress.exists() else []
     assert finished == list(STAGES)[: list(STAGES).index(stage)]
 
     saved = json.loads((state / "state.json").read_text())  # the last resume point the killed run wrote
-    resumed = distill_run(tmp_path, sib200_path, "--resume", str(directory), stdout=subprocess.PIPE)
+    resumed = resumable.start(tmp_path, "--resume", str(directory))
     out, err = resumed.communicate()
     assert resumed.returncode == 0, err
     assert f"{desc}: resuming at epoch {saved['epoch'] + 1}, step {saved['step']}" in out  # not from scratch
@@ -115,18 +85,10 @@ def test_run_killed_at_a_random_step_resumes_to_the_same_metrics(stage, uninterr
 
 
 @pytest.mark.slow
-def test_resume_refuses_a_changed_recipe_and_a_finished_run(tmp_path, sib200_path, capsys):
-    args = [
-        "run",
-        str(RECIPE),
-        f"output_dir={tmp_path}",
-        f"data.path={sib200_path}",
-        *TINY,
-        "stages=[teacher]",
-        "teacher.train.epochs=1",
-    ]
+def test_resume_refuses_a_changed_recipe_and_a_finished_run(tmp_path, resumable, capsys):
+    args = resumable.args(tmp_path, "stages=[teacher]", "teacher.train.epochs=1")
     assert main(args) == 0
-    directory = run_directory(tmp_path)
+    directory = resumable.directory(tmp_path)
     assert main([*args, "--resume", str(directory)]) == 2
     assert "has finished; nothing to resume" in capsys.readouterr().err
     progress = json.loads((directory / "progress.json").read_text())
@@ -140,13 +102,14 @@ def test_resume_refuses_a_changed_recipe_and_a_finished_run(tmp_path, sib200_pat
 
 
 @pytest.mark.slow
-def test_resume_after_trim_restores_the_trimmed_student_and_its_tokenizer(tmp_path, sib200_path, capsys):
+def test_resume_after_trim_restores_the_trimmed_student_and_its_tokenizer(tmp_path, resumable, capsys):
     """A run stopped after stage trim (progress rolled back to that point) resumes into export with the
     trimmed student and tokenizer restored from their checkpoint, and ends with the same scores."""
-    args = ["run", str(RECIPE), f"output_dir={tmp_path}", f"data.path={sib200_path}", *TINY,
-            "stages=[teacher, distill, trim, export]", "trim.min_freq=2", "export.variants=[int8-dynamic]"]  # fmt: skip
+    args = resumable.args(
+        tmp_path, "stages=[teacher, distill, trim, export]", "trim.min_freq=2", "export.variants=[int8-dynamic]"
+    )
     assert main(args) == 0
-    directory = run_directory(tmp_path)
+    directory = resumable.directory(tmp_path)
     whole = json.loads((directory / "metrics.json").read_text())
     progress = json.loads((directory / "progress.json").read_text())
     assert progress["completed"] == ["teacher", "distill", "trim", "export"]

@@ -8,44 +8,35 @@ import datasets
 import numpy as np
 import pytest
 import torch
+from tiny import QUICKSTART, SMALL_QUICKSTART, THREE_LANGUAGES, UDPOS_TINY
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from polydistill.cli import main
 from polydistill.errors import RecipeError
 from polydistill.recipe import load_recipe
 
-REPO = Path(__file__).resolve().parents[1]
-LANGUAGES = ["eng_Latn", "yor_Latn", "amh_Ethi"]
 TINY = [
-    f"data.languages=[{', '.join(LANGUAGES)}]",
-    "data.max_train_per_language=48",
-    "data.max_eval_per_language=12",
-    "teacher.scratch.vocab_size=400",
-    "teacher.scratch.hidden_size=32",
-    "teacher.scratch.num_heads=2",
-    "teacher.scratch.intermediate_size=64",
-    "teacher.train.epochs=2",
-    "distill.train.epochs=1",
+    *SMALL_QUICKSTART,
     "stages=[teacher, distill, trim, export, bench]",
     # the 400-piece tokenizer was trained on this very text, so min_freq 1 would keep almost every piece;
     # dropping the pieces seen once leaves some sentences tokenised differently and most the same
     "trim.min_freq=2",
     "export.variants=[int8-dynamic, none]",
     "bench.threads=1",
-    "bench.runs=3",
-    "bench.warmup=1",
-    "bench.seq=32",
     "bench.max_seconds=2",
 ]
+# the token task (UD POS), 40 train sentences a language, a 500-piece 32-wide teacher and a 16-wide student
+TINY_POS = [
+    "data.max_train_per_language=40", "data.max_eval_per_language=8", "teacher.scratch.vocab_size=500",
+    "teacher.scratch.hidden_size=32", "teacher.scratch.num_heads=4", "teacher.scratch.intermediate_size=64",
+    "teacher.train.epochs=1", "student.hidden_size=16", "student.intermediate_size=32", "distill.train.epochs=1",
+    "trim.min_freq=2",
+]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, sib200_path) -> Path:
-    out = tmp_path_factory.mktemp("runs")
-    recipe = str(REPO / "recipes" / "quickstart-scratch.yaml")
-    code = main(["run", recipe, f"output_dir={out}", f"data.path={sib200_path}", *TINY])
-    assert code == 0
-    return (out / "quickstart-scratch" / "latest").resolve()
+def run_dir(tmp_path_factory, tiny_run) -> Path:
+    return tiny_run(QUICKSTART, *TINY).run(tmp_path_factory.mktemp("runs"))
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +74,7 @@ def test_teacher_keeps_its_own_tokenizer(run_dir, metrics):
 def test_metrics_hold_coverage_per_language_and_score_the_trimmed_student_beside_the_others(metrics):
     trim = metrics["trim"]
     for key in ("dev_coverage", "test_identical", "test_identical_agreement"):
-        assert set(trim[key]) == set(LANGUAGES), key
+        assert set(trim[key]) == set(THREE_LANGUAGES), key
     assert all(0.0 < v <= 1.0 for v in trim["dev_coverage"].values())
     assert any(v < 1.0 for v in trim["test_identical"].values())  # min_freq 2 changed some segmentations
     assert all(v == 1.0 for v in trim["test_identical_agreement"].values())
@@ -137,7 +128,7 @@ def test_identically_tokenised_test_sentences_get_the_untrimmed_students_logits(
     from polydistill.data import load_task_data
     from polydistill.students.vocab import same_tokenisation
 
-    data = load_task_data(DataConfig(path=str(sib200_path), languages=LANGUAGES, max_eval_per_language=12))
+    data = load_task_data(DataConfig(path=str(sib200_path), languages=THREE_LANGUAGES, max_eval_per_language=12))
     student, old = load(run_dir, "student")
     trimmed, new = load(run_dir, "student_trimmed")
     texts = data.texts("test")
@@ -160,19 +151,11 @@ def test_report_has_a_vocabulary_trimming_section_with_coverage_per_language(run
 
 
 @pytest.mark.slow
-def test_token_task_student_is_trimmed_and_a_zero_shot_language_gets_test_coverage_only(tmp_path, ud_path):
-    out = tmp_path / "runs"
-    code = main(
-        ["run", str(REPO / "recipes" / "udpos-tiny-student.yaml"), f"output_dir={out}", f"data.path={ud_path}",
-         "data.languages=[wol_Latn, mlt_Latn, yor_Latn]", "data.max_train_per_language=40",
-         "data.max_eval_per_language=8", "teacher.scratch.vocab_size=500", "teacher.scratch.hidden_size=32",
-         "teacher.scratch.num_heads=4", "teacher.scratch.intermediate_size=64", "teacher.train.epochs=1",
-         "student.hidden_size=16", "student.intermediate_size=32", "distill.train.epochs=1",
-         "distill.losses.minilm_relations.relation_heads=2", "stages=[teacher, distill, trim, export]",
-         "trim.min_freq=2"]
+def test_token_task_student_is_trimmed_and_a_zero_shot_language_gets_test_coverage_only(tmp_path, tiny_run, ud_path):
+    run_dir = tiny_run(UDPOS_TINY, *TINY_POS, data=ud_path).run(
+        tmp_path / "runs", "data.languages=[wol_Latn, mlt_Latn, yor_Latn]",
+        "distill.losses.minilm_relations.relation_heads=2", "stages=[teacher, distill, trim, export]",
     )  # fmt: skip
-    assert code == 0
-    run_dir = (out / "udpos-tiny-student" / "latest").resolve()
     m = json.loads((run_dir / "metrics.json").read_text())
     trim = m["trim"]
     assert trim["vocab_after"] < trim["vocab_before"]
@@ -230,21 +213,18 @@ def test_trim_section_is_read_into_the_recipe(tmp_path, sib200_path):
 
 
 @pytest.mark.slow
-def test_trimmed_before_distillation_the_student_learns_and_ships_with_its_own_pieces(tmp_path, sib200_path):
+def test_trimmed_before_distillation_the_student_learns_and_ships_with_its_own_pieces(tmp_path, tiny_run):
     """Also with cls_mse: it pairs by sentence, so it crosses the two vocabularies; the teacher's vectors are
     cached once per sentence beside its logits."""
     out = tmp_path / "runs"
     tiny = [o for o in TINY if not o.startswith("stages=")]
-    code = main(
-        ["run", str(REPO / "recipes" / "quickstart-scratch.yaml"), f"output_dir={out}", f"data.path={sib200_path}",
-         *tiny, "stages=[teacher, trim, distill, export]", "distill.losses.cls_mse={weight: 1.0}"]
-    )  # fmt: skip
-    assert code == 0
+    run_dir = tiny_run(QUICKSTART, *tiny).run(
+        out, "stages=[teacher, trim, distill, export]", "distill.losses.cls_mse={weight: 1.0}"
+    )
     caches = [p for p in (out / ".teacher-cache").iterdir() if not p.name.startswith(".")]
     (cache,) = [datasets.load_from_disk(str(p)) for p in caches]
     assert {"logits", "cls"} <= set(cache.column_names)
     assert len(cache[0]["cls"]) == 32  # the tiny teacher's hidden size: one vector per sentence
-    run_dir = (out / "quickstart-scratch" / "latest").resolve()
     m = json.loads((run_dir / "metrics.json").read_text())
     assert m["trim"]["before_distill"] is True
     student, tokenizer = load(run_dir, "student")
@@ -262,19 +242,12 @@ def test_trimmed_before_distillation_the_student_learns_and_ships_with_its_own_p
 
 
 @pytest.mark.slow
-def test_token_task_trimmed_before_distillation_pairs_teacher_logits_word_by_word(tmp_path, ud_path):
-    out = tmp_path / "runs"
-    code = main(
-        ["run", str(REPO / "recipes" / "udpos-tiny-student.yaml"), f"output_dir={out}", f"data.path={ud_path}",
-         "data.languages=[wol_Latn, mlt_Latn]", "data.max_train_per_language=40", "data.max_eval_per_language=8",
-         "teacher.scratch.vocab_size=500", "teacher.scratch.hidden_size=32", "teacher.scratch.num_heads=4",
-         "teacher.scratch.intermediate_size=64", "teacher.train.epochs=1", "student.hidden_size=16",
-         "student.intermediate_size=32", "distill.train.epochs=1",
-         "distill.losses={logit_kl: {weight: 1.0}, cross_entropy: {weight: 0.5}}",
-         "stages=[teacher, trim, distill]", "trim.min_freq=2"]
+def test_token_task_trimmed_before_distillation_pairs_teacher_logits_word_by_word(tmp_path, tiny_run, ud_path):
+    # the run finishing is the first claim: a teacher/student word-count mismatch would fail the KL's shapes
+    run_dir = tiny_run(UDPOS_TINY, *TINY_POS, data=ud_path).run(
+        tmp_path / "runs", "data.languages=[wol_Latn, mlt_Latn]",
+        "distill.losses={logit_kl: {weight: 1.0}, cross_entropy: {weight: 0.5}}", "stages=[teacher, trim, distill]",
     )  # fmt: skip
-    assert code == 0  # a teacher/student word-count mismatch would fail the KL's shapes
-    run_dir = (out / "udpos-tiny-student" / "latest").resolve()
     m = json.loads((run_dir / "metrics.json").read_text())
     # the re-segmentation really changed some sentences, so the teacher's positions differ from the student's
     assert min(m["trim"]["test_identical"].values()) < 1.0
