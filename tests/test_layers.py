@@ -25,7 +25,7 @@ LAYERS = {
         export export.card export.onnx export.optimize export.quantize export.cli
         benchmarks benchmarks.harness benchmarks.latency benchmarks.probe benchmarks.flops benchmarks.report
         benchmarks.variants benchmarks.baselines
-        recipe train losses features cache augment stream adapt packaged""",
+        recipe train batch_shares logits losses features cache augment stream adapt packaged""",
     "orchestration": """run_state distill_step scoring predictions checkpoint_cards report plots embed_report stages
         stages.teacher stages.student stages.trim stages.export stages.bench pipeline embed""",
     "entry": """polydistill api cli __main__ benchmarks.cli benchmarks.from_checkout export.optimum_artifacts
