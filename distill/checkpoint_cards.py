@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from safetensors import safe_open
 
-from polydistill.export.card import teacher_card_source
+from polydistill.export.card import HEADS, CheckpointCardInfo, teacher_card_source, write_checkpoint_card
 from polydistill.run_state import (
     ADAPTED,
     STUDENT,
@@ -28,8 +29,6 @@ def write_checkpoint_cards(run: Run) -> list[Path]:
     Called after each stage: training saves its best epoch again and again, each save replacing the folder, so a
     folder gets its card once its stage is over and its model scored. Rewriting every card is cheap, and mends a
     card a killed run did not get to write."""
-    from polydistill.export.card import write_checkpoint_card
-
     root = run.directory / "checkpoints"
     folders = sorted(p for p in root.iterdir() if not p.name.startswith(".")) if root.is_dir() else []
     scores = score_table(run) if run.predictions else None
@@ -41,8 +40,6 @@ def checkpoint_card_info(run: Run, folder: Path, scores: dict[str, Any] | None) 
     """The polydistill.export.card.CheckpointCardInfo of one checkpoint folder (None for a model whose head
     polydistill does not save): size and shape read from the folder itself, test scores per language for a model
     the run scored."""
-    from polydistill.export.card import HEADS, CheckpointCardInfo
-
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     architectures = config.get("architectures") or []
     head = next((h for suffix, h in HEADS.items() if any(a.endswith(suffix) for a in architectures)), None)
@@ -103,8 +100,6 @@ def checkpoint_about(run: Run, name: str) -> str:
 def safetensors_parameters(path: Path) -> tuple[int, int]:
     """(all parameters, those outside the embedding tables) as saved in `path`, read from its header alone: the
     card of a folder is written without loading the model."""
-    from safetensors import safe_open
-
     total = outside = 0
     with safe_open(str(path), framework="pt") as f:
         for key in f.keys():

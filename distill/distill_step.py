@@ -1,7 +1,7 @@
 """One distillation step: the student's weighted losses against the teacher's outputs, read from the
 teacher cache written once per (teacher, data) or computed live; the training loop (`polydistill.train.fit`)
-calls it per batch. (`polydistill.benchmarks.experiments.teacher_cache` times a copy of this step, not this
-class: it has no `Run`.)
+calls it per batch. `DistillStep` needs no `Run`: the recipe pipeline builds it with `distill_step`, and
+`polydistill.benchmarks.experiments.teacher_cache` times this same step, teacher live against cached.
 """
 
 from __future__ import annotations
@@ -14,16 +14,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from polydistill.batch_shares import WHOLE_BATCH
+from polydistill.cache import CacheSpec, teacher_cache
 from polydistill.data import (
     IGNORE_INDEX,
     Encoded,
     collate,
+    iterate_batches,
 )
 from polydistill.distributed import main_first, world
 from polydistill.errors import DistillError
-from polydistill.losses import WeightedLoss
+from polydistill.features import WantedFeatures, features_for, features_to, forward_features
+from polydistill.losses import WeightedLoss, aligned, map_layers, needs
 from polydistill.run_state import Run
-from polydistill.train import WHOLE_BATCH
 
 
 class DistillStep:
@@ -35,13 +38,22 @@ class DistillStep:
     """
 
     def __init__(
-        self, run: Run, losses: dict[str, dict[str, Any]], layer_map: str | list[int], data: Encoded | None
+        self,
+        student: torch.nn.Module,
+        teacher: torch.nn.Module,
+        losses: dict[str, dict[str, Any]],
+        layer_map: str | list[int],
+        data: Encoded | None,
+        *,
+        cache_root: Path,
+        pad_id: int,
+        retokenized: bool = False,
     ) -> None:
-        """`data`: the training examples whose teacher features are cached; None (streamed text): all live."""
-        from polydistill.features import features_for
-        from polydistill.losses import map_layers, needs
-
-        student, teacher = run.student, run.teacher
+        """`losses` (name -> settings, `losses.WeightedLoss`) pair the student's layers with the teacher's by
+        `layer_map` (`losses.map_layers`). `data`: the training examples, as the teacher encodes them, whose
+        teacher features are cached under `cache_root` (`distill.cache`); None (streamed text): all live.
+        `pad_id`: the teacher tokenizer's. `retokenized`: the student reads other pieces than the teacher
+        (its vocabulary trimmed before distillation), so per-token teacher outputs are read by example index."""
         self.loss = WeightedLoss(
             losses,
             student_hidden_size=student.config.hidden_size,
@@ -54,10 +66,10 @@ class DistillStep:
         self.cached = teacher_wants & {"logits", "hidden", "qkv", "cls"} if data is not None else set()
         self.live = teacher_wants - self.cached
         self.teacher = teacher
-        self.run = run
+        self.cache_root, self.pad_id = cache_root, pad_id
         # the student reads other pieces than the teacher (vocabulary trimmed before distillation): only
         # per-example teacher outputs pair with it, looked up by example index (the recipe check allows no others)
-        self.retokenized = run.trimmed_tokenizer is not None
+        self.retokenized = retokenized
         self.teacher_data = data
         self.cache = self._cache_for(data)
         self.targets: dict[str, torch.Tensor] = {}  # sentence outputs that replace the cached ones (parallel_targets)
@@ -68,23 +80,18 @@ class DistillStep:
             student.config.attention_probs_dropout_prob = 0.0
 
     def _cache_for(self, data: Encoded):
-        from polydistill.cache import CacheSpec, teacher_cache
-
         if not self.cached:
             return None
         layers = sorted({t for _, t in self.pairs}) if self.cached & {"hidden", "qkv"} else []
         spec = CacheSpec(features=tuple(sorted(self.cached)), layers=tuple(layers))
-        root = Path(self.run.recipe.output_dir) / ".teacher-cache"
         with main_first():  # rank 0 computes and writes the cache; the other ranks then read it
             try:  # on this process's GPU when there is one; the teacher goes back to the CPU after
-                return teacher_cache(self.teacher.to(world().device), data, spec, root, pad_id=self.run.pad_id)
+                return teacher_cache(self.teacher.to(world().device), data, spec, self.cache_root, pad_id=self.pad_id)
             finally:
                 self.teacher.to("cpu")
 
     def ddp_module(self, student: torch.nn.Module) -> torch.nn.Module:
         """What `fit` wraps in DDP: the student returning only the features the losses read."""
-        from polydistill.features import WantedFeatures
-
         return WantedFeatures(student, self.student_wants)
 
     def on(self, data: Encoded) -> DistillStep:
@@ -96,9 +103,6 @@ class DistillStep:
         return other
 
     def __call__(self, student: torch.nn.Module, batch: dict[str, torch.Tensor], share: dict[str, float]):
-        from polydistill.features import features_to, forward_features
-        from polydistill.losses import aligned
-
         ids, mask = batch["input_ids"], batch["attention_mask"]
         if isinstance(student, torch.nn.parallel.DistributedDataParallel):  # wraps ddp_module(student)
             own = student(ids, mask)
@@ -132,7 +136,7 @@ class DistillStep:
                 if teacher_logits is not None:
                     teacher_keep = keep
                     if self.retokenized:  # the same words, at the teacher's own first-sub-token positions
-                        teacher_labels = collate(self.teacher_data, index.tolist(), self.run.pad_id)["labels"]
+                        teacher_labels = collate(self.teacher_data, index.tolist(), self.pad_id)["labels"]
                         teacher_keep = teacher_labels.to(ids.device) != IGNORE_INDEX
                     teacher_logits = teacher_logits[teacher_keep]
             tensors |= {"student_logits": logits, "labels": labels, "teacher_logits": teacher_logits}
@@ -143,21 +147,25 @@ def distill_step(
     run: Run,
     losses: dict[str, dict[str, Any]],
     layer_map: str | list[int],
-    say,
     train: Encoded | None,
     *,
     parallel: bool = False,
 ) -> DistillStep:
-    """`train`: the examples as the teacher encodes them, whose outputs are cached; None (streamed text): all live."""
+    """The step that distils `run.student` from `run.teacher`, its teacher cache under the recipe's output_dir.
+    `train`: the examples as the teacher encodes them, whose outputs are cached; None (streamed text): all live."""
     if train is not None:
-        say(f"teacher outputs for {len(train)} training examples: cached on disk once (reused while unchanged)")
+        run.say(f"teacher outputs for {len(train)} training examples: cached on disk once (reused while unchanged)")
     try:
-        step = DistillStep(run, losses, layer_map, train)
+        step = DistillStep(
+            run.student, run.teacher, losses, layer_map, train,
+            cache_root=Path(run.recipe.output_dir) / ".teacher-cache", pad_id=run.pad_id,
+            retokenized=run.trimmed_tokenizer is not None,
+        )  # fmt: skip
     except ValueError as exc:  # e.g. a relation head count that does not divide a width
         raise DistillError(f"cannot set up the losses {sorted(losses)}: {exc}") from exc
     if parallel:
         step.targets = parallel_targets(step.cache, run.joined_sentence_ids("train"))
-        say(f"teacher targets: each training sentence's mean over its translations ({sorted(step.targets)})")
+        run.say(f"teacher targets: each training sentence's mean over its translations ({sorted(step.targets)})")
     return step
 
 
@@ -186,7 +194,6 @@ def parallel_targets(cache, sentence_ids: list[int]) -> dict[str, torch.Tensor]:
 
 def negative_dev_loss(step: DistillStep, dev: Encoded, pad_id: int) -> Callable[[torch.nn.Module], float]:
     """`fit`'s score when there are no labels to score: minus the mean distillation loss on dev."""
-    from polydistill.data import iterate_batches
 
     def evaluate(student: torch.nn.Module) -> float:
         student.eval()

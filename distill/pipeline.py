@@ -49,6 +49,7 @@ from polydistill.io import (
     console_logged,
     run_directory_lock,
 )
+from polydistill.report import summary_lines, write_report
 from polydistill.run_state import (
     TRAINING_STAGES,
     Run,
@@ -117,14 +118,14 @@ def _run_stages(
 ) -> Path:
     """The stages, the report and the summary; `say` gets the progress lines, `summary` the closing ones."""
     place = world()
-    run = Run(recipe=recipe, directory=directory, data=data)
+    run = Run(recipe=recipe, directory=directory, data=data, say=say)
     if not resumed:
         atomic_write_text(directory / "recipe.yaml", yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
         completed: list[str] = []
         timings: dict[str, float] = {}
     else:
         check_same_recipe(recipe, directory)
-        completed, timings = restore_progress(run, say)
+        completed, timings = restore_progress(run)
         say(f"resuming {directory}: finished stages {completed or 'none'} are kept")
     for name in recipe.stages:
         if name in completed:
@@ -135,7 +136,7 @@ def _run_stages(
         torch.manual_seed(recipe.seed)  # each stage starts from the same RNG state, resumed or not
         t0 = time.perf_counter()
         with _failures_named(f"stage '{name}'", directory):
-            STAGE_FUNCTIONS[name](run, say)
+            STAGE_FUNCTIONS[name](run)
             timings[name] = round(time.perf_counter() - t0, 1)
             save_progress(run, [*completed, name], timings)
             if place.main:  # the stage's checkpoints are final and its models scored: their cards can say so
@@ -143,14 +144,10 @@ def _run_stages(
         completed.append(name)
     run.metrics["timings_s"] = {**timings, "total": round(sum(timings.values()), 1)}
     run.metrics["environment"] = environment()
-    from polydistill.report import write_report  # matplotlib is imported only when reporting
-
     with _failures_named("the report", directory):
         written = write_report(run)
         save_progress(run, completed, timings, finished=True)
     point_latest(base, directory)
-    from polydistill.report import summary_lines
-
     for line in summary_lines(written, directory):  # the metrics the report wrote: scores and sizes filled in
         summary(line)
     summary(f"run directory: {directory}")
@@ -186,7 +183,9 @@ def _disk_full(exc: BaseException) -> int | None:
     return int(found.group(1)) if found and int(found.group(1)) in DISK_FULL else None
 
 
-STAGE_FUNCTIONS: dict[str, Callable[[Run, Callable[[str], None]], None]] = {
+# every stage is a plain function of the run state: it reads what earlier stages left in `run`, adds its own,
+# and tells its progress to `run.say`
+STAGE_FUNCTIONS: dict[str, Callable[[Run], None]] = {
     "adapt": stage_adapt,
     "teacher": stage_teacher,
     "agnostic": stage_agnostic,

@@ -14,12 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime
 import torch
+import transformers
 import yaml
+from transformers import AutoTokenizer
 
 from polydistill.benchmarks.environment import cpu_info
 from polydistill.checkpoint import ResumePoint
 from polydistill.config import (
+    ATTN_IMPLEMENTATION,
     Recipe,
     recipe_to_dict,
 )
@@ -33,6 +37,8 @@ from polydistill.errors import DistillError
 from polydistill.io import (
     atomic_write_json,
 )
+from polydistill.models import AUTO_CLASSES, load_model_folder
+from polydistill.ud import encode_words
 
 TEACHER, STUDENT, STUDENT_PRUNED = "teacher", "student", "student_pruned"
 
@@ -79,6 +85,8 @@ class Run:
     # model name -> language -> predicted labels on the test split
     predictions: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, metadata=PERSISTED)
     metrics: dict[str, Any] = field(default_factory=dict, metadata=PERSISTED)
+    # where the stages' progress lines go (run_recipe's `say`); not persisted: a resumed run gets its own
+    say: Callable[[str], None] = field(default=print, repr=False, compare=False)
 
     @property
     def pad_id(self) -> int:
@@ -252,7 +260,7 @@ def _from_json(run: Run, name: str, value: Any) -> Any:
     return value
 
 
-def restore_progress(run: Run, say: Callable[[str], None]) -> tuple[list[str], dict[str, float]]:
+def restore_progress(run: Run) -> tuple[list[str], dict[str, float]]:
     """Rebuild `run` as the finished stages left it: models from their checkpoints, the rest from progress.json."""
     path = run.directory / PROGRESS_FILE
     if not path.is_file():  # killed before the first stage finished: start it again
@@ -264,7 +272,7 @@ def restore_progress(run: Run, say: Callable[[str], None]) -> tuple[list[str], d
     # then the models the persisted checkpoint names point at
     if run.teacher_checkpoint:
         run.teacher, run.tokenizer = load_checkpoint(run, run.teacher_checkpoint)
-        run.encoded = encode_all(run, run.tokenizer, say)
+        run.encoded = encode_all(run, run.tokenizer)
     for name in state["models"]:
         run.models[name] = run.teacher if name == TEACHER else load_checkpoint(run, name)[0]
     if run.student_checkpoint:
@@ -272,15 +280,11 @@ def restore_progress(run: Run, say: Callable[[str], None]) -> tuple[list[str], d
         run.student = run.models[name] if name in run.models else load_checkpoint(run, name)[0]
     if state["trimmed"]:
         run.trimmed_tokenizer = load_checkpoint(run, STUDENT_TRIMMED, model=False)[1]
-        run.trimmed_encoded = encode_all(run, run.trimmed_tokenizer, say)
+        run.trimmed_encoded = encode_all(run, run.trimmed_tokenizer)
     return list(state["completed"]), dict(state["timings_s"])
 
 
 def load_checkpoint(run: Run, name: str, *, model: bool = True) -> tuple[Any, Any]:
-    from transformers import AutoTokenizer
-
-    from polydistill.models import ATTN_IMPLEMENTATION, AUTO_CLASSES, load_model_folder
-
     path = run.directory / "checkpoints" / name
     if not path.is_dir():
         raise DistillError(f"--resume: checkpoint {path} is missing; the run directory is incomplete")
@@ -309,20 +313,19 @@ def point_latest(base: Path, directory: Path) -> None:
     os.replace(tmp, link)
 
 
-def encode_all(run: Run, tokenizer: Any, say: Callable[[str], None]) -> dict[str, dict[str, Encoded]]:
-    """Every split of every language encoded with `tokenizer` (split -> lang -> Encoded)."""
+def encode_all(run: Run, tokenizer: Any) -> dict[str, dict[str, Encoded]]:
+    """Every split of every language encoded with `tokenizer` (split -> lang -> Encoded); words a token task
+    cuts off at `data.max_length` are named in `run.say`."""
     max_length = run.recipe.data.max_length
     encoded: dict[str, dict[str, Encoded]] = {}
     for split, by_lang in run.data.splits.items():
         if run.task == "token":
-            from polydistill.ud import encode_words
-
             encoded[split] = {
                 lang: encode_words(tokenizer, ds["words"], ds["tags"], max_length) for lang, ds in by_lang.items()
             }
             dropped = {lang: enc.words_dropped for lang, enc in encoded[split].items() if enc.words_dropped}
             if dropped:
-                say(f"{split}: words past {max_length} sub-tokens are not scored: {dropped}")
+                run.say(f"{split}: words past {max_length} sub-tokens are not scored: {dropped}")
         else:
             encoded[split] = {
                 lang: encode(tokenizer, ds["text"], ds["label"], max_length) for lang, ds in by_lang.items()
@@ -331,9 +334,6 @@ def encode_all(run: Run, tokenizer: Any, say: Callable[[str], None]) -> dict[str
 
 
 def environment() -> dict[str, Any]:
-    import onnxruntime
-    import transformers
-
     return {
         "cpu": cpu_info()["model"],
         "cores": os.cpu_count(),

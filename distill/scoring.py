@@ -10,20 +10,22 @@ from typing import Any
 import numpy as np
 import torch
 
+from polydistill.benchmarks.baselines import TFIDF_CLASSIFIER, tfidf_accuracy
 from polydistill.config import onnx_model_name
 from polydistill.data import (
     IGNORE_INDEX,
     Encoded,
     collate,
     gold_labels,
+    length_batches,
     predicted_labels,
 )
 from polydistill.export.card import teacher_card_source
+from polydistill.logits import predict_logits
 from polydistill.metrics import accuracy, confusion_matrix, macro_f1, per_class_f1
 from polydistill.metrics_schema import SCHEMA_VERSION
 from polydistill.models import count_parameters
 from polydistill.run_state import TEACHER, Run, file_size_mb
-from polydistill.train import predict_logits
 
 
 def scored_per_sentence(enc: Encoded) -> list[int]:
@@ -87,8 +89,6 @@ def evaluate_torch(run: Run, name: str, model: torch.nn.Module, test: dict[str, 
 
 def onnx_predictions(sess, enc: Encoded, pad_id: int, batch_size: int = 64) -> np.ndarray:
     """Predicted labels of an onnxruntime session, in `gold_labels(enc)`'s order."""
-    from polydistill.data import length_batches
-
     lengths = [len(x) for x in enc.input_ids]
     logits: list[Any] = [None] * len(enc)
     for indices in length_batches(lengths, batch_size, shuffle=False):
@@ -182,8 +182,6 @@ def tfidf_baseline(run: Run, metrics: dict[str, Any]) -> dict[str, Any]:
     """The baseline a user would try first, on this run's own data: char-n-gram TF-IDF + logistic regression
     trained on the same labelled training sentences as the teacher, scored on the same test sets; and the
     languages where the teacher beats it (a tie is not a win)."""
-    from polydistill.benchmarks.baselines import TFIDF_CLASSIFIER, tfidf_accuracy
-
     train = [run.data.splits["train"][lang] for lang in run.labelled_languages]
     test = {lang: run.data.splits["test"][lang] for lang in metrics["languages"]}
     per_language, _ = tfidf_accuracy(train, test, seed=run.recipe.seed)

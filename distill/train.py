@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -13,23 +12,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from polydistill.batch_shares import WHOLE_BATCH as WHOLE_BATCH  # re-exported: steps written against `fit` use it
+from polydistill.batch_shares import StepLoss, backward, shard, step_seed
 from polydistill.checkpoint import ResumePoint, Trainables
 from polydistill.config import TrainConfig
-from polydistill.data import IGNORE_INDEX, Encoded, collate, gold_labels, length_batches, predicted_labels
+from polydistill.data import Encoded, length_batches
 from polydistill.distributed import World, average_gradients, from_main, sum_over_ranks, world
 from polydistill.errors import DistillError
-from polydistill.metrics import accuracy
 from polydistill.stream import TextStream
-
-# (model, batch, share) -> (loss to minimise, {term name: value} for the progress bar and the report).
-# `share` says what part of the global batch this (micro-)batch is, per unit a loss averages over (UNITS):
-# a step multiplies each mean by its unit's share, so the shares' losses add up to the global batch's mean.
-StepLoss = Callable[[torch.nn.Module, dict[str, torch.Tensor], dict[str, float]], tuple[torch.Tensor, dict[str, float]]]
-
-# What a loss term averages over: sentences ("rows"), real tokens ("tokens": the attention mask's ones), or
-# rows of logits ("logits": sentences for a sentence task, scored words for a token task).
-UNITS = ("rows", "tokens", "logits")
-WHOLE_BATCH = dict.fromkeys(UNITS, 1.0)  # the share of a batch that is the whole global batch
 
 
 @dataclass
@@ -57,39 +47,6 @@ class NonFiniteLoss(DistillError):
         )
 
 
-def units(data: Encoded, indices: list[int]) -> dict[str, int]:
-    """How many of each unit (UNITS) the examples `indices` of `data` hold."""
-    tokens = sum(len(data.input_ids[i]) for i in indices)
-    if data.per_token:
-        scored = sum(1 for i in indices for y in data.labels[i] if y != IGNORE_INDEX)
-    else:
-        scored = len(indices)
-    return {"rows": len(indices), "tokens": tokens, "logits": scored}
-
-
-def shard(
-    data: Encoded, indices: list[int], place: World, micro_batches: int
-) -> list[tuple[list[int], dict[str, float]]]:
-    """This rank's micro-batches of the global batch `indices`, each with its share of the global batch.
-
-    Rank r takes every size-th example from the r-th (the batch is sorted by length, so ranks get alike
-    lengths), then splits them into `micro_batches` the same way. A piece left empty (a batch smaller
-    than ranks x micro-batches) is replaced by one example with share 0: every rank must still run a
-    forward and backward, because DDP's gradient all-reduce needs all of them.
-    """
-    total = units(data, indices)
-    mine = indices[place.rank :: place.size]
-    pieces = []
-    for m in range(micro_batches):
-        piece = mine[m::micro_batches]
-        if piece:
-            share = {u: n / max(1, total[u]) for u, n in units(data, piece).items()}
-            pieces.append((piece, share))
-        else:
-            pieces.append((indices[:1], dict.fromkeys(UNITS, 0.0)))
-    return pieces
-
-
 def set_dropout(model: torch.nn.Module, p: float | None) -> list[float]:
     """Set every dropout of `model` to `p` (None: leave them); returns their values before, for `restore_dropout`."""
     dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
@@ -105,11 +62,32 @@ def restore_dropout(model: torch.nn.Module, before: list[float]) -> None:
         module.p = value
 
 
-def step_seed(seed: int, epoch: int, step: int, rank: int) -> int:
-    """The RNG seed of one optimizer step on one rank of a data-parallel run (dropout masks, masked-LM masks).
-    Seeding every step makes a resumed run draw what an uninterrupted one draws without saving every rank's
-    RNG state, and gives each rank its own masks."""
-    return ((seed * 1_000 + epoch) * 1_000_003 + step) * 1_024 + rank
+@dataclass(frozen=True)
+class FitSetup:
+    """The bookkeeping of one `fit` besides its hyperparameters (TrainConfig): its name, padding and seed,
+    where it keeps resume state, and who hears its progress lines."""
+
+    desc: str  # names the model being trained in the progress bar, the epoch lines and errors
+    pad_id: int
+    seed: int
+    resume: ResumePoint | None = None  # None: no resume state is written or read
+    say: Callable[[str], None] = print  # the epoch lines and the resume and skipped-batch notes
+
+
+@dataclass
+class _Loop:
+    """What one `fit` trains with and carries from step to step; `trained` is `trainables.model`, or its DDP wrap."""
+
+    trained: torch.nn.Module
+    step_loss: StepLoss
+    cfg: TrainConfig
+    setup: FitSetup
+    place: World
+    trainables: Trainables
+    autocast: Any
+    result: FitResult
+    best_state: dict[str, torch.Tensor] | None = None  # the best epoch's weights so far
+    running: list[float] = field(default_factory=list)  # this epoch's batch losses
 
 
 def fit(
@@ -117,15 +95,11 @@ def fit(
     train: Encoded | TextStream,
     step_loss: StepLoss,
     cfg: TrainConfig,
+    setup: FitSetup,
     *,
     evaluate: Callable[[torch.nn.Module], float],
     on_best: Callable[[torch.nn.Module], None],
-    pad_id: int,
-    seed: int,
-    desc: str,
     extra_parameters: list[torch.nn.Parameter] | None = None,
-    resume: ResumePoint | None = None,
-    say: Callable[[str], None] = print,
 ) -> FitResult:
     """Train for `cfg.epochs`, score with `evaluate` (higher is better) after each epoch, keep the best.
 
@@ -142,7 +116,7 @@ def fit(
     gradients add up before the step. Each piece's loss is weighted by its share of the global batch,
     so 1 process or N, with or without accumulation, take the same step (up to float rounding).
 
-    With `resume`, the whole training state (weights, optimizer, scheduler, RNG, epoch and step, best
+    With `setup.resume`, the whole training state (weights, optimizer, scheduler, RNG, epoch and step, best
     epoch so far) is written to `resume.directory` every `resume.every_steps` steps and after each epoch,
     and a state found there is continued from: a run killed at any moment and restarted gives the same
     model as one never stopped. The folder is removed when training ends. One process draws dropout and
@@ -153,40 +127,101 @@ def fit(
 
     `cfg.dropout` (not None) sets every dropout of the model while it trains; its own values return after.
 
-    `say` gets the epoch lines (and the resume and skipped-batch notes), written above a live progress bar.
+    `setup.say` gets the epoch lines (and the resume and skipped-batch notes), written above a live progress bar.
     """
-    place = world()
+    place, extra = world(), list(extra_parameters or [])
+    torch.manual_seed(setup.seed)
+    trained = _on_device(model, extra, step_loss, place)
+    steps_per_epoch, epoch_batches = _epoch_plan(train, cfg.batch_size, setup.seed)
+    optimizer, scheduler = _optimizer(model, extra, cfg, steps_per_epoch * cfg.epochs)
+    # a step's own RNG (masked-LM masking) is training state too
+    trainables = Trainables(model, extra, optimizer, scheduler, getattr(step_loss, "generator", None))
+    result = FitResult(best_dev_score=-math.inf, best_epoch=-1)
+    loop = _Loop(trained, step_loss, cfg, setup, place, trainables, _autocast(place, cfg), result)
+    start_epoch, start_step = _resume(loop)
+    dropouts = set_dropout(model, cfg.dropout)
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            model.train()
+            skip = start_step if epoch == start_epoch else 0  # batches done before the run was stopped
+            if skip == 0:
+                loop.running = []
+            bar = tqdm(
+                epoch_batches(epoch, skip), total=steps_per_epoch, initial=skip,
+                desc=f"{setup.desc} epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                disable=None if place.main else True,  # None: a bar on a terminal only, not in a log file
+            )  # fmt: skip
+            started, tokens = time.perf_counter(), 0
+            for step, (data, indices) in enumerate(bar, start=skip):
+                tokens += sum(len(data.input_ids[i]) for i in indices)
+                if not _train_step(loop, epoch, step, data, indices):
+                    continue  # a non-finite batch, skipped
+                speed = tokens / (time.perf_counter() - started)
+                bar.set_postfix(loss=f"{np.mean(loop.running[-20:]):.3f}", tokens_per_s=f"{speed:.0f}")
+                if _resume_due(setup.resume, step + 1, steps_per_epoch):
+                    _save(loop, epoch, step + 1)
+            _score_epoch(loop, epoch, evaluate, on_best, (started, tokens))
+            _save(loop, epoch + 1, 0)
+        _finish(loop)
+    finally:
+        restore_dropout(model, dropouts)
+    return result
 
-    def tell(line: str) -> None:
-        with tqdm.external_write_mode():  # clear a bar drawn on a terminal, write, redraw it
-            say(line)
 
-    torch.manual_seed(seed)
+def _tell(setup: FitSetup, line: str) -> None:
+    with tqdm.external_write_mode():  # clear a bar drawn on a terminal, write, redraw it
+        setup.say(line)
+
+
+def _on_device(
+    model: torch.nn.Module, extra: list[torch.nn.Parameter], step_loss: StepLoss, place: World
+) -> torch.nn.Module:
+    """Move `model` and `extra` to this process's device; returns what trains: `model`, or its DDP wrap.
+
+    DDP averages the gradients over ranks during backward. It waits for a gradient of every parameter its
+    forward's outputs reach, so a step whose loss reads only some outputs (hidden states, q/k/v, not the
+    head's logits) wraps the model in a module returning just those (`ddp_module`); parameters nothing
+    reaches are allowed. The unwrapped `model` is evaluated and saved: its weights are the same on every rank."""
     model.to(place.device)
-    for param in extra_parameters or []:
+    for param in extra:
         param.data = param.data.to(place.device)
-    # DDP averages the gradients over ranks during backward. It waits for a gradient of every parameter its
-    # forward's outputs reach, so a step whose loss reads only some outputs (hidden states, q/k/v, not the
-    # head's logits) wraps the model in a module returning just those (`ddp_module`); parameters nothing
-    # reaches are allowed. The unwrapped `model` is evaluated and saved: its weights are the same on every rank.
-    trained = model
-    if place.size > 1:
-        wrap = getattr(step_loss, "ddp_module", None)
-        module = wrap(model) if wrap is not None else model
-        trained = torch.nn.parallel.DistributedDataParallel(module, find_unused_parameters=True)
-    if isinstance(train, Encoded):
-        lengths = [len(x) for x in train.input_ids]
-        steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    if place.size == 1:
+        return model
+    wrap = getattr(step_loss, "ddp_module", None)
+    module = wrap(model) if wrap is not None else model
+    return torch.nn.parallel.DistributedDataParallel(module, find_unused_parameters=True)
 
-        def epoch_batches(epoch: int, skip: int) -> Iterator[tuple[Encoded, list[int]]]:
-            # a different but reproducible batch order each epoch
-            order = length_batches(lengths, cfg.batch_size, shuffle=True, seed=seed * 1000 + epoch)
-            return ((train, indices) for indices in order[skip:])
-    else:
-        steps_per_epoch, epoch_batches = train.steps_per_epoch, train.batches
-    total_steps = steps_per_epoch * cfg.epochs
+
+def _autocast(place: World, cfg: TrainConfig) -> Any:
+    """bf16 autocast: matmuls in bfloat16 (AMX on recent Xeons, tensor cores on GPUs), weights and the
+    optimizer in float32; bf16 keeps float32's range, so no loss scaling is needed."""
+    return torch.autocast(
+        device_type=torch.device(place.device).type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"
+    )
+
+
+def _epoch_plan(
+    train: Encoded | TextStream, batch_size: int, seed: int
+) -> tuple[int, Callable[[int, int], Iterator[tuple[Encoded, list[int]]]]]:
+    """(steps per epoch, (epoch, batches to skip) -> that epoch's (data, example indices) batches)."""
+    if not isinstance(train, Encoded):
+        return train.steps_per_epoch, train.batches
+    lengths = [len(x) for x in train.input_ids]
+
+    def epoch_batches(epoch: int, skip: int) -> Iterator[tuple[Encoded, list[int]]]:
+        # a different but reproducible batch order each epoch
+        order = length_batches(lengths, batch_size, shuffle=True, seed=seed * 1000 + epoch)
+        return ((train, indices) for indices in order[skip:])
+
+    return math.ceil(len(train) / batch_size), epoch_batches
+
+
+def _optimizer(
+    model: torch.nn.Module, extra: list[torch.nn.Parameter], cfg: TrainConfig, total_steps: int
+) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW with linear warmup then linear decay to 0 over `total_steps`."""
     decay, no_decay = [], []
-    for param in [*model.parameters(), *(extra_parameters or [])]:
+    for param in [*model.parameters(), *extra]:
         # the usual BERT recipe: no weight decay on biases and LayerNorm weights
         (no_decay if param.ndim < 2 else decay).append(param)
     optimizer = torch.optim.AdamW(
@@ -202,144 +237,105 @@ def fit(
             else max(0.0, (total_steps - step) / max(1, total_steps - warmup))
         ),
     )
-    # bf16 autocast: matmuls in bfloat16 (AMX on recent Xeons, tensor cores on GPUs), weights and the
-    # optimizer in float32; bf16 keeps float32's range, so no loss scaling is needed
-    autocast = torch.autocast(
-        device_type=torch.device(place.device).type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"
-    )
-
-    result = FitResult(best_dev_score=-math.inf, best_epoch=-1)
-    best_state = None
-    # a step's own RNG (masked-LM masking) is training state too
-    trainables = Trainables(
-        model, list(extra_parameters or []), optimizer, scheduler, getattr(step_loss, "generator", None)
-    )
-    start_epoch, start_step, running = 0, 0, []
-    if resume is not None and resume.exists():
-        start_epoch, start_step, running, best_state = resume.load(trainables, result)
-        if place.main:
-            tell(f"{desc}: resuming at epoch {start_epoch + 1}, step {start_step} (from {resume.directory})")
-
-    def save(epoch: int, step: int) -> None:
-        if resume is not None:
-            resume.save(trainables, result, best_state, epoch, step, running)
-
-    dropouts = set_dropout(model, cfg.dropout)
-    try:
-        for epoch in range(start_epoch, cfg.epochs):
-            model.train()
-            skip = start_step if epoch == start_epoch else 0  # batches done before the run was stopped
-            if skip == 0:
-                running = []
-            bar = tqdm(
-                epoch_batches(epoch, skip), total=steps_per_epoch, initial=skip,
-                desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                disable=None if place.main else True,  # None: a bar on a terminal only, not in a log file
-            )  # fmt: skip
-            started, tokens = time.perf_counter(), 0
-            for step, (data, indices) in enumerate(bar, start=skip):
-                optimizer.zero_grad(set_to_none=True)
-                if place.size > 1:  # each rank its own draws, reproducible without per-rank RNG state (step_seed)
-                    torch.manual_seed(step_seed(seed, epoch, step, place.rank))
-                    if trainables.generator is not None:
-                        trainables.generator.manual_seed(step_seed(seed, epoch, step, place.rank) + 512)
-                pieces = shard(data, indices, place, cfg.grad_accum_steps)
-                tokens += sum(len(data.input_ids[i]) for i in indices)
-                contribution, parts = backward(trained, step_loss, data, pieces, pad_id, place, autocast)
-                average_gradients(list(extra_parameters or []))
-                batch_loss = float(sum_over_ranks(contribution))  # the global batch's loss, the same on every rank
-                problem = None if math.isfinite(batch_loss) else f"loss {batch_loss}"
-                if problem is None:
-                    norm = torch.nn.utils.clip_grad_norm_(
-                        [p for group in optimizer.param_groups for p in group["params"]], cfg.max_grad_norm
-                    )
-                    problem = None if torch.isfinite(norm) else f"gradient norm {float(norm)}"
-                if problem is not None:  # a NaN/inf update would poison every weight: skip it or stop here
-                    if result.skipped_batches >= cfg.skip_nonfinite:
-                        raise NonFiniteLoss(desc, problem, epoch + 1, step + 1, parts, resume, cfg.skip_nonfinite)
-                    result.skipped_batches += 1
-                    optimizer.zero_grad(set_to_none=True)
-                    if place.main:
-                        tell(f"{desc}: skipped batch {step + 1} of epoch {epoch + 1}: non-finite {problem}")
-                    continue
-                optimizer.step()
-                scheduler.step()
-                running.append(batch_loss)
-                bar.set_postfix(
-                    loss=f"{np.mean(running[-20:]):.3f}", tokens_per_s=f"{tokens / (time.perf_counter() - started):.0f}"
-                )
-                if resume is not None and (step + 1) % resume.every_steps == 0 and step + 1 < steps_per_epoch:
-                    save(epoch, step + 1)
-            # rank 0 scores and tells the others, so every rank keeps the same best epoch
-            score = float(from_main(evaluate(model) if place.main else None))
-            result.history.append({"epoch": epoch + 1, "train_loss": float(np.mean(running)), "dev_score": score})
-            if place.main:
-                speed = tokens / max(1e-9, time.perf_counter() - started)
-                summary = f"train loss {np.mean(running):.4f}, dev score {score:.4f} ({speed:.0f} tokens/s)"
-                tell(f"{desc} epoch {epoch + 1}: {summary}")
-            if score > result.best_dev_score:
-                result.best_dev_score, result.best_epoch = score, epoch + 1
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                on_best(model)
-            save(epoch + 1, 0)
-        model.load_state_dict(best_state)
-        model.eval()
-        model.to("cpu")  # later stages (scoring, export) work on the CPU
-        for param in extra_parameters or []:
-            param.data = param.data.to("cpu")
-        if resume is not None:
-            resume.clear()
-    finally:
-        restore_dropout(model, dropouts)
-    return result
+    return optimizer, scheduler
 
 
-def backward(
-    trained: torch.nn.Module, step_loss: StepLoss, data: Encoded, pieces: list[tuple[list[int], dict[str, float]]],
-    pad_id: int, place: World, autocast: Any,
-) -> tuple[torch.Tensor, dict[str, float]]:  # fmt: skip
-    """Forward and backward this rank's pieces of one global batch (see `shard`); returns this rank's part of
-    the batch's loss and the last piece's loss terms. The gradients add up in `.grad`."""
-    contribution = torch.zeros((), device=place.device)
-    for m, (piece, share) in enumerate(pieces):
-        batch = {k: v.to(place.device) for k, v in collate(data, piece, pad_id).items()}
-        # DDP all-reduces during the last piece's backward only; the others just accumulate
-        last = m == len(pieces) - 1
-        with trained.no_sync() if place.size > 1 and not last else contextlib.nullcontext():
-            with autocast:
-                loss, parts = step_loss(trained, batch, share)
-            (loss * place.size).backward()  # DDP averages over ranks; the shares already sum to 1
-        contribution += loss.detach().float()
-    return contribution, parts
+def _resume(loop: _Loop) -> tuple[int, int]:
+    """Continue from the resume point when one was saved; returns the (0-based) epoch and step to start at."""
+    resume = loop.setup.resume
+    if resume is None or not resume.exists():
+        return 0, 0
+    start_epoch, start_step, loop.running, loop.best_state = resume.load(loop.trainables, loop.result)
+    if loop.place.main:
+        _tell(
+            loop.setup,
+            f"{loop.setup.desc}: resuming at epoch {start_epoch + 1}, step {start_step} (from {resume.directory})",
+        )
+    return start_epoch, start_step
 
 
-def dev_accuracy(dev: Encoded, pad_id: int) -> Callable[[torch.nn.Module], float]:
-    """`fit`'s `evaluate` for classifiers: accuracy on `dev` (per sentence, or per scored token)."""
-    gold = gold_labels(dev)
-    return lambda model: accuracy(predicted_labels(predict_logits(model, dev, pad_id), dev), gold)
+def _resume_due(resume: ResumePoint | None, done: int, steps_per_epoch: int) -> bool:
+    """Whether to save the resume point after `done` steps of an epoch (its end saves anyway)."""
+    return resume is not None and done % resume.every_steps == 0 and done < steps_per_epoch
 
 
-@torch.inference_mode()
-def predict_logits(
-    model: torch.nn.Module, data: Encoded, pad_id: int, batch_size: int = 64
-) -> np.ndarray | list[np.ndarray]:
-    """Logits for every example of `data`, in its original order: [N, labels] for a sentence task,
-    a list of [length_i, labels] arrays for a token task."""
-    was_training = model.training
+def _save(loop: _Loop, epoch: int, step: int) -> None:
+    if loop.setup.resume is not None:
+        loop.setup.resume.save(loop.trainables, loop.result, loop.best_state, epoch, step, loop.running)
+
+
+def _train_step(loop: _Loop, epoch: int, step: int, data: Encoded, indices: list[int]) -> bool:
+    """One optimizer step on the global batch `indices`; False when its loss or gradient was not finite and it
+    was skipped instead (`_skip_nonfinite`)."""
+    place, optimizer = loop.place, loop.trainables.optimizer
+    optimizer.zero_grad(set_to_none=True)
+    if place.size > 1:  # each rank its own draws, reproducible without per-rank RNG state (step_seed)
+        torch.manual_seed(step_seed(loop.setup.seed, epoch, step, place.rank))
+        if loop.trainables.generator is not None:
+            loop.trainables.generator.manual_seed(step_seed(loop.setup.seed, epoch, step, place.rank) + 512)
+    pieces = shard(data, indices, place, loop.cfg.grad_accum_steps)
+    contribution, parts = backward(loop.trained, loop.step_loss, data, pieces, loop.setup.pad_id, place, loop.autocast)
+    average_gradients(loop.trainables.extra)
+    batch_loss = float(sum_over_ranks(contribution))  # the global batch's loss, the same on every rank
+    problem = None if math.isfinite(batch_loss) else f"loss {batch_loss}"
+    if problem is None:
+        norm = torch.nn.utils.clip_grad_norm_(
+            [p for group in optimizer.param_groups for p in group["params"]], loop.cfg.max_grad_norm
+        )
+        problem = None if torch.isfinite(norm) else f"gradient norm {float(norm)}"
+    if problem is not None:
+        _skip_nonfinite(loop, problem, (epoch, step), parts)
+        return False
+    optimizer.step()
+    loop.trainables.scheduler.step()
+    loop.running.append(batch_loss)
+    return True
+
+
+def _skip_nonfinite(loop: _Loop, problem: str, where: tuple[int, int], terms: dict[str, float]) -> None:
+    """A NaN/inf update would poison every weight: drop this batch's gradients, or stop once
+    `cfg.skip_nonfinite` batches have been skipped. `where`: the (0-based) epoch and step."""
+    (epoch, step), setup, allowed = where, loop.setup, loop.cfg.skip_nonfinite
+    if loop.result.skipped_batches >= allowed:
+        raise NonFiniteLoss(setup.desc, problem, epoch + 1, step + 1, terms, setup.resume, allowed)
+    loop.result.skipped_batches += 1
+    loop.trainables.optimizer.zero_grad(set_to_none=True)
+    if loop.place.main:
+        _tell(setup, f"{setup.desc}: skipped batch {step + 1} of epoch {epoch + 1}: non-finite {problem}")
+
+
+def _score_epoch(
+    loop: _Loop,
+    epoch: int,
+    evaluate: Callable[[torch.nn.Module], float],
+    on_best: Callable[[torch.nn.Module], None],
+    timing: tuple[float, int],
+) -> None:
+    """Score the epoch on dev, record it in the history, and keep the weights when they are the best so far.
+    `timing`: when the epoch started (perf_counter) and how many tokens it read, for the tokens/s it reports."""
+    model, result = loop.trainables.model, loop.result
+    # rank 0 scores and tells the others, so every rank keeps the same best epoch
+    score = float(from_main(evaluate(model) if loop.place.main else None))
+    result.history.append({"epoch": epoch + 1, "train_loss": float(np.mean(loop.running)), "dev_score": score})
+    if loop.place.main:
+        started, tokens = timing
+        speed = tokens / max(1e-9, time.perf_counter() - started)
+        summary = f"train loss {np.mean(loop.running):.4f}, dev score {score:.4f} ({speed:.0f} tokens/s)"
+        _tell(loop.setup, f"{loop.setup.desc} epoch {epoch + 1}: {summary}")
+    if score > result.best_dev_score:
+        result.best_dev_score, result.best_epoch = score, epoch + 1
+        loop.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        on_best(model)
+
+
+def _finish(loop: _Loop) -> None:
+    """Back to the best epoch's weights, in eval mode, on the CPU (later stages score and export there);
+    the resume point is no longer needed."""
+    model = loop.trainables.model
+    model.load_state_dict(loop.best_state)
     model.eval()
-    out: np.ndarray | list = (
-        [None] * len(data) if data.per_token else np.zeros((len(data), model.config.num_labels), dtype=np.float32)
-    )
-    lengths = [len(x) for x in data.input_ids]
-    for indices in length_batches(lengths, batch_size, shuffle=False):
-        batch = collate(data, indices, pad_id)
-        device = next(model.parameters()).device
-        ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-        logits = model(input_ids=ids, attention_mask=mask).logits.float().cpu().numpy()
-        if data.per_token:
-            for row, i in enumerate(indices):
-                out[i] = logits[row, : lengths[i]]
-        else:
-            out[indices] = logits
-    model.train(was_training)
-    return out
+    model.to("cpu")
+    for param in loop.trainables.extra:
+        param.data = param.data.to("cpu")
+    if loop.setup.resume is not None:
+        loop.setup.resume.clear()

@@ -20,7 +20,7 @@ from polydistill.checkpoint import ResumePoint
 from polydistill.cli import main
 from polydistill.config import TrainConfig
 from polydistill.data import Encoded
-from polydistill.train import NonFiniteLoss, fit
+from polydistill.train import FitSetup, NonFiniteLoss, fit
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -56,8 +56,9 @@ DATA = Encoded(input_ids=[[0, i % 9 + 1, 2] for i in range(16)], labels=[i % 2 f
 def test_nonfinite_loss_stops_naming_the_step_the_terms_and_the_last_good_state(tmp_path):
     resume = ResumePoint(tmp_path / "state", every_steps=1)
     with pytest.raises(NonFiniteLoss) as caught:
-        fit(Tiny(), DATA, nan_at({3}), TrainConfig(epochs=1, batch_size=4), evaluate=lambda m: 0.0,
-            on_best=lambda m: None, pad_id=0, seed=0, desc="teacher", resume=resume)  # fmt: skip
+        setup = FitSetup("teacher", pad_id=0, seed=0, resume=resume)
+        fit(Tiny(), DATA, nan_at({3}), TrainConfig(epochs=1, batch_size=4), setup, evaluate=lambda m: 0.0,
+            on_best=lambda m: None)  # fmt: skip
     message = str(caught.value)
     assert "teacher: non-finite loss nan at epoch 1, step 3 (loss terms: cross_entropy nan)" in message
     assert f"last good training state: {resume.directory} (continue with --resume)" in message
@@ -66,11 +67,11 @@ def test_nonfinite_loss_stops_naming_the_step_the_terms_and_the_last_good_state(
 
 def test_nonfinite_batches_are_skipped_and_counted_when_the_recipe_allows_it():
     result = fit(Tiny(), DATA, nan_at({2, 5}), TrainConfig(epochs=2, batch_size=4, skip_nonfinite=2),
-                 evaluate=lambda m: 0.5, on_best=lambda m: None, pad_id=0, seed=0, desc="distill")  # fmt: skip
+                 FitSetup("distill", pad_id=0, seed=0), evaluate=lambda m: 0.5, on_best=lambda m: None)  # fmt: skip
     assert result.skipped_batches == 2
     with pytest.raises(NonFiniteLoss, match="2 such batches may be skipped"):
         fit(Tiny(), DATA, nan_at({2, 5, 6}), TrainConfig(epochs=2, batch_size=4, skip_nonfinite=2),
-            evaluate=lambda m: 0.5, on_best=lambda m: None, pad_id=0, seed=0, desc="distill")  # fmt: skip
+            FitSetup("distill", pad_id=0, seed=0), evaluate=lambda m: 0.5, on_best=lambda m: None)  # fmt: skip
 
 
 def test_pickle_only_checkpoint_is_refused_with_the_conversion_command(tmp_path, capsys, sib200_path):

@@ -11,9 +11,10 @@ import pytest
 import torch
 from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
 
+from polydistill.batch_shares import step_seed
 from polydistill.config import TrainConfig
 from polydistill.data import Encoded
-from polydistill.train import fit, step_seed
+from polydistill.train import FitSetup, fit
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,8 +43,8 @@ def train(precision: str, seen: list[torch.dtype] | None = None) -> tuple[torch.
     if seen is not None:
         model.classifier.dense.register_forward_hook(lambda m, a, out: seen.append(out.dtype) if m.training else None)
     cfg = TrainConfig(epochs=8, batch_size=10, lr=3e-3, warmup_ratio=0.0, dropout=0.0, precision=precision)
-    result = fit(model, DATA, cross_entropy, cfg, evaluate=lambda m: 0.0, on_best=lambda m: None, pad_id=1,
-                 seed=0, desc=precision)  # fmt: skip
+    result = fit(model, DATA, cross_entropy, cfg, FitSetup(desc=precision, pad_id=1, seed=0),
+                 evaluate=lambda m: 0.0, on_best=lambda m: None)  # fmt: skip
     return model, [h["train_loss"] for h in result.history]
 
 
@@ -67,8 +68,8 @@ def test_train_dropout_holds_only_while_training():
     seen: list[float] = []
     model.classifier.dense.register_forward_hook(lambda m, a, out: seen.append(model.classifier.dropout.p))
     cfg = TrainConfig(epochs=1, batch_size=30, dropout=0.0)
-    fit(model, DATA, cross_entropy, cfg, evaluate=lambda m: 0.0, on_best=lambda m: None, pad_id=1, seed=0,
-        desc="dropout")  # fmt: skip
+    fit(model, DATA, cross_entropy, cfg, FitSetup(desc="dropout", pad_id=1, seed=0),
+        evaluate=lambda m: 0.0, on_best=lambda m: None)  # fmt: skip
     assert seen and set(seen) == {0.0}
     assert {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)} == {0.1}  # the model's own again
 

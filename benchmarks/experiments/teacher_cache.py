@@ -12,12 +12,14 @@ vocabulary trained here; random weights — timing does not depend on them) and 
     python -m polydistill.benchmarks.experiments.teacher_cache --sentences 512 --out benchmarks/results/teacher_cache
 
 Two loss mixes: logits only (KL + CE: the cache holds [N, labels]) and logits + MiniLMv2 relations on the
-teacher's last layer (the cache also holds that layer's q, k, v for every token).
+teacher's last layer (the cache also holds that layer's q, k, v for every token). Both modes run the recipe
+pipeline's own step (`polydistill.distill_step.DistillStep`), built with and without the training data to cache.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import shutil
 import tempfile
@@ -27,13 +29,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
 
+from polydistill.batch_shares import WHOLE_BATCH
 from polydistill.benchmarks.outputs import command_line, write_results
-from polydistill.cache import CacheSpec, teacher_cache
 from polydistill.config import DataConfig
 from polydistill.data import Encoded, encode, iterate_batches, load_task_data
-from polydistill.features import features_for, forward_features
-from polydistill.losses import WeightedLoss, aligned, map_layers, needs
+from polydistill.distill_step import DistillStep
 from polydistill.tokenizer import train_unigram_tokenizer
 
 DATA = Path(os.environ.get("POLYDISTILL_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
@@ -48,8 +50,6 @@ MIXES = {
 
 
 def build_models(vocab_size: int, labels: int):
-    from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
-
     def make(hidden: int, layers: int, heads: int) -> torch.nn.Module:
         config = XLMRobertaConfig(
             vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
@@ -62,27 +62,13 @@ def build_models(vocab_size: int, labels: int):
     return make(768, 12, 12).eval(), make(384, 4, 6)
 
 
-def epoch_seconds(student, teacher, data: Encoded, losses: dict, cache, pairs, batch_size: int) -> float:
-    """One epoch of student training; the teacher's outputs come from `cache`, or live when it is None."""
-    loss_fn = WeightedLoss(losses, student_hidden_size=384, teacher_hidden_size=768)
-    wanted = needs(losses)
-    own_wants, their_wants = features_for(wanted, "student"), features_for(wanted, "teacher")
-    optimizer = torch.optim.AdamW([*student.parameters(), *loss_fn.parameters()], lr=1e-4)
+def epoch_seconds(student: torch.nn.Module, step: DistillStep, data: Encoded, batch_size: int) -> float:
+    """One epoch of student training with `step`: the teacher's outputs read from its cache, or live without one."""
+    optimizer = torch.optim.AdamW([*student.parameters(), *step.loss.parameters()], lr=1e-4)
     student.train()
     started = time.perf_counter()
     for batch in iterate_batches(data, batch_size, pad_id=1, shuffle=True, seed=0):
-        ids, mask = batch["input_ids"], batch["attention_mask"]
-        if cache is None:
-            with torch.no_grad():
-                theirs = forward_features(teacher, ids, mask, their_wants)
-        else:
-            theirs = cache.batch(batch["index"], ids.shape[1])
-        own = forward_features(student, ids, mask, own_wants)
-        tensors: dict[str, Any] = {"attention_mask": mask, "labels": batch["labels"]}
-        tensors |= {"student_logits": own["logits"], "teacher_logits": theirs["logits"]}
-        if "qkv" in own:
-            tensors["student_qkv"], tensors["teacher_qkv"] = aligned(own["qkv"], theirs["qkv"], pairs)
-        loss, _ = loss_fn(**tensors)
+        loss, _ = step(student, batch, WHOLE_BATCH)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -108,21 +94,19 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = train_unigram_tokenizer(task.texts("train"), 8000)
     data = encode(tokenizer, texts, labels, 128)
     teacher, student0 = build_models(len(tokenizer), len(task.labels))
-    pairs = map_layers(4, 12, "last")
     rows = []
     for name, losses in MIXES.items():
-        wanted = features_for(needs(losses), "teacher")
-        spec = CacheSpec(features=tuple(sorted(wanted)), layers=(11,) if "qkv" in wanted else ())
         root = Path(tempfile.mkdtemp(prefix="teacher-cache-"))
         try:
-            t0 = time.perf_counter()
-            cache = teacher_cache(teacher, data, spec, root, pad_id=1)
+            live_step = DistillStep(student0, teacher, losses, "last", None, cache_root=root, pad_id=1)
+            t0 = time.perf_counter()  # the cached step writes the cache as it is built
+            cached_step = DistillStep(student0, teacher, losses, "last", data, cache_root=root, pad_id=1)
             build = time.perf_counter() - t0
-            size = folder_mb(root)
+            spec, size = cached_step.cache.spec, folder_mb(root)
             live, cached = [], []
             for _ in range(args.epochs):  # alternate, so drift hits both modes alike
-                live.append(epoch_seconds(_copy(student0), teacher, data, losses, None, pairs, args.batch_size))
-                cached.append(epoch_seconds(_copy(student0), teacher, data, losses, cache, pairs, args.batch_size))
+                live.append(epoch_seconds(copy.deepcopy(student0), live_step, data, args.batch_size))
+                cached.append(epoch_seconds(copy.deepcopy(student0), cached_step, data, args.batch_size))
         finally:
             shutil.rmtree(root, ignore_errors=True)
         live_s, cached_s = float(np.median(live)), float(np.median(cached))
@@ -143,12 +127,6 @@ def main(argv: list[str] | None = None) -> int:
     }  # fmt: skip
     write_results(args.out, doc, render(doc))
     return 0
-
-
-def _copy(model: torch.nn.Module) -> torch.nn.Module:
-    import copy
-
-    return copy.deepcopy(model)
 
 
 def render(doc: dict[str, Any]) -> str:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from typing import Any
 
+from polydistill.benchmarks.harness import Settings, run_benchmark
+from polydistill.benchmarks.report import write_outputs
+from polydistill.benchmarks.variants import cpu_has_bf16, hf_source, onnx_source
 from polydistill.config import (
     headline_int8,
     onnx_model_name,
@@ -14,16 +16,12 @@ from polydistill.run_state import TEACHER, Run
 from polydistill.scoring import score_table
 
 
-def stage_bench(run: Run, say: Callable[[str], None]) -> None:
+def stage_bench(run: Run) -> None:
     """Every variant of the teacher and student, interleaved, with the benchmark harness.
 
     Writes `bench/results.{json,md}` and `bench/pareto.png` in the run directory; the teacher's
     PyTorch fp32 and the student's int8 ONNX rows become `metrics.json`'s `latency_ms`.
     """
-    from polydistill.benchmarks.harness import Settings, run_benchmark
-    from polydistill.benchmarks.report import write_outputs
-    from polydistill.benchmarks.variants import cpu_has_bf16, hf_source, onnx_source
-
     cfg = run.recipe.bench
     threads = cfg.threads or os.cpu_count() or 1
     mean = score_table(run)["mean"]
@@ -56,7 +54,7 @@ def stage_bench(run: Run, say: Callable[[str], None]) -> None:
         max_seconds=cfg.max_seconds,
         command=f"distill run (stage bench of {run.recipe.name})",
     )
-    say(f"benchmark: batch {cfg.batch}, sequence {cfg.seq} and the dev length mix, {threads} threads")
+    run.say(f"benchmark: batch {cfg.batch}, sequence {cfg.seq} and the dev length mix, {threads} threads")
     doc = run_benchmark(sources, settings, say=lambda _line: None)
     write_outputs(run.directory / "bench", doc)
     run.metrics["latency_ms"] = _latency_summary(doc["results"], cfg.seq, wanted)
@@ -66,7 +64,7 @@ def stage_bench(run: Run, say: Callable[[str], None]) -> None:
     if (run.directory / "bench" / "pareto.png").exists():
         run.metrics["bench"]["pareto"] = "bench/pareto.png"
     for name, r in run.metrics["latency_ms"].items():
-        say(f"  {name}: p50 {r['p50']:.2f} ms, p90 {r['p90']:.2f} ms over {r['runs']} runs")
+        run.say(f"  {name}: p50 {r['p50']:.2f} ms, p90 {r['p90']:.2f} ms over {r['runs']} runs")
 
 
 def _latency_summary(

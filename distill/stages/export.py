@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from typing import Any
 
 from polydistill.config import (
@@ -13,12 +12,14 @@ from polydistill.data import (
     gold_labels,
 )
 from polydistill.errors import DistillError
-from polydistill.export.card import teacher_card_source
+from polydistill.export.card import teacher_card_source, write_card
+from polydistill.export.cli import ExportOptions, export_directory
+from polydistill.export.onnx import session
 from polydistill.run_state import Run
 from polydistill.scoring import export_line, gate_variant, onnx_predictions
 
 
-def stage_export(run: Run, say: Callable[[str], None]) -> None:
+def stage_export(run: Run) -> None:
     """Every variant in `export.variants` through `distill export`'s gated path, then scored per language.
 
     Each variant is its own artifact directory, onnx/student-<variant>/ (student-fp32 for "none"), whose folder
@@ -27,10 +28,6 @@ def stage_export(run: Run, say: Callable[[str], None]) -> None:
     It is then run on every language's test split: label agreement with the PyTorch student and the accuracy drop per
     language; a variant that loses more than `export.max_drop_points` in any language is flagged.
     """
-    from polydistill.export.card import write_card
-    from polydistill.export.cli import ExportOptions, export_directory
-    from polydistill.export.onnx import session
-
     if run.student is None:
         raise DistillError("stage 'export' needs a student: put 'distill' before it in 'stages'")
     cfg = run.recipe.export
@@ -67,7 +64,7 @@ def stage_export(run: Run, say: Callable[[str], None]) -> None:
         card_metrics = {lang: {"accuracy": v["accuracy"], "accuracy (PyTorch fp32)": v["pytorch_accuracy"]}
                         for lang, v in entry["languages"].items()}  # fmt: skip
         write_card(summary.directory, dataclasses.replace(summary.card, metrics=card_metrics))
-        say(export_line(variant, entry))
+        run.say(export_line(variant, entry))
     run.metrics["export"] = {
         "exported_from": run.student_name,  # the PyTorch model every variant is an export of
         "max_drop_points": cfg.max_drop_points,

@@ -5,11 +5,11 @@ then on the task), prune its heads and FFN neurons and distil again to recover.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from polydistill.augment import augment_texts
 from polydistill.config import (
     AugmentConfig,
     TrainConfig,
@@ -18,56 +18,61 @@ from polydistill.data import (
     Encoded,
     collate,
     encode,
+    length_batches,
 )
 from polydistill.distill_step import distill_step, negative_dev_loss
 from polydistill.errors import DistillError
 from polydistill.io import (
     save_pretrained_atomic,
 )
+from polydistill.logits import dev_accuracy
 from polydistill.models import count_parameters
 from polydistill.run_state import STUDENT, STUDENT_AGNOSTIC, STUDENT_PRUNED, Run, resume_point
 from polydistill.scoring import evaluate_torch
 from polydistill.stages.teacher import adapt_model
 from polydistill.stream import TextStream
-from polydistill.train import dev_accuracy, fit
+from polydistill.students import (
+    pick_layers,
+    prune_with_summary,
+    shrink_width,
+    student_from_config,
+    student_from_teacher,
+)
+from polydistill.train import FitSetup, fit
 
 
-def stage_agnostic(run: Run, say: Callable[[str], None]) -> None:
+def stage_agnostic(run: Run) -> None:
     """Task-agnostic distillation: the new student imitates the teacher's internals (hidden states,
     attention relations) on the training text of every language, labels unused, or on the text files of
     `agnostic.corpus`, streamed (distill.stream)."""
-    from polydistill.stream import TextStream
-
     cfg = run.recipe.agnostic
-    run.student = build_student(run, say)
+    run.student = build_student(run)
     stream = None
     if cfg.corpus:
         stream = TextStream(
             list(cfg.corpus), run.tokenizer, cfg.train.batch_size, run.recipe.data.max_length,
             shuffle_buffer=cfg.shuffle_buffer, seed=run.recipe.seed,
         )  # fmt: skip
-        say(f"streaming {stream.sentences:,} sentences from {len(cfg.corpus)} corpus file(s), teacher run live")
-    train_student(run, STUDENT_AGNOSTIC, cfg.train, cfg.losses, cfg.layer_map, say, scored=False, stream=stream)
+        run.say(f"streaming {stream.sentences:,} sentences from {len(cfg.corpus)} corpus file(s), teacher run live")
+    train_student(run, STUDENT_AGNOSTIC, cfg.train, cfg.losses, cfg.layer_map, scored=False, source=stream)
 
 
-def stage_distill(run: Run, say: Callable[[str], None]) -> None:
+def stage_distill(run: Run) -> None:
     """Task-specific distillation of the student (built here unless the agnostic stage built it)."""
     cfg = run.recipe.distill
     if run.student is None:
-        run.student = build_student(run, say)
-    train = transfer_set(run, cfg.augment, say)
-    train_student(run, STUDENT, cfg.train, cfg.losses, cfg.layer_map, say, parallel=cfg.parallel_targets, train=train)
+        run.student = build_student(run)
+    train = transfer_set(run, cfg.augment)
+    train_student(run, STUDENT, cfg.train, cfg.losses, cfg.layer_map, source=train, parallel=cfg.parallel_targets)
 
 
-def transfer_set(run: Run, cfg: AugmentConfig, say: Callable[[str], None]) -> tuple[Encoded, Encoded]:
+def transfer_set(run: Run, cfg: AugmentConfig) -> tuple[Encoded, Encoded]:
     """What the student distils on, as the teacher and as the student encode it (example i the same sentence in
     both): the labelled training sentences, then `cfg.copies` augmented copies of each (distill.augment),
     carrying their source's label."""
     teacher_set, student_set = run.joined("train"), run.joined("train", student=True)
     if not cfg.copies:
         return teacher_set, student_set
-    from polydistill.augment import augment_texts
-
     # the texts in joined()'s order, so the copies' labels are the joined labels repeated
     texts = [t for lang, ds in run.data.splits["train"].items() if lang in run.labelled_languages for t in ds["text"]]
     copies = augment_texts(texts, cfg, seed=run.recipe.seed)
@@ -77,7 +82,7 @@ def transfer_set(run: Run, cfg: AugmentConfig, say: Callable[[str], None]) -> tu
     trimmed = run.trimmed_tokenizer is not None
     extra_student = encode(run.student_tokenizer, copies, labels, max_length) if trimmed else extra
     words = sum(len(t.split()) for t in copies) / max(1, sum(len(t.split()) for t in texts) * cfg.copies)
-    say(
+    run.say(
         f"transfer set: {len(texts):,} training sentences and {len(copies):,} augmented copies "
         f"({cfg.copies} each, {words:.0%} of their words on average), labelled by the teacher"
     )
@@ -87,11 +92,9 @@ def transfer_set(run: Run, cfg: AugmentConfig, say: Callable[[str], None]) -> tu
     )
 
 
-def build_student(run: Run, say: Callable[[str], None]) -> torch.nn.Module:
+def build_student(run: Run) -> torch.nn.Module:
     """The teacher's layers `student.layers` (or `num_layers` spread evenly), optionally narrower:
     initialised from the teacher's weights (importance-ranked slices when narrower) or at random."""
-    from polydistill.students import pick_layers, shrink_width, student_from_config, student_from_teacher
-
     cfg, teacher = run.recipe.student, run.teacher
     n = teacher.config.num_hidden_layers
     layers = cfg.layers or pick_layers(n, cfg.num_layers)
@@ -114,22 +117,19 @@ def build_student(run: Run, say: Callable[[str], None]) -> torch.nn.Module:
     except ValueError as exc:
         raise DistillError(f"cannot build the student: {exc}") from exc
     if "adapt" in run.recipe.stages and run.recipe.adapt.target == STUDENT:
-        adapt_model(run, student, STUDENT, say)
+        adapt_model(run, student, STUDENT)
     if cfg.freeze_word_embeddings:  # frozen where it trains (train_student)
         how += ", word embedding frozen"
     params = count_parameters(student)
-    say(
+    run.say(
         f"student ({how}): {len(layers)} layers, hidden {hidden}, FFN {ffn}, {params['total'] / 1e6:.2f}M "
         f"parameters ({params['total'] / count_parameters(teacher)['total']:.1%} of the teacher's)"
     )
     return student
 
 
-def stage_prune(run: Run, say: Callable[[str], None]) -> None:
+def stage_prune(run: Run) -> None:
     """Structured pruning of the student (heads + FFN), then distillation again to recover."""
-    from polydistill.data import length_batches
-    from polydistill.students import prune_with_summary
-
     if run.student is None:
         raise DistillError("stage 'prune' needs a student: put 'distill' before it in 'stages'")
     cfg = run.recipe.prune
@@ -144,11 +144,11 @@ def stage_prune(run: Run, say: Callable[[str], None]) -> None:
         )
     except ValueError as exc:
         raise DistillError(f"cannot prune the student: {exc}") from exc
-    say(f"pruned: {summary}")
+    run.say(f"pruned: {summary}")
     run.student = pruned
     run.metrics["pruning"] = {"heads": cfg.heads, "ffn": cfg.ffn, "importance": cfg.importance, "summary": str(summary)}
     distill = run.recipe.distill
-    train_student(run, STUDENT_PRUNED, cfg.recover, distill.losses, distill.layer_map, say)
+    train_student(run, STUDENT_PRUNED, cfg.recover, distill.losses, distill.layer_map)
 
 
 def train_student(
@@ -157,41 +157,37 @@ def train_student(
     train_cfg: TrainConfig,
     losses: dict[str, dict[str, Any]],
     layer_map: str | list[int],
-    say: Callable[[str], None],
     *,
     scored: bool = True,
-    stream: TextStream | None = None,
+    source: TextStream | tuple[Encoded, Encoded] | None = None,
     parallel: bool = False,
-    train: tuple[Encoded, Encoded] | None = None,
 ) -> None:
     """Distil `run.student` from the teacher with the weighted `losses`; keep the best dev checkpoint
     as `name`. Scored students are evaluated on the test sets; the agnostic one (no labels) is not,
-    and its best epoch is the one with the lowest dev loss. With `stream`, the student learns from that
-    streamed text (the teacher's features computed live) instead of the recipe's training split. `parallel`:
-    the teacher's sentence outputs averaged over each sentence's translations (`parallel_targets`). `train`:
-    the examples to learn from as the teacher and the student encode them (default: the training split)."""
+    and its best epoch is the one with the lowest dev loss. `source`: what the student learns from: streamed
+    text (a TextStream; the teacher's features computed live), or the examples as the teacher and the student
+    encode them (default: the training split). `parallel`: the teacher's sentence outputs averaged over each
+    sentence's translations (`parallel_targets`)."""
     # here, where every student stage trains: a student built, restored (--resume) or trimmed since holds a
     # fresh table whose requires_grad is back to True
     if run.recipe.student.freeze_word_embeddings:
         run.student.get_input_embeddings().weight.requires_grad_(False)
-    if train is None and stream is None:
-        train = run.joined("train"), run.joined("train", student=True)
-    step = distill_step(run, losses, layer_map, say, None if train is None else train[0], parallel=parallel)
+    if source is None:
+        source = run.joined("train"), run.joined("train", student=True)
+    streamed = isinstance(source, TextStream)
+    step = distill_step(run, losses, layer_map, None if streamed else source[0], parallel=parallel)
     dev, pad_id = run.joined("dev", student=True), run.student_pad_id
     evaluate = dev_accuracy(dev, pad_id) if scored else negative_dev_loss(step.on(dev), dev, pad_id)
+    desc = {STUDENT: "distill", STUDENT_AGNOSTIC: "agnostic"}.get(name, "recover")
     result = fit(
         run.student,
-        stream if stream is not None else train[1],
+        source if streamed else source[1],
         step,
         train_cfg,
+        FitSetup(desc=desc, pad_id=pad_id, seed=run.recipe.seed, resume=resume_point(run, name), say=run.say),
         evaluate=evaluate,
         on_best=lambda m: save_pretrained_atomic(m, run.student_tokenizer, run.directory / "checkpoints" / name),
-        pad_id=pad_id,
-        seed=run.recipe.seed,
-        desc={STUDENT: "distill", STUDENT_AGNOSTIC: "agnostic"}.get(name, "recover"),
         extra_parameters=list(step.loss.parameters()),
-        say=say,
-        resume=resume_point(run, name),
     )
     run.teacher.to("cpu")  # if its live features ran on a GPU
     run.metrics.setdefault("training", {})[name] = vars(result)

@@ -4,11 +4,10 @@ pretraining of the teacher or the student.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 
+from polydistill.adapt import MLMStep, as_unlabelled, checkpoint_path, copy_encoder, dev_mlm_loss, masked_lm_for
 from polydistill.config import (
     check_against_teacher,
     shape_of_config,
@@ -19,19 +18,20 @@ from polydistill.data import (
 from polydistill.io import (
     save_pretrained_atomic,
 )
+from polydistill.logits import dev_accuracy
 from polydistill.models import build_scratch_teacher, count_parameters, freeze_below_top_layers, load_pretrained
 from polydistill.run_state import TEACHER, TEACHER_ADAPTED, Run, encode_all, resume_point
 from polydistill.scoring import evaluate_torch
 from polydistill.tokenizer import train_unigram_tokenizer
-from polydistill.train import dev_accuracy, fit
+from polydistill.train import FitSetup, fit
 
 
-def stage_teacher(run: Run, say: Callable[[str], None]) -> None:
+def stage_teacher(run: Run) -> None:
     """Load or build the teacher; fine-tune it on the task unless it is already a task classifier."""
-    recipe = run.recipe
+    recipe, say = run.recipe, run.say
     if run.teacher is None:
-        needs_training = load_teacher_for(run, say)
-        run.encoded = encode_all(run, run.tokenizer, say)
+        needs_training = load_teacher_for(run)
+        run.encoded = encode_all(run, run.tokenizer)
     else:  # stage adapt built it and continued its masked-LM training: the task head still needs training
         needs_training = True
         say("teacher: the encoder adapted by stage 'adapt'")
@@ -48,13 +48,9 @@ def stage_teacher(run: Run, say: Callable[[str], None]) -> None:
             run.joined("train"),
             cross_entropy_step,
             recipe.teacher.train,
+            FitSetup(desc="teacher", pad_id=run.pad_id, seed=recipe.seed, resume=resume_point(run, TEACHER), say=say),
             evaluate=dev_accuracy(run.joined("dev"), run.pad_id),
             on_best=lambda m: save_pretrained_atomic(m, run.tokenizer, run.directory / "checkpoints" / TEACHER),
-            pad_id=run.pad_id,
-            seed=recipe.seed,
-            desc="teacher",
-            say=say,
-            resume=resume_point(run, TEACHER),
         )
         run.teacher.requires_grad_(True)  # students are built from its weights: they must all train
         run.metrics.setdefault("training", {})[TEACHER] = vars(result)
@@ -65,13 +61,15 @@ def stage_teacher(run: Run, say: Callable[[str], None]) -> None:
     evaluate_torch(run, TEACHER, run.teacher, run.encoded["test"], run.pad_id)
 
 
-def load_teacher_for(run: Run, say: Callable[[str], None]) -> bool:
+def load_teacher_for(run: Run) -> bool:
     """Set `run.tokenizer` and `run.teacher` (built from scratch or loaded); returns whether it needs fine-tuning."""
     recipe = run.recipe
     labels = run.data.labels
     if recipe.teacher.model is None:
         cfg = recipe.teacher.scratch
-        say(f"training a {cfg.vocab_size}-piece Unigram tokenizer on {len(run.data.texts('train'))} train sentences")
+        run.say(
+            f"training a {cfg.vocab_size}-piece Unigram tokenizer on {len(run.data.texts('train'))} train sentences"
+        )
         run.tokenizer = train_unigram_tokenizer(run.data.texts("train"), cfg.vocab_size)
         run.teacher = build_scratch_teacher(cfg, len(run.tokenizer), labels, task=run.task)
         run.teacher_from_scratch = True
@@ -84,7 +82,7 @@ def load_teacher_for(run: Run, say: Callable[[str], None]) -> bool:
     return not is_classifier
 
 
-def stage_adapt(run: Run, say: Callable[[str], None]) -> None:
+def stage_adapt(run: Run) -> None:
     """Language-adaptive pretraining (distill.adapt): continued masked-LM training on raw text.
 
     Target teacher: this stage comes first; it loads or builds the teacher, trains its encoder as a masked LM,
@@ -94,24 +92,20 @@ def stage_adapt(run: Run, say: Callable[[str], None]) -> None:
     """
     cfg = run.recipe.adapt
     if cfg.target == "student":
-        say("the student is adapted (masked LM) when it is built, before it is distilled")
+        run.say("the student is adapted (masked LM) when it is built, before it is distilled")
         return
-    load_teacher_for(run, say)
-    run.encoded = encode_all(run, run.tokenizer, say)
-    adapt_model(run, run.teacher, TEACHER, say, pretrained=run.recipe.teacher.model)
+    load_teacher_for(run)
+    run.encoded = encode_all(run, run.tokenizer)
+    adapt_model(run, run.teacher, TEACHER, pretrained=run.recipe.teacher.model)
     # the adapted encoder under the still untrained task head: what stage teacher starts from, also on --resume
     save_pretrained_atomic(run.teacher, run.tokenizer, run.directory / "checkpoints" / TEACHER_ADAPTED)
     run.teacher_checkpoint = TEACHER_ADAPTED
 
 
-def adapt_model(
-    run: Run, model: torch.nn.Module, target: str, say: Callable[[str], None], *, pretrained: str | None = None
-) -> None:
+def adapt_model(run: Run, model: torch.nn.Module, target: str, *, pretrained: str | None = None) -> None:
     """Masked-LM training of `model`'s encoder on the adapt texts; the best dev epoch's encoder is copied back
     into `model`, the masked-LM model saved as checkpoints/adapted, the losses put in `run.metrics["adapt"]`.
     `pretrained`: the checkpoint `model` came from, whose LM head is reused when it has one."""
-    from polydistill.adapt import MLMStep, as_unlabelled, checkpoint_path, dev_mlm_loss, masked_lm_for
-
     cfg, seed = run.recipe.adapt, run.recipe.seed
     corpus = [t for path in cfg.corpus for t in read_corpus(path, "adapt.corpus file")]
     texts = (run.data.texts("train") if cfg.texts == "train" else []) + corpus
@@ -122,23 +116,17 @@ def adapt_model(
     vocab_size = mlm.get_input_embeddings().num_embeddings
     evaluate = dev_mlm_loss(run.tokenizer, dev, run.pad_id, vocab_size, cfg.mask_prob, seed)
     before = evaluate(mlm)
-    say(f"adapting the {target} (masked LM) on {len(train)} sentences; dev MLM loss before {before:.4f}")
+    run.say(f"adapting the {target} (masked LM) on {len(train)} sentences; dev MLM loss before {before:.4f}")
     directory = checkpoint_path(run.directory)
     result = fit(
         mlm,
         train,
         MLMStep(run.tokenizer, vocab_size, cfg.mask_prob, seed),
         cfg.train,
+        FitSetup(desc="adapt", pad_id=run.pad_id, seed=seed, resume=resume_point(run, directory.name), say=run.say),
         evaluate=lambda m: -evaluate(m),
         on_best=lambda m: save_pretrained_atomic(m, run.tokenizer, directory),
-        pad_id=run.pad_id,
-        seed=seed,
-        desc="adapt",
-        say=say,
-        resume=resume_point(run, directory.name),
     )
-    from polydistill.adapt import copy_encoder
-
     copy_encoder(mlm, model)
     history = [
         {"epoch": h["epoch"], "train_mlm_loss": h["train_loss"], "dev_mlm_loss": -h["dev_score"]}
@@ -156,7 +144,7 @@ def adapt_model(
         "history": history,
         "checkpoint": str(directory.relative_to(run.directory)),
     }
-    say(f"dev MLM loss {before:.4f} -> {-result.best_dev_score:.4f} (best epoch {result.best_epoch})")
+    run.say(f"dev MLM loss {before:.4f} -> {-result.best_dev_score:.4f} (best epoch {result.best_epoch})")
 
 
 def cross_entropy_step(model: torch.nn.Module, batch: dict[str, torch.Tensor], share: dict[str, float]):
