@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from transformers import AutoModelForMaskedLM, PreTrainedModel
 
+from polydistill.batch_shares import WHOLE_BATCH
 from polydistill.data import IGNORE_INDEX, Encoded, encode, iterate_batches
 from polydistill.errors import DistillError
-from polydistill.train import WHOLE_BATCH
 
 
 def mask_tokens(

@@ -68,7 +68,7 @@ def run(recipe: str | Path | Recipe, overrides: Overrides | None = None, *, quie
 def export_checkpoint(
     model_dir: str | Path, out_dir: str | Path, quantize: str = "int8-dynamic", **options: Any
 ) -> Any:
-    """`distill export MODEL_DIR OUT_DIR --quantize MODE`; returns its `polydistill.export.cli.ExportSummary`
+    """`distill export MODEL_DIR OUT_DIR --quantize MODE`; returns its `polydistill.export.artifact.ExportSummary`
     (`.line()` is the command's summary). `options` are the command's long options with underscores (`texts="dev.txt"`,
     `no_optimize=True`, `overwrite=True`, ...), with its defaults; without `texts` a run's checkpoint is gated
     on that run's dev sentences."""

@@ -49,7 +49,7 @@ from polydistill.plots import plot_retrieval
 from polydistill.run_state import environment, new_run_directory, output_base, point_latest
 from polydistill.students.transfer import TransferConfig, transfer_to_xlmr
 from polydistill.tokenizer import train_unigram_tokenizer
-from polydistill.train import fit
+from polydistill.train import FitSetup, fit
 
 SPLITS = ("train", "dev", "test")
 # files of a sentence-transformers folder that describe pooling; copied from the teacher, whose pooling
@@ -178,10 +178,8 @@ def distill_embeddings(
         scores = model_retrieval(embeddings, recipe.source_language)
         return float(np.mean([v for s in scores.values() for v in s.values()]))
 
-    result = fit(
-        student, train, step, recipe.train,
-        evaluate=dev_retrieval, on_best=on_best, pad_id=tokenizer.pad_token_id, seed=recipe.seed, desc="embedding KD",
-    )  # fmt: skip
+    setup = FitSetup(desc="embedding KD", pad_id=tokenizer.pad_token_id, seed=recipe.seed)
+    result = fit(student, train, step, recipe.train, setup, evaluate=dev_retrieval, on_best=on_best)
     return vars(result)
 
 

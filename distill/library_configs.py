@@ -47,7 +47,7 @@ class TrimConfig:
 
 @dataclass(frozen=True)
 class ExportSettings:
-    """How one ONNX export is made and gated, the same for `distill export` (polydistill.export.cli.ExportOptions
+    """How one ONNX export is made and gated, the same for `distill export` (polydistill.export.artifact.ExportOptions
     adds the one mode and the card's facts) and for the recipe's `export` section (which adds its variants)."""
 
     optimize: bool = True  # onnxruntime's transformer optimizer (fused Attention, checked per layer)

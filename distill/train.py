@@ -12,7 +12,6 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from polydistill.batch_shares import WHOLE_BATCH as WHOLE_BATCH  # re-exported: steps written against `fit` use it
 from polydistill.batch_shares import StepLoss, backward, shard, step_seed
 from polydistill.checkpoint import ResumePoint, Trainables
 from polydistill.config import TrainConfig

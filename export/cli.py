@@ -31,19 +31,6 @@ from polydistill.io import check_output_dir, mark_output_dir
 if TYPE_CHECKING:
     from polydistill.export.artifact import ExportSummary
 
-# names that moved to polydistill.export.artifact and are still imported from here (the run's export stage,
-# benchmarks/experiments/quantization.py): loaded on first use, since importing this module must not import torch
-ARTIFACT_NAMES = ("ExportOptions", "ExportSummary", "export_directory", "load_classifier_dir")
-
-
-def __getattr__(name: str) -> Any:
-    """`from polydistill.export.cli import export_directory` and the other `ARTIFACT_NAMES`, loaded when asked for."""
-    if name in ARTIFACT_NAMES:
-        from polydistill.export import artifact  # lazy: the distill parser imports this module without torch
-
-        return getattr(artifact, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 
 def read_sentences(path: str, what: str) -> list[str]:
     """The sentences of `path` as trim-vocab reads a corpus (`polydistill.data.read_corpus`): a SIB-200 `.tsv` gives

@@ -11,10 +11,10 @@ from tiny import QUICKSTART, TINY_RECIPE
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
 from polydistill.adapt import IGNORE_INDEX, MLMStep, copy_encoder, mask_tokens, masked_lm_for
+from polydistill.batch_shares import WHOLE_BATCH
 from polydistill.errors import RecipeError
 from polydistill.metrics_schema import metrics_problems
 from polydistill.recipe import load_recipe
-from polydistill.train import WHOLE_BATCH
 
 TINY = [
     "data.languages=[eng_Latn, hau_Latn]",
@@ -142,10 +142,10 @@ def test_teacher_stage_receives_the_adapted_encoder(tmp_path, adapt_run, monkeyp
     seen = {}
     original = teacher_stages.fit
 
-    def spy(model, *args, desc, **kwargs):
-        if desc == "teacher":
+    def spy(model, train, step_loss, cfg, setup, **kwargs):
+        if setup.desc == "teacher":
             seen["query"] = model.base_model.encoder.layer[0].attention.self.query.weight.detach().clone()
-        return original(model, *args, desc=desc, **kwargs)
+        return original(model, train, step_loss, cfg, setup, **kwargs)
 
     monkeypatch.setattr(teacher_stages, "fit", spy)
     run_dir = adapt_run.run(tmp_path, "adapt.train.epochs=1", "stages=[adapt, teacher]")

@@ -34,7 +34,8 @@ LAYERS = {
         recipe train batch_shares logits losses logit_losses layer_losses sentence_losses loss_projection features
         cache augment stream adapt packaged""",
     "orchestration": """run_state distill_step scoring predictions checkpoint_cards report report_results report_stages
-        plots embed_report stages stages.teacher stages.student stages.trim stages.export stages.bench pipeline embed""",
+        plots embed_report stages stages.teacher stages.student stages.trim stages.export stages.bench pipeline
+        embed""",
     "entry": """polydistill api cli __main__ benchmarks.cli benchmarks.from_checkout
         benchmarks.experiments.*""",
 }

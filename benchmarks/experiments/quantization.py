@@ -181,7 +181,7 @@ def run_benchmark(args: argparse.Namespace, say: Callable[[str], None] = print) 
     from polydistill.benchmarks.latency import interleaved_latency
     from polydistill.config import DataConfig
     from polydistill.data import encode, load_task_data
-    from polydistill.export.cli import load_classifier_dir
+    from polydistill.export.artifact import load_classifier_dir
     from polydistill.export.onnx import MODEL_FILE, session
 
     run = read_run(args.run_dir, args.data)

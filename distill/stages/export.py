@@ -12,8 +12,8 @@ from polydistill.data import (
     gold_labels,
 )
 from polydistill.errors import DistillError
+from polydistill.export.artifact import ExportOptions, export_directory
 from polydistill.export.card import teacher_card_source, write_card
-from polydistill.export.cli import ExportOptions, export_directory
 from polydistill.export.onnx import session
 from polydistill.run_state import Run
 from polydistill.scoring import export_line, gate_variant, onnx_predictions
