@@ -102,6 +102,11 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:300] + where[:200]
 
 
+def row_cell(row: dict[str, Any], key: str, spec: str) -> str:
+    """A row's optional field as a Markdown table cell: formatted with `spec`, or "–" where it is missing or None."""
+    return format(row[key], spec) if row.get(key) is not None else "–"
+
+
 def row_line(row: dict[str, Any]) -> str:
     settled = "" if row["settled"] else " (not settled)"
     eff = f", eff {row['efficiency']:.1%}" if row.get("efficiency") is not None else ""

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from polydistill.loss_projection import projection, same_width
+from polydistill.loss_projection import ProjectedLoss, same_width
 
 # Probabilities are clamped to this before taking logs, so a zero attention weight costs a large
 # but finite penalty instead of an infinite one (computed in float32, where 1e-12 is representable).
@@ -42,7 +42,7 @@ def _row_kl(
     return rows.sum() / (queries.sum() * rows.shape[1]).clamp_min(1)
 
 
-class HiddenMSE(nn.Module):
+class HiddenMSE(ProjectedLoss):
     """MSE between (projected) student and teacher hidden states at real tokens, mean over layer pairs.
 
     Jiao et al. 2020, "TinyBERT: Distilling BERT for Natural Language Understanding": a learned
@@ -53,10 +53,6 @@ class HiddenMSE(nn.Module):
 
     inputs = ("student_hidden", "teacher_hidden", "attention_mask")
     unit = "tokens"
-
-    def __init__(self, *, student_hidden_size: int | None = None, teacher_hidden_size: int | None = None) -> None:
-        super().__init__()
-        self.projection = projection(student_hidden_size, teacher_hidden_size)
 
     def forward(
         self,

@@ -14,6 +14,15 @@ def projection(student_hidden_size: int | None, teacher_hidden_size: int | None)
     return nn.Linear(student_hidden_size, teacher_hidden_size)
 
 
+class ProjectedLoss(nn.Module):
+    """Base of the losses that compare a student vector with a teacher vector of possibly another width: it owns
+    the `projection` (WeightedLoss passes the two widths; equal or unknown widths: identity)."""
+
+    def __init__(self, *, student_hidden_size: int | None = None, teacher_hidden_size: int | None = None) -> None:
+        super().__init__()
+        self.projection = projection(student_hidden_size, teacher_hidden_size)
+
+
 def same_width(student: torch.Tensor, teacher: torch.Tensor, what: str) -> None:
     if student.shape[-1] != teacher.shape[-1]:
         raise ValueError(

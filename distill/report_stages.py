@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from polydistill.benchmarks.rows import row_cell
 from polydistill.config import is_onnx_model_name
 from polydistill.scoring import drop_text
 
@@ -140,9 +141,11 @@ def latency_section(m: dict[str, Any]) -> list[str]:
         ]
         for r in rows:
             seq = r["seq"] if r.get("seq") is not None else "length mix"
-            eff = f"{r['efficiency']:.1%}" if r.get("efficiency") is not None else "–"
-            acc = f"{r['accuracy']:.3f}" if r.get("accuracy") is not None else "–"
-            size = f"{r['size_mb']:.2f}" if r.get("size_mb") is not None else "–"
+            eff, acc, size = (
+                row_cell(r, "efficiency", ".1%"),
+                row_cell(r, "accuracy", ".3f"),
+                row_cell(r, "size_mb", ".2f"),
+            )
             lines.append(
                 f"| {r['model']} | {r['backend']} | {r['precision']} | {seq} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} "
                 f"| {r['runs']} | {'yes' if r['settled'] else 'no'} | {r['throughput']:.1f} | {eff} | {acc} | {size} |"

@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from polydistill.loss_projection import projection, same_width
+from polydistill.loss_projection import ProjectedLoss, same_width
 
 
-class PooledCosine(nn.Module):
+class PooledCosine(ProjectedLoss):
     """1 − cos(student pooled embedding (projected), teacher pooled embedding), mean over the batch.
 
     Sanh et al. 2019, "DistilBERT, a distilled version of BERT" use this cosine loss on hidden
@@ -21,10 +21,6 @@ class PooledCosine(nn.Module):
 
     inputs = ("student_pooled", "teacher_pooled")
     unit = "rows"
-
-    def __init__(self, *, student_hidden_size: int | None = None, teacher_hidden_size: int | None = None) -> None:
-        super().__init__()
-        self.projection = projection(student_hidden_size, teacher_hidden_size)
 
     def forward(self, student_pooled: torch.Tensor, teacher_pooled: torch.Tensor) -> torch.Tensor:
         student = self.projection(student_pooled)
@@ -48,7 +44,7 @@ class PooledMSE(nn.Module):
         return F.mse_loss(student_pooled.float(), teacher_pooled.float())
 
 
-class ClsMSE(nn.Module):
+class ClsMSE(ProjectedLoss):
     """Mean squared error between the student's and the teacher's last-layer vector at the first position (<s> /
     [CLS]): the one vector a sequence-classification head reads, so it carries the teacher's whole decision
     (hidden-size numbers per sentence where the logits give one per class).
@@ -59,10 +55,6 @@ class ClsMSE(nn.Module):
 
     inputs = ("student_cls", "teacher_cls")
     unit = "rows"
-
-    def __init__(self, *, student_hidden_size: int | None = None, teacher_hidden_size: int | None = None) -> None:
-        super().__init__()
-        self.projection = projection(student_hidden_size, teacher_hidden_size)
 
     def forward(self, student_cls: torch.Tensor, teacher_cls: torch.Tensor) -> torch.Tensor:
         student = self.projection(student_cls)

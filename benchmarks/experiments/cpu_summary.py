@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from polydistill.benchmarks.rows import row_cell
 from polydistill.io import atomic_write_json, atomic_write_text
 
 REPEAT_TOLERANCE = 0.10
@@ -126,11 +127,8 @@ def render(doc1: dict[str, Any], rows: list[dict[str, Any]], goal: dict[str, Any
         if r["stage"] != "forward":
             continue
         seq = r["seq"] if r["seq"] is not None else "length mix"
-        run2 = f"{r['p50_ms_run2']:.2f}" if r["p50_ms_run2"] is not None else "–"
-        drift = f"{r['drift']:.1%}" if r["drift"] is not None else "–"
-        eff = f"{r['efficiency']:.1%}" if r.get("efficiency") is not None else "–"
-        acc = f"{r['accuracy']:.3f}" if r.get("accuracy") is not None else "–"
-        size = f"{r['size_mb']:.1f}" if r.get("size_mb") is not None else "–"
+        run2, drift = row_cell(r, "p50_ms_run2", ".2f"), row_cell(r, "drift", ".1%")
+        eff, acc, size = row_cell(r, "efficiency", ".1%"), row_cell(r, "accuracy", ".3f"), row_cell(r, "size_mb", ".1f")
         lines.append(
             f"| {r['model']} | {r['role']} | {r['backend']} | {r['precision']} | {seq} | {r['p50_ms']:.2f} | {run2} "
             f"| {drift} | {r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['throughput']:.1f} | {eff} | {acc} | {size} "
