@@ -21,7 +21,7 @@ from polydistill.benchmarks.cli import add_bench_parser, run_bench
 from polydistill.config import EmbedRecipe, FieldValueError, TrimConfig
 from polydistill.console import VERBOSE, add_verbosity_flags, silent, third_party_quiet, verbosity_of
 from polydistill.distributed import join_from_env, leave
-from polydistill.errors import DistillError, first_line
+from polydistill.errors import DistillError
 from polydistill.export.cli import add_export_parser, run_export
 from polydistill.io import check_output_dir, mark_output_dir
 from polydistill.packaged import copy_recipe, packaged_recipes
@@ -277,7 +277,9 @@ def trim_from_args(args: argparse.Namespace) -> TrimResult:
     check_output_dir(out_dir, inputs, overwrite=args.overwrite, what="trim-vocab")
     texts = [t for path in args.corpus for t in read_corpus(path, "trim-vocab: --corpus")]
     held_back = {path: read_corpus(path, "trim-vocab: --coverage-file") for path in args.coverage_file}
-    tokenizer = _load_tokenizer(model_dir)
+    from polydistill.models import load_tokenizer  # lazy: torch and transformers; --help stays free of both
+
+    tokenizer = load_tokenizer(model_dir, "trim-vocab")
     try:
         tokenizer_kind(tokenizer)
     except ValueError as exc:
@@ -300,26 +302,14 @@ def trim_from_args(args: argparse.Namespace) -> TrimResult:
     return TrimResult(model_dir, out_dir, report, covered)
 
 
-def _load_tokenizer(model_dir: Path) -> Any:
-    from transformers import AutoTokenizer  # lazy: transformers; --help stays transformers-free
-
-    try:
-        return AutoTokenizer.from_pretrained(model_dir)
-    except (OSError, ValueError) as exc:
-        raise DistillError(f"trim-vocab: cannot load the tokenizer of {model_dir}: {first_line(exc)}") from exc
-
-
 def _load_model(model_dir: Path) -> Any:
     """The saved model with its head: the class `config.architectures` names (AutoModel if none)."""
     import transformers  # lazy: --help stays transformers- and torch-free
-    from transformers import AutoConfig, AutoModel  # lazy: as above
+    from transformers import AutoModel  # lazy: as above
 
-    from polydistill.models import load_model_folder  # lazy: torch, as above
+    from polydistill.models import load_config, load_model_folder  # lazy: torch, as above
 
-    try:
-        config = AutoConfig.from_pretrained(model_dir)
-    except (OSError, ValueError) as exc:
-        raise DistillError(f"trim-vocab: cannot load the model in {model_dir}: {first_line(exc)}") from exc
+    config = load_config(model_dir, "trim-vocab")
     names = config.architectures or []
     cls = getattr(transformers, names[0], None) if names else None
     if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)):

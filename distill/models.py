@@ -129,6 +129,14 @@ def load_tokenizer(folder: str | Path, what: str):
         raise DistillError(f"{what}: cannot load the tokenizer of {folder}: {first_line(exc)}") from exc
 
 
+def load_config(folder: str | Path, what: str):
+    """The config alone of a local model folder or hub id; a loader error is one line naming the folder."""
+    try:
+        return AutoConfig.from_pretrained(folder)
+    except (OSError, ValueError) as exc:
+        raise DistillError(f"{what}: cannot load the config of {folder}: {first_line(exc)}") from exc
+
+
 def load_pretrained(name: str, labels: list[str], *, task: str = "sequence", trust_remote_code: bool = False):
     """Load (model, tokenizer, is_task_classifier) from a hub id or local dir.
 

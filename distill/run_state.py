@@ -18,7 +18,6 @@ import onnxruntime
 import torch
 import transformers
 import yaml
-from transformers import AutoTokenizer
 
 from polydistill.benchmarks.environment import cpu_info
 from polydistill.checkpoint import ResumePoint
@@ -37,7 +36,7 @@ from polydistill.errors import DistillError
 from polydistill.io import (
     atomic_write_json,
 )
-from polydistill.models import AUTO_CLASSES, load_model_folder
+from polydistill.models import AUTO_CLASSES, load_model_folder, load_tokenizer
 from polydistill.ud import encode_words
 
 TEACHER, STUDENT, STUDENT_PRUNED = "teacher", "student", "student_pruned"
@@ -289,7 +288,7 @@ def load_checkpoint(run: Run, name: str, *, model: bool = True) -> tuple[Any, An
     if not path.is_dir():
         raise DistillError(f"--resume: checkpoint {path} is missing; the run directory is incomplete")
     if not model:
-        return None, AutoTokenizer.from_pretrained(path)
+        return None, load_tokenizer(path, "--resume")
     return load_model_folder(path, "--resume", AUTO_CLASSES[run.task], attn_implementation=ATTN_IMPLEMENTATION)
 
 

