@@ -2,15 +2,14 @@
 
 import json
 import random
-from pathlib import Path
 
 import pytest
+from tiny import QUICKSTART, TWO_LAYER_QUICKSTART, UDPOS_TINY, TinyRun
 
 from polydistill.augment import augment_texts, augmented_copy
 from polydistill.cli import main
 from polydistill.config import AugmentConfig
 
-REPO = Path(__file__).resolve().parents[1]
 SENTENCE = "the quick brown fox jumps over the lazy dog near the river bank today"
 
 
@@ -47,22 +46,22 @@ def test_copies_come_copy_by_copy_in_text_order_and_are_the_same_for_the_same_se
     assert augment_texts(texts, AugmentConfig(copies=0), seed=3) == []
 
 
-def _tiny(sib200_path, out):
-    return ["run", str(REPO / "recipes" / "quickstart-scratch.yaml"), f"data.path={sib200_path}",
-            f"output_dir={out}", "data.languages=[eng_Latn, yor_Latn]", "data.max_train_per_language=32",
-            "data.max_eval_per_language=8", "teacher.scratch.vocab_size=300", "teacher.scratch.hidden_size=32",
-            "teacher.scratch.intermediate_size=64", "teacher.train.epochs=1", "student.num_layers=2",
-            "distill.train.epochs=1", "distill.train.batch_size=16", "trim.min_freq=2"]  # fmt: skip
+@pytest.fixture()
+def augmenting(tiny_run) -> TinyRun:
+    """The quickstart recipe on English and Yoruba with a 2-layer student."""
+    return tiny_run(
+        QUICKSTART, "data.languages=[eng_Latn, yor_Latn]", *TWO_LAYER_QUICKSTART, "distill.train.batch_size=16",
+        "trim.min_freq=2",
+    )  # fmt: skip
 
 
 @pytest.mark.slow
-def test_augmented_copies_join_the_transfer_set_of_a_student_trimmed_before_distillation(tmp_path, sib200_path, capsys):
+def test_augmented_copies_join_the_transfer_set_of_a_student_trimmed_before_distillation(tmp_path, augmenting, capsys):
     losses = {}
     for copies in (0, 2):
-        out = tmp_path / str(copies)
-        args = [*_tiny(sib200_path, out), "stages=[teacher, trim, distill]", f"distill.augment.copies={copies}"]
-        assert main([*args, "distill.losses.cls_mse={weight: 1.0}"]) == 0
-        metrics = json.loads((out / "quickstart-scratch" / "latest" / "metrics.json").read_text())
+        args = ["stages=[teacher, trim, distill]", f"distill.augment.copies={copies}"]
+        run_dir = augmenting.run(tmp_path / str(copies), *args, "distill.losses.cls_mse={weight: 1.0}")
+        metrics = json.loads((run_dir / "metrics.json").read_text())
         losses[copies] = metrics["training"]["student"]["history"][0]["train_loss"]
         assert metrics["trim"]["before_distill"] is True
     assert "64 training sentences and 128 augmented copies (2 each" in capsys.readouterr().out
@@ -70,21 +69,17 @@ def test_augmented_copies_join_the_transfer_set_of_a_student_trimmed_before_dist
 
 
 @pytest.mark.slow
-def test_augmented_copies_train_a_student_that_reads_the_teachers_own_pieces(tmp_path, sib200_path, capsys):
-    args = [*_tiny(sib200_path, tmp_path), "stages=[teacher, distill]", "distill.augment.copies=1"]
-    assert main(args) == 0
+def test_augmented_copies_train_a_student_that_reads_the_teachers_own_pieces(tmp_path, augmenting, capsys):
+    run_dir = augmenting.run(tmp_path, "stages=[teacher, distill]", "distill.augment.copies=1")
     assert "64 training sentences and 64 augmented copies (1 each" in capsys.readouterr().out
-    assert (tmp_path / "quickstart-scratch" / "latest" / "checkpoints" / "student" / "model.safetensors").is_file()
+    assert (run_dir / "checkpoints" / "student" / "model.safetensors").is_file()
 
 
-def test_augmentation_refuses_a_token_task_and_parallel_targets(tmp_path, sib200_path, ud_path, capsys):
-    token = ["run", str(REPO / "recipes" / "udpos-tiny-student.yaml"), f"output_dir={tmp_path}",
-             f"data.path={ud_path}", "distill.augment.copies=1"]  # fmt: skip
-    assert main(token) == 2
+def test_augmentation_refuses_a_token_task_and_parallel_targets(tmp_path, tiny_run, augmenting, ud_path, capsys):
+    assert main(tiny_run(UDPOS_TINY, data=ud_path).args(tmp_path, "distill.augment.copies=1")) == 2
     assert "'distill.augment' crops and drops words" in capsys.readouterr().err
-    both = [*_tiny(sib200_path, tmp_path), "distill.augment.copies=1", "distill.parallel_targets=true"]
-    assert main(both) == 2
+    assert main(augmenting.args(tmp_path, "distill.augment.copies=1", "distill.parallel_targets=true")) == 2
     assert "'distill.augment' and 'distill.parallel_targets' do not combine" in capsys.readouterr().err
-    assert main([*_tiny(sib200_path, tmp_path), "distill.augment.keep=0"]) == 2
+    assert main(augmenting.args(tmp_path, "distill.augment.keep=0")) == 2
     assert "distill.augment.keep" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())

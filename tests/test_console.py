@@ -8,46 +8,40 @@ import os
 import subprocess
 import sys
 import warnings
-from pathlib import Path
 
 import datasets
 import pytest
 import torch
+from tiny import REPO, TINY_RECIPE, TinyRun
 from transformers.utils import logging as hf_logging
 
 from polydistill.cli import main
 from polydistill.console import library_logging, third_party_quiet
 
-REPO = Path(__file__).resolve().parents[1]
-RECIPE = REPO / "recipes" / "tiny.yaml"
-# the tiny recipe made quicker; one int8-dynamic export still runs the ONNX export and quantization that warned
-QUICK = ["teacher.train.epochs=1", "distill.train.epochs=1", "export.variants=[int8-dynamic]"]
 
-
-def the_run(out: Path) -> Path:
-    (directory,) = [p for p in (out / "tiny").iterdir() if p.name != "latest"]
-    return directory
+@pytest.fixture()
+def quick(tiny_run) -> TinyRun:
+    """The tiny recipe made quicker; one int8-dynamic export still runs the ONNX export and quantization that warned."""
+    return tiny_run(TINY_RECIPE, "teacher.train.epochs=1", "distill.train.epochs=1", "export.variants=[int8-dynamic]")
 
 
 @pytest.mark.slow
-def test_a_tiny_run_prints_no_python_warnings_and_no_progress_bar_redraws(tmp_path, sib200_path):
+def test_a_tiny_run_prints_no_python_warnings_and_no_progress_bar_redraws(tmp_path, quick):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
-    command = [sys.executable, "-m", "polydistill", "run", str(RECIPE), f"data.path={sib200_path}"]
-    command += [f"output_dir={tmp_path}", *QUICK]
+    command = [sys.executable, "-m", "polydistill", *quick.args(tmp_path)]
     done = subprocess.run(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert done.returncode == 0, done.stdout
     assert "Warning" not in done.stdout and "WARNING" not in done.stdout, done.stdout
     assert "\r" not in done.stdout, done.stdout  # "Loading weights" / "Writing model shards" bars
     assert "== stage export" in done.stdout and "int8-dynamic: " in done.stdout
-    assert done.stdout.rstrip().splitlines()[-1] == f"run directory: {the_run(tmp_path)}"
+    assert done.stdout.rstrip().splitlines()[-1] == f"run directory: {quick.directory(tmp_path)}"
 
 
 @pytest.mark.slow
-def test_quiet_prints_only_the_summary_and_run_log_keeps_every_line(tmp_path, sib200_path, capsys):
-    args = ["run", "-q", str(RECIPE), f"data.path={sib200_path}", f"output_dir={tmp_path}", *QUICK]
-    assert main(args) == 0
+def test_quiet_prints_only_the_summary_and_run_log_keeps_every_line(tmp_path, quick, capsys):
+    assert main(quick.args(tmp_path, "-q")) == 0
     out = capsys.readouterr().out.splitlines()
-    directory = the_run(tmp_path)
+    directory = quick.directory(tmp_path)
     assert out[0].startswith("summary: mean over languages of the test accuracy")
     assert out[-2:] == [f"report: {directory / 'report.md'}", f"run directory: {directory}"]
     assert not any("stage" in line or "epoch" in line for line in out)

@@ -4,40 +4,30 @@ import json
 from pathlib import Path
 
 import pytest
+from tiny import QUICKSTART, SMALL_UDPOS, TWO_LAYER_QUICKSTART, UDPOS_TINY
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
 from polydistill.cli import main
 from polydistill.metrics_schema import metrics_problems
 from polydistill.ud import UPOS_TAGS
 
-REPO = Path(__file__).resolve().parents[1]
-
 TINY_POS = [
     "data.languages=[wol_Latn, mlt_Latn, yor_Latn]",
-    "data.max_train_per_language=40",
-    "data.max_eval_per_language=8",
-    "teacher.scratch.vocab_size=500",
-    "teacher.scratch.hidden_size=32",
-    "teacher.scratch.num_heads=4",
-    "teacher.scratch.intermediate_size=64",
+    *SMALL_UDPOS,
     "teacher.train.epochs=2",
-    "student.hidden_size=16",  # 2 heads of the teacher's 8
-    "student.intermediate_size=32",
-    "distill.train.epochs=1",
     "distill.losses.minilm_relations.relation_heads=2",
     "bench.runs=3",
     "bench.warmup=1",
     "bench.seq=16",
     "bench.max_seconds=3",
 ]
+# the quickstart recipe on English and Hausa with a 2-layer, 16-wide student
+TWO_LANGUAGES = ["data.languages=[eng_Latn, hau_Latn]", *TWO_LAYER_QUICKSTART, "student.hidden_size=16"]
 
 
 @pytest.fixture(scope="module")
-def pos_run(tmp_path_factory, ud_path) -> Path:
-    out = tmp_path_factory.mktemp("runs")
-    recipe = REPO / "recipes" / "udpos-tiny-student.yaml"
-    assert main(["run", str(recipe), f"output_dir={out}", f"data.path={ud_path}", *TINY_POS]) == 0
-    return (out / "udpos-tiny-student" / "latest").resolve()
+def pos_run(tmp_path_factory, tiny_run, ud_path) -> Path:
+    return tiny_run(UDPOS_TINY, *TINY_POS, data=ud_path).run(tmp_path_factory.mktemp("runs"))
 
 
 @pytest.mark.slow
@@ -80,19 +70,12 @@ def test_narrow_token_student_reloads_with_auto_classes(pos_run):
 
 
 @pytest.mark.slow
-def test_agnostic_stage_trains_on_relations_then_distill_continues_from_it(tmp_path, sib200_path):
-    out = tmp_path / "runs"
-    code = main(
-        ["run", str(REPO / "recipes" / "quickstart-scratch.yaml"), f"output_dir={out}", f"data.path={sib200_path}",
-         "data.languages=[eng_Latn, hau_Latn]", "data.max_train_per_language=32", "data.max_eval_per_language=8",
-         "teacher.scratch.vocab_size=300", "teacher.scratch.hidden_size=32", "teacher.scratch.intermediate_size=64",
-         "teacher.train.epochs=1", "student.num_layers=2", "student.hidden_size=16",
-         "agnostic.train.epochs=2", "agnostic.losses={minilm_relations: {weight: 1, relation_heads: 2}, "
-         "hidden_mse: {weight: 1}}", "distill.train.epochs=1",
-         "stages=[teacher, agnostic, distill]"]
+def test_agnostic_stage_trains_on_relations_then_distill_continues_from_it(tmp_path, tiny_run):
+    run_dir = tiny_run(QUICKSTART, *TWO_LANGUAGES).run(
+        tmp_path / "runs", "agnostic.train.epochs=2",
+        "agnostic.losses={minilm_relations: {weight: 1, relation_heads: 2}, hidden_mse: {weight: 1}}",
+        "stages=[teacher, agnostic, distill]",
     )  # fmt: skip
-    assert code == 0
-    run_dir = (out / "quickstart-scratch" / "latest").resolve()
     m = json.loads((run_dir / "metrics.json").read_text())
     history = m["training"]["student_agnostic"]["history"]
     assert len(history) == 2 and all(h["dev_score"] <= 0 for h in history)  # minus the dev loss
@@ -101,12 +84,11 @@ def test_agnostic_stage_trains_on_relations_then_distill_continues_from_it(tmp_p
     assert m["params"]["student"] < m["params"]["teacher"]
 
 
-def test_agnostic_stage_refuses_task_losses(tmp_path, sib200_path, capsys):
-    code = main(
-        ["run", str(REPO / "recipes" / "quickstart-scratch.yaml"), f"output_dir={tmp_path}", f"data.path={sib200_path}",
-         "stages=[teacher, agnostic, distill]", "agnostic.losses={logit_kl: {weight: 1}}"]
-    )  # fmt: skip
-    assert code == 2
+def test_agnostic_stage_refuses_task_losses(tmp_path, tiny_run, capsys):
+    args = tiny_run(QUICKSTART).args(
+        tmp_path, "stages=[teacher, agnostic, distill]", "agnostic.losses={logit_kl: {weight: 1}}"
+    )
+    assert main(args) == 2
     assert "'agnostic.losses' may use only the models' internals" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
 
@@ -134,25 +116,18 @@ def test_parallel_targets_are_the_mean_over_each_sentences_translations():
 
 
 @pytest.mark.slow
-def test_parallel_targets_change_what_the_student_learns_from(tmp_path, sib200_path, capsys):
-    out = tmp_path / "runs"
-    common = ["run", str(REPO / "recipes" / "quickstart-scratch.yaml"), f"data.path={sib200_path}",
-              "data.languages=[eng_Latn, hau_Latn]", "data.max_train_per_language=32", "data.max_eval_per_language=8",
-              "teacher.scratch.vocab_size=300", "teacher.scratch.hidden_size=32",
-              "teacher.scratch.intermediate_size=64", "teacher.train.epochs=1", "student.num_layers=2",
-              "student.hidden_size=16", "distill.train.epochs=1", "stages=[teacher, distill]"]  # fmt: skip
+def test_parallel_targets_change_what_the_student_learns_from(tmp_path, tiny_run, capsys):
+    two_languages = tiny_run(QUICKSTART, *TWO_LANGUAGES, "stages=[teacher, distill]")
     losses = {}
     for parallel in ("false", "true"):
-        assert main([*common, f"output_dir={out / parallel}", f"distill.parallel_targets={parallel}"]) == 0
-        m = json.loads(((out / parallel) / "quickstart-scratch" / "latest" / "metrics.json").read_text())
+        run_dir = two_languages.run(tmp_path / "runs" / parallel, f"distill.parallel_targets={parallel}")
+        m = json.loads((run_dir / "metrics.json").read_text())
         losses[parallel] = m["training"]["student"]["history"][0]["train_loss"]
     assert "teacher targets: each training sentence's mean over its translations" in capsys.readouterr().out
     assert losses["true"] != losses["false"]  # same seed and data: only the targets differ
 
 
-def test_parallel_targets_refuse_a_token_task(tmp_path, ud_path, capsys):
-    code = main(["run", str(REPO / "recipes" / "udpos-tiny-student.yaml"), f"output_dir={tmp_path}",
-                 f"data.path={ud_path}", "distill.parallel_targets=true"])  # fmt: skip
-    assert code == 2
+def test_parallel_targets_refuse_a_token_task(tmp_path, tiny_run, ud_path, capsys):
+    assert main(tiny_run(UDPOS_TINY, data=ud_path).args(tmp_path, "distill.parallel_targets=true")) == 2
     assert "'distill.parallel_targets' averages sentence outputs over translations" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())

@@ -6,10 +6,10 @@ that keep every label."""
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import torch
+from tiny import TINY_RECIPE
 from transformers import BertConfig, BertForSequenceClassification
 
 from polydistill.cli import main
@@ -17,9 +17,6 @@ from polydistill.config import DataConfig
 from polydistill.data import load_task_data, stratified_indices
 from polydistill.errors import DistillError
 from polydistill.models import freeze_below_top_layers
-
-REPO = Path(__file__).resolve().parents[1]
-TINY = str(REPO / "recipes" / "tiny.yaml")
 
 
 def test_a_sample_of_sorted_rows_keeps_every_label_evenly():
@@ -69,14 +66,14 @@ def test_train_layers_freezes_embeddings_and_all_but_the_top_layers():
     ],
 )
 def test_bad_values_of_the_new_keys_are_one_line_errors(override, message, capsys):
-    assert main(["validate", TINY, override]) == 2
+    assert main(["validate", str(TINY_RECIPE), override]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
 
 
 @pytest.mark.slow
 def test_a_run_with_frozen_teacher_layers_and_student_embedding_trains_only_the_rest(
-    tmp_path, sib200_path, tiny_tokenizer, tiny_xlmr_config, capsys
+    tmp_path, tiny_run, tiny_tokenizer, tiny_xlmr_config, capsys
 ):
     """A saved 4-layer teacher fine-tuned with teacher.train_layers=1: its embeddings and layers 0-2 come out
     unchanged, layer 3 trained; the student (student.freeze_word_embeddings) keeps the teacher's word embedding;
@@ -92,14 +89,11 @@ def test_a_run_with_frozen_teacher_layers_and_student_embedding_trains_only_the_
     tiny_tokenizer.save_pretrained(pretrained)
     corpus = tmp_path / "more.txt"
     corpus.write_text("one more sentence\n", encoding="utf-8")
-    args = [
-        "run", TINY, f"output_dir={tmp_path / 'out'}", f"data.path={sib200_path}", f"teacher.model={pretrained}",
-        "teacher.train_layers=1", "student.freeze_word_embeddings=true", "stages=[teacher, distill, trim]",
-        f"trim.corpus=[{corpus}]", "data.max_dev_per_language=7",
-    ]  # fmt: skip
-    assert main(args) == 0
+    run = tiny_run(
+        TINY_RECIPE, f"teacher.model={pretrained}", "teacher.train_layers=1", "student.freeze_word_embeddings=true",
+        "stages=[teacher, distill, trim]", f"trim.corpus=[{corpus}]", "data.max_dev_per_language=7",
+    ).run(tmp_path / "out")  # fmt: skip
     assert "+ 1 trim.corpus file(s)" in capsys.readouterr().out
-    (run,) = [p for p in (tmp_path / "out" / "tiny").iterdir() if p.name != "latest"]
     before = load_file(pretrained / "model.safetensors")
     teacher = load_file(run / "checkpoints" / "teacher" / "model.safetensors")
     student = load_file(run / "checkpoints" / "student" / "model.safetensors")

@@ -6,18 +6,15 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-from pathlib import Path
 
 import datasets
 import pytest
+from tiny import REPO, TINY_RECIPE
 from transformers.utils import logging as hf_logging
 
 import polydistill
 from polydistill.api import _with_overrides
 from polydistill.recipe import load_recipe
-
-REPO = Path(__file__).resolve().parents[1]
-RECIPE = REPO / "recipes" / "tiny.yaml"
 
 
 def third_party_settings() -> tuple[int, bool, bool]:
@@ -32,11 +29,11 @@ def readme_example() -> str:
 
 @pytest.mark.slow
 def test_the_readme_example_runs_and_leaves_third_party_settings_as_they_were(
-    tmp_path, sib200_path, monkeypatch, capsys
+    tmp_path, sib200_path, tiny_run, monkeypatch, capsys
 ):
     code = readme_example()
     assert '"recipes/tiny.yaml"' in code and '"../shared/data/sib-200"' in code
-    code = code.replace('"recipes/tiny.yaml"', repr(str(RECIPE)))
+    code = code.replace('"recipes/tiny.yaml"', repr(str(TINY_RECIPE)))
     code = code.replace('"../shared/data/sib-200"', repr(str(sib200_path)))
     monkeypatch.chdir(tmp_path)  # the example's relative runs/ and out/ land here
     # as in a fresh notebook: pytest's handlers on the root logger would count as logging configured by the user
@@ -45,7 +42,7 @@ def test_the_readme_example_runs_and_leaves_third_party_settings_as_they_were(
     exec(compile(code, "README.md, Python API", "exec"), {})
     assert third_party_settings() == before
     out = capsys.readouterr().out
-    (run,) = [p for p in (tmp_path / "runs" / "tiny").iterdir() if p.name != "latest"]
+    run = tiny_run(TINY_RECIPE).directory(tmp_path / "runs")
     assert "summary: mean over languages" in out and "== stage" not in out  # quiet=True
     assert "{'language': 'eng_Latn', 'zero_shot': False, 'teacher': " in out
     assert f"dev sentences of the run {run.resolve()}" in out  # export defaulted to the run's dev sentences
@@ -55,11 +52,13 @@ def test_the_readme_example_runs_and_leaves_third_party_settings_as_they_were(
 
 
 def test_overrides_read_the_same_as_a_list_a_mapping_or_over_a_loaded_recipe(sib200_path):
-    as_list = _with_overrides(RECIPE, [f"data.path={sib200_path}", "distill.train.lr=3e-4", "export.variants=[none]"])
-    as_mapping = _with_overrides(
-        RECIPE, {"data.path": str(sib200_path), "distill.train.lr": 3e-4, "export.variants": ["none"]}
+    as_list = _with_overrides(
+        TINY_RECIPE, [f"data.path={sib200_path}", "distill.train.lr=3e-4", "export.variants=[none]"]
     )
-    over_loaded = _with_overrides(load_recipe(RECIPE, [f"data.path={sib200_path}"]), {"export.variants": ["none"]})
+    as_mapping = _with_overrides(
+        TINY_RECIPE, {"data.path": str(sib200_path), "distill.train.lr": 3e-4, "export.variants": ["none"]}
+    )
+    over_loaded = _with_overrides(load_recipe(TINY_RECIPE, [f"data.path={sib200_path}"]), {"export.variants": ["none"]})
     assert as_list == as_mapping and as_list.distill.train.lr == 3e-4
     assert over_loaded.export.variants == ["none"] and over_loaded.data == as_list.data
 

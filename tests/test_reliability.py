@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import resource
 import signal
@@ -11,19 +10,16 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 import torch
+from tiny import ONE_THREAD, QUICKSTART, TINY_RECIPE
 
 from polydistill.checkpoint import ResumePoint
 from polydistill.cli import main
 from polydistill.config import TrainConfig
 from polydistill.data import Encoded
 from polydistill.train import FitSetup, NonFiniteLoss, fit
-
-REPO = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
 class Tiny(torch.nn.Module):
@@ -74,7 +70,7 @@ def test_nonfinite_batches_are_skipped_and_counted_when_the_recipe_allows_it():
             FitSetup("distill", pad_id=0, seed=0), evaluate=lambda m: 0.5, on_best=lambda m: None)  # fmt: skip
 
 
-def test_pickle_only_checkpoint_is_refused_with_the_conversion_command(tmp_path, capsys, sib200_path):
+def test_pickle_only_checkpoint_is_refused_with_the_conversion_command(tmp_path, capsys, tiny_run):
     from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
 
     model = XLMRobertaForSequenceClassification(XLMRobertaConfig(
@@ -91,9 +87,8 @@ def test_pickle_only_checkpoint_is_refused_with_the_conversion_command(tmp_path,
     assert not (tmp_path / "out").exists()
     assert main(["bench", str(tmp_path / "pickled")]) == 2
     assert "bench: " in (err := capsys.readouterr().err) and "has only pickle weights" in err
-    recipe = str(REPO / "recipes" / "quickstart-scratch.yaml")
-    args = [f"data.path={sib200_path}", f"teacher.model={tmp_path / 'pickled'}", f"output_dir={tmp_path / 'runs'}"]
-    assert main(["run", recipe, *args]) == 2  # refused at validation, before a run directory exists
+    args = tiny_run(QUICKSTART, f"teacher.model={tmp_path / 'pickled'}").args(tmp_path / "runs")
+    assert main(args) == 2  # refused at validation, before a run directory exists
     assert "'teacher.model': " in (err := capsys.readouterr().err) and "has only pickle weights" in err
     assert not (tmp_path / "runs").exists()
 
@@ -108,21 +103,21 @@ TINY_RUN = [
 
 
 @pytest.mark.slow
-def test_disk_full_while_checkpointing_is_one_line_and_leaves_a_resumable_run(tmp_path, sib200_path):
-    command = [sys.executable, "-m", "polydistill", "run", str(REPO / "recipes" / "tiny.yaml"),
-               f"output_dir={tmp_path}", f"data.path={sib200_path}", *TINY_RUN]  # fmt: skip
+def test_disk_full_while_checkpointing_is_one_line_and_leaves_a_resumable_run(tmp_path, tiny_run):
+    teacher_only = tiny_run(TINY_RECIPE, *TINY_RUN)
+    command = [sys.executable, "-m", "polydistill", *teacher_only.args(tmp_path)]
 
     def small_files() -> None:  # any file over 64 KB fails with EFBIG, as on a full disk (Python ignores SIGXFSZ)
         resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
 
-    full = subprocess.run(command, env=ENV, preexec_fn=small_files, capture_output=True, text=True)
+    full = subprocess.run(command, env=ONE_THREAD, preexec_fn=small_files, capture_output=True, text=True)
     assert full.returncode == 2, full.stderr
     (line,) = full.stderr.strip().splitlines()[-1:]
     assert line.startswith("distill: error: stage 'teacher' could not write ") and "File too large" in line
-    (directory,) = [p for p in (tmp_path / "tiny").iterdir() if p.name != "latest"]
+    directory = teacher_only.directory(tmp_path)
     assert not any(p.name.endswith(".tmp") for p in directory.rglob("*")), "a half-written temporary was left"
     assert not (directory / "checkpoints" / "teacher").exists()
-    resumed = subprocess.run([*command, "--resume", str(directory)], env=ENV, capture_output=True, text=True)
+    resumed = subprocess.run([*command, "--resume", str(directory)], env=ONE_THREAD, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert (directory / "checkpoints" / "teacher" / "model.safetensors").is_file()
     score = json.loads((directory / "metrics.json").read_text())["languages"]["eng_Latn"]["teacher"]
@@ -174,7 +169,7 @@ def test_sigkill_while_an_artifact_is_written_leaves_a_whole_old_or_new_version(
     target = tmp_path / ("artifact.txt" if kind == "file" else "artifact")
     if kind == "checkpoint":
         for _ in range(3):
-            process = subprocess.Popen([sys.executable, "-c", WRITER, kind, str(target)], env=ENV,
+            process = subprocess.Popen([sys.executable, "-c", WRITER, kind, str(target)], env=ONE_THREAD,
                                        stdout=subprocess.PIPE, text=True)  # fmt: skip
             assert process.stdout.readline().strip() == "1"
             time.sleep(random.uniform(0.0, 0.5))
@@ -188,7 +183,7 @@ def test_sigkill_while_an_artifact_is_written_leaves_a_whole_old_or_new_version(
             assert AutoTokenizer.from_pretrained(target).pad_token_id == 1
         return
     for _ in range(5):
-        process = subprocess.Popen([sys.executable, "-c", WRITER, kind, str(target)], env=ENV,
+        process = subprocess.Popen([sys.executable, "-c", WRITER, kind, str(target)], env=ONE_THREAD,
                                    stdout=subprocess.PIPE, text=True)  # fmt: skip
         assert process.stdout.readline().strip() == "1"  # one whole version is on disk before the kill
         time.sleep(random.uniform(0.0, 0.3))
@@ -201,7 +196,7 @@ def test_sigkill_while_an_artifact_is_written_leaves_a_whole_old_or_new_version(
         assert all(t == texts[0] for t in texts)  # a folder's files all come from the same version
 
 
-def test_a_tokenizer_larger_than_the_models_embedding_is_named(tmp_path, capsys, sib200_path):
+def test_a_tokenizer_larger_than_the_models_embedding_is_named(tmp_path, capsys, tiny_run):
     from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
 
     from polydistill.tokenizer import train_unigram_tokenizer
@@ -211,12 +206,11 @@ def test_a_tokenizer_larger_than_the_models_embedding_is_named(tmp_path, capsys,
                               intermediate_size=32)  # fmt: skip
     XLMRobertaForSequenceClassification(config).save_pretrained(folder)  # 2 labels: SIB's 7 get a fresh head
     train_unigram_tokenizer(["a small corpus of words"] * 20 + ["and more text"] * 20, 40).save_pretrained(folder)
-    args = [f"data.path={sib200_path}", f"teacher.model={folder}", f"output_dir={tmp_path / 'runs'}"]
-    assert main(["run", str(REPO / "recipes" / "quickstart-scratch.yaml"), *args]) == 2
+    assert main(tiny_run(QUICKSTART, f"teacher.model={folder}").args(tmp_path / "runs")) == 2
     assert "but the model's embedding only 10" in capsys.readouterr().err
 
 
-def test_an_empty_language_split_is_named(tmp_path, capsys, sib200_path):
+def test_an_empty_language_split_is_named(tmp_path, capsys, sib200_path, tiny_run):
     root = tmp_path / "sib"
     for lang in ("eng_Latn", "hau_Latn"):
         (root / lang).mkdir(parents=True)
@@ -224,7 +218,7 @@ def test_an_empty_language_split_is_named(tmp_path, capsys, sib200_path):
             (root / lang / f.name).write_bytes(f.read_bytes())
     test = root / "hau_Latn" / "test.tsv"
     test.write_text(test.read_text().splitlines()[0] + "\n")
-    args = [f"data.path={root}", "data.languages=[eng_Latn, hau_Latn]", f"output_dir={tmp_path / 'runs'}"]
-    assert main(["run", str(REPO / "recipes" / "quickstart-scratch.yaml"), *args]) == 2
+    args = tiny_run(QUICKSTART, "data.languages=[eng_Latn, hau_Latn]", data=root).args(tmp_path / "runs")
+    assert main(args) == 2
     assert f"empty split: {test} has no rows" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()  # found before anything was written

@@ -8,13 +8,11 @@ from pathlib import Path
 
 import datasets
 import pytest
+from tiny import QUICKSTART
 from transformers import AutoConfig, AutoTokenizer
 
-from polydistill.cli import main
 from polydistill.errors import DistillError
 from polydistill.stream import TextStream
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 class Words:
@@ -82,25 +80,23 @@ def test_missing_and_empty_corpora_are_named(tmp_path):
 
 
 @pytest.mark.slow
-def test_agnostic_stage_streams_a_corpus_file_and_reports_tokens_per_second(tmp_path, sib200_path, capsys):
+def test_agnostic_stage_streams_a_corpus_file_and_reports_tokens_per_second(tmp_path, sib200_path, tiny_run, capsys):
     corpus = tmp_path / "hau.txt"
     lines = (sib200_path / "data" / "hau_Latn" / "train.tsv").read_text(encoding="utf-8").splitlines()[1:121]
     corpus.write_text("\n".join(line.split("\t")[-1] for line in lines) + "\n", encoding="utf-8")
-    args = [
-        "run", str(REPO / "recipes" / "quickstart-scratch.yaml"), f"output_dir={tmp_path / 'out'}",
-        f"data.path={sib200_path}", "data.languages=[eng_Latn, hau_Latn]", "data.max_train_per_language=24",
+    streaming = tiny_run(
+        QUICKSTART, "data.languages=[eng_Latn, hau_Latn]", "data.max_train_per_language=24",
         "data.max_eval_per_language=8", "teacher.scratch.vocab_size=300", "teacher.scratch.hidden_size=32",
         "teacher.scratch.num_heads=2", "teacher.scratch.intermediate_size=64", "teacher.train.epochs=1",
         "student.num_layers=2", "agnostic.train.epochs=2", "agnostic.train.batch_size=16",
         f"agnostic.corpus=[{corpus}]", "agnostic.shuffle_buffer=50", "distill.train.epochs=1",
         "stages=[teacher, agnostic, distill]",
-    ]  # fmt: skip
-    assert main(args) == 0
+    )  # fmt: skip
+    directory = streaming.run(tmp_path / "out")
     captured = capsys.readouterr()
     assert "streaming 120 sentences from 1 corpus file(s), teacher run live" in captured.out
     assert "agnostic epoch 2: train loss" in captured.out and "tokens/s)" in captured.out
     assert "tokens_per_s=" not in captured.err  # the training bar is drawn on a terminal only, not into a capture
-    (directory,) = [p for p in (tmp_path / "out" / "quickstart-scratch").iterdir() if p.name != "latest"]
     metrics = json.loads((directory / "metrics.json").read_text())
     assert len(metrics["training"]["student_agnostic"]["history"]) == 2
     folder = directory / "checkpoints" / "student_agnostic"

@@ -8,7 +8,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from tiny import QUICKSTART, SMALL_QUICKSTART, THREE_LANGUAGES, UDPOS_TINY
+from tiny import QUICKSTART, SMALL_QUICKSTART, SMALL_UDPOS, THREE_LANGUAGES, UDPOS_TINY
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from polydistill.cli import main
@@ -25,13 +25,8 @@ TINY = [
     "bench.threads=1",
     "bench.max_seconds=2",
 ]
-# the token task (UD POS), 40 train sentences a language, a 500-piece 32-wide teacher and a 16-wide student
-TINY_POS = [
-    "data.max_train_per_language=40", "data.max_eval_per_language=8", "teacher.scratch.vocab_size=500",
-    "teacher.scratch.hidden_size=32", "teacher.scratch.num_heads=4", "teacher.scratch.intermediate_size=64",
-    "teacher.train.epochs=1", "student.hidden_size=16", "student.intermediate_size=32", "distill.train.epochs=1",
-    "trim.min_freq=2",
-]  # fmt: skip
+# the token task (UD POS) with a teacher trained one epoch
+TINY_POS = [*SMALL_UDPOS, "teacher.train.epochs=1", "trim.min_freq=2"]
 
 
 @pytest.fixture(scope="module")

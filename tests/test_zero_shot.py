@@ -2,11 +2,10 @@
 still scored, and the report gets a languages x models transfer matrix, a heat map and collapse flags."""
 
 import json
-from pathlib import Path
 
 import pytest
+from tiny import REPO
 
-from polydistill.cli import main
 from polydistill.data import Encoded
 from polydistill.errors import RecipeError
 from polydistill.metrics_schema import metrics_problems
@@ -14,7 +13,6 @@ from polydistill.recipe import load_recipe
 from polydistill.run_state import Run
 from polydistill.scoring import COLLAPSE_BELOW, transfer_matrix
 
-REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "sib200-zero-shot.yaml"
 TINY = [
     "data.languages=[eng_Latn, hau_Latn, amh_Ethi]",
@@ -77,9 +75,8 @@ def test_transfer_matrix_flags_languages_under_90_percent_of_the_teacher():
 
 
 @pytest.mark.slow
-def test_zero_shot_recipe_reports_the_transfer_matrix_heat_map_and_collapse_flags(sib200_path, tmp_path):
-    assert main(["run", str(RECIPE), f"output_dir={tmp_path}", f"data.path={sib200_path}", *TINY]) == 0
-    run = (tmp_path / "sib200-zero-shot" / "latest").resolve()
+def test_zero_shot_recipe_reports_the_transfer_matrix_heat_map_and_collapse_flags(tiny_run, tmp_path):
+    run = tiny_run(RECIPE, *TINY).run(tmp_path)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics_problems(metrics) == []
     assert metrics["zero_shot_languages"] == ["hau_Latn", "amh_Ethi"]

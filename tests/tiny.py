@@ -38,6 +38,31 @@ SMALL_QUICKSTART = [
     "bench.warmup=1",
     "bench.seq=32",
 ]
+# the quickstart recipe with 32 train sentences a language, a 300-piece 32-wide scratch teacher trained one epoch
+# and a 2-layer student distilled one; the caller names the languages
+TWO_LAYER_QUICKSTART = [
+    "data.max_train_per_language=32",
+    "data.max_eval_per_language=8",
+    "teacher.scratch.vocab_size=300",
+    "teacher.scratch.hidden_size=32",
+    "teacher.scratch.intermediate_size=64",
+    "teacher.train.epochs=1",
+    "student.num_layers=2",
+    "distill.train.epochs=1",
+]
+# the token task (UD POS): 40 train sentences a language, a 500-piece 32-wide teacher (4 heads of 8) and a
+# 16-wide student (2 such heads) distilled one epoch; the caller sets the teacher's epochs
+SMALL_UDPOS = [
+    "data.max_train_per_language=40",
+    "data.max_eval_per_language=8",
+    "teacher.scratch.vocab_size=500",
+    "teacher.scratch.hidden_size=32",
+    "teacher.scratch.num_heads=4",
+    "teacher.scratch.intermediate_size=64",
+    "student.hidden_size=16",
+    "student.intermediate_size=32",
+    "distill.train.epochs=1",
+]
 # threads fixed, so a killed-and-resumed run (or a 2-process one) and an uninterrupted one add up floats in the
 # same order
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
